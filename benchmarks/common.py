@@ -1,0 +1,39 @@
+"""Helpers shared by the benchmark scripts (run on demand: ``python -m benchmarks.<name>``)."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """../shared/data beside the repository, or $PLANNER_SHARED_DATA; exits if absent."""
+    env = os.environ.get("PLANNER_SHARED_DATA")
+    path = Path(env) if env else REPO.parent / "shared" / "data"
+    if not path.is_dir():
+        sys.exit(f"shared data not found at {path}; set PLANNER_SHARED_DATA")
+    return path
+
+
+def print_table(rows: list[dict], title: str | None = None) -> None:
+    """Print rows (dicts with the same keys) as an aligned text table."""
+    if title:
+        print(f"\n## {title}")
+    if not rows:
+        print("(no rows)")
+        return
+    cols = list(rows[0])
+    cells = [[_fmt(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    print("| " + " | ".join(c.ljust(w) for c, w in zip(cols, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in cells:
+        print("| " + " | ".join(v.ljust(w) for v, w in zip(row, widths)) + " |")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.3e}"
+    return "" if v is None else str(v)

@@ -1,0 +1,150 @@
+"""The hardware catalog: one YAML file per accelerator (``accelerators/``) and per node type
+(``nodes/``).  A new GPU is a new data file here, never a subclass.
+
+Names are matched case-insensitively and through each entry's aliases; an unknown name raises
+an :class:`InputError` that suggests the nearest known names.  ``$PLANNER_CATALOG`` may point at
+an extra folder with the same layout whose entries add to or replace the built-in ones.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from hardware.accelerator import Accelerator
+from hardware.errors import InputError, unknown_name
+from hardware.topology import NodeType
+
+CATALOG_DIR = Path(__file__).resolve().parent
+
+
+def _folders() -> list[Path]:
+    folders = [CATALOG_DIR]
+    extra = os.environ.get("PLANNER_CATALOG")
+    if extra:
+        folders.append(Path(extra))
+    return folders
+
+
+def _load_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise InputError(f"malformed catalog file: {str(exc).splitlines()[0]}", file=str(path)) from None
+    if not isinstance(data, dict):
+        raise InputError("catalog file is not a mapping", file=str(path))
+    return data
+
+
+def _validation_error(path: Path, exc: ValidationError) -> InputError:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"])
+    return InputError(err["msg"], file=str(path), field=field)
+
+
+def _strip_notes(data: dict) -> dict:
+    for key in ("matmul_efficiency", "memory_efficiency"):
+        if isinstance(data.get(key), dict):
+            data[key] = {k: v for k, v in data[key].items() if k != "note"}
+    return data
+
+
+def load_accelerator_file(path: str | Path) -> Accelerator:
+    """Read one accelerator YAML file."""
+    path = Path(path)
+    try:
+        return Accelerator.model_validate(_strip_notes(_load_yaml(path)))
+    except ValidationError as exc:
+        raise _validation_error(path, exc) from None
+
+
+def load_node_file(path: str | Path) -> NodeType:
+    """Read one node-type YAML file."""
+    path = Path(path)
+    try:
+        return NodeType.model_validate(_load_yaml(path))
+    except ValidationError as exc:
+        raise _validation_error(path, exc) from None
+
+
+@functools.lru_cache(maxsize=None)
+def _accelerators() -> dict[str, Accelerator]:
+    out: dict[str, Accelerator] = {}
+    for folder in _folders():
+        for path in sorted((folder / "accelerators").glob("*.yaml")):
+            acc = load_accelerator_file(path)
+            out[acc.name] = acc
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _nodes() -> dict[str, NodeType]:
+    out: dict[str, NodeType] = {}
+    for folder in _folders():
+        for path in sorted((folder / "nodes").glob("*.yaml")):
+            node = load_node_file(path)
+            out[node.name] = node
+    return out
+
+
+def _index(entries: dict) -> dict[str, str]:
+    index: dict[str, str] = {}
+    for name, entry in entries.items():
+        for key in (name, *entry.aliases):
+            index[key.lower()] = name
+    return index
+
+
+def list_accelerators() -> list[Accelerator]:
+    """All accelerators, in catalog order (by name)."""
+    return [a for _, a in sorted(_accelerators().items())]
+
+
+def accelerator_names() -> list[str]:
+    return sorted(_accelerators())
+
+
+def get_accelerator(name: str, *, field: str | None = "gpu", file: str | None = None) -> Accelerator:
+    """The accelerator called ``name`` (case-insensitive, aliases accepted, e.g. ``H100``)."""
+    if isinstance(name, Accelerator):
+        return name
+    accs = _accelerators()
+    key = _index(accs).get(str(name).strip().lower())
+    if key is None:
+        names = list(accs) + [a for acc in accs.values() for a in acc.aliases]
+        raise unknown_name("GPU", str(name), names, field=field, file=file)
+    return accs[key]
+
+
+def list_nodes() -> list[NodeType]:
+    return [n for _, n in sorted(_nodes().items())]
+
+
+def get_node(name: str, *, field: str | None = "node", file: str | None = None) -> NodeType:
+    """The node type called ``name`` (case-insensitive, aliases accepted)."""
+    if isinstance(name, NodeType):
+        return name
+    nodes = _nodes()
+    key = _index(nodes).get(str(name).strip().lower())
+    if key is None:
+        names = list(nodes) + [a for n in nodes.values() for a in n.aliases]
+        raise unknown_name("node type", str(name), names, field=field, file=file)
+    return nodes[key]
+
+
+def default_node_for(accelerator: str | Accelerator) -> NodeType:
+    """The largest catalog node type built from this accelerator (8-GPU boxes before 1-GPU VMs)."""
+    acc = get_accelerator(accelerator)
+    candidates = [n for n in list_nodes() if n.accelerator == acc.name]
+    if not candidates:
+        raise InputError(f"no node type in the catalog uses {acc.name}", field="gpu")
+    return max(candidates, key=lambda n: (n.gpus_per_node, n.name))
+
+
+def clear_cache() -> None:
+    """Forget loaded entries (tests that set $PLANNER_CATALOG call this)."""
+    _accelerators.cache_clear()
+    _nodes.cache_clear()

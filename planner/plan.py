@@ -1,0 +1,166 @@
+"""Versioned plan files: ``apiVersion: planner/v1``, one ``kind`` per planner.
+
+Plans are data other tools consume, so this module owns their envelope (apiVersion, kind,
+metadata with tool version and inputs' hash), their YAML / JSON serialisation and atomic
+writes.  Serialisation is canonical (sorted keys where the plan is a dict, floats as Python
+repr) so that the same input gives a byte-identical file; timings live under keys named
+``time_s`` / ``*_time_s`` and are the only fields allowed to differ between runs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+from pydantic import BaseModel
+
+from hardware.errors import InputError
+
+API_VERSION = "planner/v1"
+KINDS = ("Estimate", "FleetPlan", "ParallelPlan", "ExpertPlacement", "SequencePlan",
+         "StepPlan", "Calibration", "SweepResult")
+
+
+def tool_version() -> str:
+    from planner import __version__
+    return __version__
+
+
+def _plain(obj: Any) -> Any:
+    """Convert pydantic models, numpy scalars/arrays, tuples and paths into plain JSON data."""
+    if isinstance(obj, BaseModel):
+        return _plain(obj.model_dump(mode="python"))
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy scalar / array
+        return _plain(obj.tolist())
+    if isinstance(obj, float):
+        if math.isnan(obj) or math.isinf(obj):
+            return None
+        return obj
+    return obj
+
+
+def canonical_json(obj: Any) -> str:
+    """Deterministic JSON text (sorted keys, no NaN) used for hashing and comparison."""
+    return json.dumps(_plain(obj), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def inputs_hash(*parts: Any) -> str:
+    """sha256 (hex) of the canonical JSON of the inputs; recorded in every plan."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(canonical_json(part).encode())
+    return h.hexdigest()
+
+
+def envelope(kind: str, body: dict[str, Any], *, inputs: Any = None) -> dict[str, Any]:
+    """Wrap a plan body in the versioned envelope (apiVersion, kind, metadata)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown plan kind {kind!r}")
+    meta = {"tool": "llm-placement-planner", "tool_version": tool_version()}
+    if inputs is not None:
+        meta["inputs_sha256"] = inputs_hash(inputs)
+    return {"apiVersion": API_VERSION, "kind": kind, "metadata": meta, **_plain(body)}
+
+
+def to_json(plan: Any) -> str:
+    """Plan as pretty JSON text (insertion order kept, so plans read top-down)."""
+    return json.dumps(_plain(plan), indent=2, allow_nan=False) + "\n"
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str_presenter(dumper: yaml.SafeDumper, data: str):
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _str_presenter)
+
+
+def to_yaml(plan: Any) -> str:
+    """Plan as YAML text (insertion order kept)."""
+    return yaml.dump(_plain(plan), Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+                     allow_unicode=True, width=100)
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes, *,
+                 protect: Iterable[str | os.PathLike] = ()) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, then rename).
+
+    ``protect`` lists the user's input files: writing over one of them is refused.
+    """
+    path = Path(path)
+    for p in protect:
+        if p is not None and Path(p).exists() and path.exists() and \
+                Path(p).resolve() == path.resolve():
+            raise InputError(f"refusing to overwrite the input file {p} with output",
+                             field="-o/--output", expected="an output path that is not an input")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        raise InputError(f"output folder {parent} does not exist", file=str(path))
+    mode = "wb" if isinstance(data, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    try:
+        with os.fdopen(fd, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def dump_plan(plan: Any, path: str | os.PathLike, *,
+              protect: Iterable[str | os.PathLike] = ()) -> Path:
+    """Write a plan as YAML (``.yaml``/``.yml``) or JSON (anything else), atomically."""
+    suffix = Path(path).suffix.lower()
+    text = to_yaml(plan) if suffix in (".yaml", ".yml") else to_json(plan)
+    return write_atomic(path, text, protect=protect)
+
+
+def read_structured(path: str | os.PathLike, *, what: str = "file") -> Any:
+    """Read a YAML or JSON file; a clear InputError when missing or malformed."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{what} not found", file=str(path))
+    if path.is_dir():
+        raise InputError(f"{what} is a folder, not a file", file=str(path))
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        if path.suffix.lower() == ".json":
+            return json.loads(text)
+        return yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        line = getattr(exc, "lineno", None) or getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f" near line {line + 1 if isinstance(exc, yaml.YAMLError) else line}" if line is not None else ""
+        raise InputError(f"malformed {what}{where}: {str(exc).splitlines()[0]}", file=str(path),
+                         expected="valid YAML or JSON") from None
+
+
+def load_plan(path: str | os.PathLike, *, kinds: Iterable[str] | None = None) -> dict[str, Any]:
+    """Read a plan file and check its apiVersion and kind."""
+    data = read_structured(path, what="plan file")
+    if not isinstance(data, dict):
+        raise InputError("plan file is not a mapping", file=str(path), expected="a YAML/JSON object")
+    if data.get("apiVersion") != API_VERSION:
+        raise InputError(f"unsupported apiVersion {data.get('apiVersion')!r}", file=str(path),
+                         field="apiVersion", expected=repr(API_VERSION))
+    allowed = tuple(kinds) if kinds is not None else KINDS
+    if data.get("kind") not in allowed:
+        raise InputError(f"unsupported plan kind {data.get('kind')!r}", file=str(path),
+                         field="kind", expected=" or ".join(allowed))
+    return data

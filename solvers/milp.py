@@ -1,0 +1,196 @@
+"""One thin, honest layer over PuLP (HiGHS, CBC fallback) and OR-Tools CP-SAT.
+
+Every solve returns a :class:`SolveResult` with the solver's real status, the incumbent
+objective, the best proven bound and the relative gap.  ``status == "optimal"`` only when the
+solver proved optimality (within its gap tolerance); a run stopped by its time limit with an
+incumbent is ``"feasible"``, with no incumbent ``"no_solution"``.  PuLP's CBC wrapper famously
+reports "Optimal" for a time-limited incumbent; we never pass that on.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import pulp
+
+#: statuses a plan may carry
+STATUSES = ("optimal", "feasible", "infeasible", "unbounded", "no_solution", "heuristic")
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    """Outcome of one solve.
+
+    Attributes:
+        status: one of :data:`STATUSES`.
+        objective: incumbent objective value (problem units), ``None`` without an incumbent.
+        bound: best proven bound on the objective (lower bound when minimising), or ``None``.
+        gap: relative gap ``|objective - bound| / max(|objective|, 1e-9)``; 0 when proven
+            optimal, ``None`` when unknown.
+        time_s: wall time of the solve in seconds.
+        backend: "highs", "cbc", "cp-sat" or the name of the heuristic.
+        time_limit_s: the limit the solve ran under (``None`` = none).
+    """
+
+    status: str
+    objective: float | None
+    bound: float | None
+    gap: float | None
+    time_s: float
+    backend: str
+    time_limit_s: float | None = None
+
+    @property
+    def has_solution(self) -> bool:
+        return self.status in ("optimal", "feasible", "heuristic")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("objective", "bound", "gap", "time_s"):
+            if out[key] is not None:
+                out[key] = float(out[key])
+        return out
+
+
+def relative_gap(objective: float | None, bound: float | None) -> float | None:
+    """``|objective - bound| / max(|objective|, 1e-9)``, or ``None`` when either is unknown."""
+    if objective is None or bound is None or not math.isfinite(bound):
+        return None
+    return abs(objective - bound) / max(abs(objective), 1e-9)
+
+
+def heuristic_result(objective: float, time_s: float, name: str,
+                     bound: float | None = None) -> SolveResult:
+    """Result of a heuristic (greedy, LPT, water-filling); status "heuristic" unless a bound
+    proves it optimal."""
+    gap = relative_gap(objective, bound)
+    status = "optimal" if gap is not None and gap <= 1e-9 else "heuristic"
+    return SolveResult(status, float(objective), bound, gap, time_s, name)
+
+
+def _highs_solve(problem: pulp.LpProblem, time_limit_s: float | None, gap_rel: float,
+                 threads: int | None) -> SolveResult:
+    import highspy
+
+    solver = pulp.HiGHS(msg=False, timeLimit=time_limit_s, gapRel=gap_rel, threads=threads)
+    start = time.perf_counter()
+    problem.solve(solver)
+    elapsed = time.perf_counter() - start
+    highs = problem.solverModel
+    model_status = highs.getModelStatus()
+    info = highs.getInfo()
+    sign = -1.0 if problem.sense == pulp.LpMaximize else 1.0
+    constant = float(problem.objective.constant) if problem.objective is not None else 0.0
+    has_incumbent = info.primal_solution_status == 2  # kSolutionStatusFeasible
+    S = highspy.HighsModelStatus
+    is_mip = any(v.cat == pulp.LpInteger for v in problem.variables())
+    objective = None
+    if has_incumbent:
+        objective = float(pulp.value(problem.objective)) if problem.objective is not None else 0.0
+    if is_mip:
+        raw_bound = info.mip_dual_bound
+        bound = sign * raw_bound + constant if math.isfinite(raw_bound) else None
+    else:
+        bound = objective if model_status == S.kOptimal else None
+    if model_status == S.kOptimal:
+        status = "optimal"
+        if bound is None:
+            bound = objective
+    elif model_status in (S.kInfeasible,):
+        status = "infeasible"
+    elif model_status in (S.kUnbounded, S.kUnboundedOrInfeasible):
+        status = "unbounded"
+    else:  # time limit, iteration limit, interrupt...
+        status = "feasible" if has_incumbent else "no_solution"
+    gap = 0.0 if status == "optimal" and bound is not None and objective is not None and \
+        relative_gap(objective, bound) is not None and relative_gap(objective, bound) <= gap_rel + 1e-12 \
+        else relative_gap(objective, bound)
+    return SolveResult(status, objective, bound, gap, elapsed, "highs", time_limit_s)
+
+
+def _cbc_solve(problem: pulp.LpProblem, time_limit_s: float | None, gap_rel: float,
+               threads: int | None) -> SolveResult:
+    solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s, gapRel=gap_rel, threads=threads)
+    start = time.perf_counter()
+    problem.solve(solver)
+    elapsed = time.perf_counter() - start
+    objective = None
+    if problem.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
+        objective = float(pulp.value(problem.objective)) if problem.objective is not None else 0.0
+    hit_limit = time_limit_s is not None and elapsed >= 0.95 * time_limit_s
+    if problem.status == pulp.LpStatusInfeasible:
+        status = "infeasible"
+    elif problem.status == pulp.LpStatusUnbounded:
+        status = "unbounded"
+    elif objective is None:
+        status = "no_solution"
+    elif problem.sol_status == pulp.LpSolutionOptimal and not hit_limit:
+        status = "optimal"
+    else:  # CBC through PuLP gives no bound after a time limit: say so
+        status = "feasible"
+    bound = objective if status == "optimal" else None
+    gap = 0.0 if status == "optimal" else None
+    return SolveResult(status, objective, bound, gap, elapsed, "cbc", time_limit_s)
+
+
+def solve_pulp(problem: pulp.LpProblem, *, time_limit_s: float | None = 30.0,
+               backend: str = "highs", gap_rel: float = 1e-6,
+               threads: int | None = None) -> SolveResult:
+    """Solve a PuLP problem and report status, incumbent, bound and gap honestly.
+
+    Args:
+        problem: the model; its variables hold the incumbent afterwards.
+        time_limit_s: wall-clock limit in seconds (``None``: none).
+        backend: "highs" (default) or "cbc"; HiGHS falls back to CBC when highspy is missing.
+        gap_rel: relative gap at which the solver may stop and call the incumbent optimal.
+        threads: solver threads (``None``: solver default).
+    """
+    if backend == "highs":
+        try:
+            import highspy  # noqa: F401
+        except ImportError:
+            backend = "cbc"
+    if backend == "highs":
+        return _highs_solve(problem, time_limit_s, gap_rel, threads)
+    if backend == "cbc":
+        return _cbc_solve(problem, time_limit_s, gap_rel, threads)
+    raise ValueError(f"unknown MILP backend '{backend}' (expected 'highs' or 'cbc')")
+
+
+def solve_cpsat(model: Any, *, time_limit_s: float | None = 30.0, workers: int = 2,
+                seed: int = 0, solver: Any = None) -> tuple[Any, SolveResult]:
+    """Solve an OR-Tools CP-SAT model deterministically.
+
+    Returns the ``CpSolver`` (to read values from) and the :class:`SolveResult`.
+    ``workers`` defaults to 2 (our CI machines have 2 cores); ``seed`` and
+    ``interleave_search`` keep runs reproducible.
+    """
+    from ortools.sat.python import cp_model
+
+    solver = solver or cp_model.CpSolver()
+    if time_limit_s is not None:
+        solver.parameters.max_time_in_seconds = float(time_limit_s)
+    solver.parameters.num_workers = int(workers)
+    solver.parameters.random_seed = int(seed)
+    start = time.perf_counter()
+    code = solver.Solve(model)
+    elapsed = time.perf_counter() - start
+    has_objective = model.HasObjective()
+    objective = bound = None
+    if code in (cp_model.OPTIMAL, cp_model.FEASIBLE) and has_objective:
+        objective = float(solver.ObjectiveValue())
+        bound = float(solver.BestObjectiveBound())
+    if code == cp_model.OPTIMAL:
+        status = "optimal"
+    elif code == cp_model.FEASIBLE:
+        status = "feasible"
+    elif code == cp_model.INFEASIBLE:
+        status = "infeasible"
+    elif code == cp_model.MODEL_INVALID:
+        raise ValueError(f"CP-SAT model invalid: {model.Validate()}")
+    else:
+        status = "no_solution"
+    gap = 0.0 if status == "optimal" else relative_gap(objective, bound)
+    return solver, SolveResult(status, objective, bound, gap, elapsed, "cp-sat", time_limit_s)
