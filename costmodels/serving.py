@@ -1,0 +1,341 @@
+"""Serving estimates: prefill and decode step times, TTFT, TPOT, throughput, capacity under SLOs.
+
+Built from :func:`costmodels.ops.forward_ops` (what one iteration does), :mod:`roofline` (how
+long each op takes on the device) and :mod:`memory` (how many sequences fit).
+
+Pipeline parallelism: a token's latency crosses every stage (the op list holds all layers plus
+``pp - 1`` hand-offs); ``pp`` micro-batches are in flight at once, so a batch of ``B``
+sequences decodes as ``pp`` micro-batches of ``B / pp`` and TPOT is the path time at ``B / pp``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from costmodels.comm import LinkModel
+from costmodels.memory import (DEFAULT_GPU_MEMORY_UTILIZATION, MemoryBreakdown, kv_bytes_per_token_per_gpu,
+                               memory_breakdown, min_gpus_to_fit)
+from costmodels.model import ModelSpec, dtype_bytes
+from costmodels.ops import Iteration, Op, Parallel, forward_ops
+from costmodels.roofline import DeviceEfficiency, MeasuredTable, OpTime, default_efficiency, op_time
+from hardware.accelerator import Accelerator
+from hardware.catalog import default_node_for
+from hardware.errors import InputError
+from hardware.topology import Cluster, NodeType
+
+DEFAULT_MAX_NUM_SEQS = 256
+DEFAULT_MAX_BATCHED_TOKENS = 8192
+
+
+@dataclass(frozen=True)
+class CostContext:
+    """Everything fixed while a search varies the load: model, device, layout, dtypes, efficiencies.
+
+    Build it once with :func:`make_context`; :func:`iteration_time` then costs well under a
+    millisecond per call.
+    """
+
+    model: ModelSpec
+    accel: Accelerator
+    par: Parallel
+    dtype: str
+    weight_bytes: float
+    act_bytes: float
+    kv_bytes: float
+    eff: DeviceEfficiency
+    links: Mapping[str, LinkModel]
+    measured: MeasuredTable | None = None
+    gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION
+
+    @property
+    def fidelity(self) -> str:
+        kinds = {k.fidelity for k in self.eff.by_kind.values()}
+        if self.measured is not None:
+            return "measured"
+        return "calibrated" if "calibrated" in kinds else "analytical"
+
+
+def check_layout(model: ModelSpec, par: Parallel) -> None:
+    """Raise InputError when a layout cannot work (heads, layers, experts)."""
+    if par.tp < 1 or par.pp < 1 or par.ep < 1:
+        raise InputError("parallel degrees must be positive", field="tp/pp/ep", expected="integers >= 1")
+    if model.num_attention_heads % par.tp:
+        raise InputError(f"TP={par.tp} does not divide the {model.num_attention_heads} attention heads of "
+                         f"{model.name}", field="tp",
+                         expected=f"a divisor of {model.num_attention_heads}")
+    if par.pp > model.num_layers:
+        raise InputError(f"PP={par.pp} exceeds the {model.num_layers} layers", field="pp",
+                         expected=f"at most {model.num_layers}")
+    if par.ep > 1:
+        if model.moe is None:
+            raise InputError(f"{model.name} is dense; expert parallelism needs an MoE model", field="ep",
+                             expected="1")
+        if model.moe.num_experts % par.ep:
+            raise InputError(f"EP={par.ep} does not divide the {model.moe.num_experts} experts", field="ep",
+                             expected=f"a divisor of {model.moe.num_experts}")
+        if par.ep > par.tp:
+            raise InputError(f"EP={par.ep} larger than the TP group ({par.tp}) of one replica", field="ep",
+                             expected="ep <= tp (experts are spread over the replica's GPUs)")
+
+
+def links_for(cluster: Cluster, par: Parallel) -> dict[str, LinkModel]:
+    """Link model per comm scope: TP / EP groups are consecutive ranks; PP hand-offs cross a node
+    when a stage boundary does."""
+    tp_tier = cluster.tier_for_group(par.tp)
+    ep_tier = cluster.tier_for_group(par.ep)
+    pp_tier = cluster.tier_for_group(par.tp * par.pp) if par.pp > 1 else tp_tier
+    return {"tp": LinkModel.from_link(tp_tier.link), "ep": LinkModel.from_link(ep_tier.link),
+            "pp": LinkModel.from_link(pp_tier.link)}
+
+
+def make_context(model: ModelSpec, accel: Accelerator, par: Parallel, *, dtype: str = "bf16",
+                 kv_dtype: str | None = None, node: NodeType | None = None,
+                 efficiency: DeviceEfficiency | None = None,
+                 links: Mapping[str, LinkModel] | None = None, measured: MeasuredTable | None = None,
+                 gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION) -> CostContext:
+    """Build a :class:`CostContext` (checks the layout and the dtype).
+
+    Args:
+        dtype: weight / GEMM dtype ("bf16", "fp8" W8A8...).
+        kv_dtype: KV-cache dtype (defaults to ``dtype`` for fp8, else bf16).
+        node: the node type (defaults to the largest catalog node of this accelerator).
+        efficiency: calibrated efficiencies (defaults to the catalog's analytical priors).
+        links: calibrated link models per scope (defaults to the catalog's links).
+    """
+    check_layout(model, par)
+    if not accel.supports(dtype) or dtype not in accel.flops_per_s and dtype not in ("bf16", "fp16"):
+        raise InputError(f"{accel.name} does not support {dtype}", field="dtype",
+                         expected=" | ".join(sorted(accel.flops_per_s)))
+    kv_dtype = kv_dtype or ("fp8" if dtype == "fp8" else "bf16")
+    if node is None:
+        try:
+            node = default_node_for(accel)
+        except InputError:
+            node = None
+    if links is None:
+        if node is None:
+            from hardware.topology import NodeType as _NT
+            node = _NT(name=f"{accel.name}-1", accelerator=accel.name, gpus_per_node=max(8, par.tp),
+                       scale_out=accel.host_link)
+        nodes = max(1, -(-par.tp * par.pp // node.gpus_per_node))
+        links = links_for(Cluster(node, nodes, accel.scale_up), par)
+    return CostContext(model, accel, par, dtype, dtype_bytes(dtype), 2.0, dtype_bytes(kv_dtype, field_name="kv_dtype"),
+                       efficiency or default_efficiency(accel), links, measured, gpu_memory_utilization)
+
+
+def iteration_ops(ctx: CostContext, it: Iteration) -> list[Op]:
+    return forward_ops(ctx.model, ctx.par, it, weight_bytes=ctx.weight_bytes, act_bytes=ctx.act_bytes,
+                       kv_bytes=ctx.kv_bytes)
+
+
+def iteration_breakdown(ctx: CostContext, it: Iteration) -> list[OpTime]:
+    """Per-op times of one iteration along the latency path (all stages)."""
+    return [op_time(op, ctx.accel, dtype=ctx.dtype, eff=ctx.eff, links=ctx.links, measured=ctx.measured,
+                    tp=ctx.par.tp) for op in iteration_ops(ctx, it)]
+
+
+def iteration_time(ctx: CostContext, it: Iteration) -> float:
+    """Seconds one iteration takes along the latency path (all pipeline stages)."""
+    return sum(t.time_s for t in iteration_breakdown(ctx, it))
+
+
+def prefill_time_s(ctx: CostContext, batch: int, input_len: int) -> float:
+    """Seconds to prefill ``batch`` prompts of ``input_len`` tokens in one iteration."""
+    return iteration_time(ctx, Iteration.prefill(batch, input_len))
+
+
+def decode_step_s(ctx: CostContext, batch: int, context_len: float) -> float:
+    """Seconds per output token (TPOT) for ``batch`` sequences at ``context_len``, pipelined."""
+    micro = max(1, math.ceil(batch / ctx.par.pp))
+    return iteration_time(ctx, Iteration.decode(micro, context_len))
+
+
+def memory_for(ctx: CostContext, max_batched_tokens: int = DEFAULT_MAX_BATCHED_TOKENS) -> MemoryBreakdown:
+    return memory_breakdown(ctx.model, ctx.par, ctx.accel.memory_bytes, weight_bytes=ctx.weight_bytes,
+                            max_batched_tokens=max_batched_tokens, act_bytes=ctx.act_bytes,
+                            gpu_memory_utilization=ctx.gpu_memory_utilization)
+
+
+def max_kv_tokens(ctx: CostContext, mem: MemoryBreakdown | None = None) -> int:
+    """KV-cache capacity of one replica in tokens (0 when the weights do not fit)."""
+    mem = mem or memory_for(ctx)
+    per_token = kv_bytes_per_token_per_gpu(ctx.model, ctx.par, ctx.kv_bytes)
+    return max(0, int(mem.kv_cache // per_token))
+
+
+def not_fitting_error(ctx: CostContext, mem: MemoryBreakdown) -> InputError:
+    need = min_gpus_to_fit(ctx.model, ctx.accel.memory_bytes, ctx.weight_bytes, ctx.gpu_memory_utilization)
+    return InputError(
+        f"{ctx.model.name} does not fit on {ctx.par.gpus} x {ctx.accel.name} with TP={ctx.par.tp} PP={ctx.par.pp}: "
+        f"{mem.weights / 1e9:.1f} GB of weights per GPU leave {mem.kv_cache / 1e9:.1f} GB for the KV cache",
+        field="tp/pp", expected=f"at least {need} x {ctx.accel.name} (e.g. --tp {min(need, 8)}"
+                                f"{' --pp ' + str(need // 8) if need > 8 else ''})")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Result of :func:`estimate`; ``to_dict`` gives the stable JSON names."""
+
+    model: str
+    gpu: str
+    tp: int
+    pp: int
+    ep: int
+    dtype: str
+    kv_dtype: str
+    input_len: int
+    output_len: int
+    batch: int
+    prefill_time_s: float
+    ttft_s: float
+    tpot_s: float
+    e2e_latency_s: float
+    output_tokens_per_s: float
+    memory: MemoryBreakdown
+    max_batch: int
+    max_kv_tokens: int
+    prefill_ops: list[OpTime]
+    decode_ops: list[OpTime]
+    fidelity: str
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        def ops(phase: str, items: list[OpTime]) -> list[dict[str, Any]]:
+            return [{"phase": phase, "name": o.name, "kind": o.kind, "time_s": o.time_s, "count": o.count,
+                     "bound": o.bound, "fidelity": o.fidelity, "flops": o.flops * o.count,
+                     "bytes": o.bytes * o.count} for o in items]
+        return {
+            "model": self.model, "gpu": self.gpu, "tp": self.tp, "pp": self.pp, "ep": self.ep,
+            "gpus": self.tp * self.pp, "dtype": self.dtype, "kv_dtype": self.kv_dtype,
+            "input_len": self.input_len, "output_len": self.output_len, "batch": self.batch,
+            "prefill_time_s": self.prefill_time_s, "ttft_s": self.ttft_s, "tpot_s": self.tpot_s,
+            "e2e_latency_s": self.e2e_latency_s, "output_tokens_per_s": self.output_tokens_per_s,
+            "memory_bytes": {k: v for k, v in self.memory.as_dict().items()},
+            "max_batch": self.max_batch, "max_kv_tokens": self.max_kv_tokens, "fidelity": self.fidelity,
+            "ops": ops("prefill", self.prefill_ops) + ops("decode", self.decode_ops), "notes": list(self.notes),
+        }
+
+
+def estimate(model: ModelSpec, accel: Accelerator, *, tp: int = 1, pp: int = 1, ep: int = 1,
+             input_len: int, output_len: int, batch: int = 1, dtype: str = "bf16",
+             kv_dtype: str | None = None, node: NodeType | None = None,
+             efficiency: DeviceEfficiency | None = None, links: Mapping[str, LinkModel] | None = None,
+             measured: MeasuredTable | None = None,
+             max_num_seqs: int = DEFAULT_MAX_NUM_SEQS) -> Estimate:
+    """Latency, throughput and memory of ``batch`` requests of (``input_len``, ``output_len``).
+
+    TTFT is the prefill of the whole batch in one iteration (the requests arrive together);
+    TPOT is the decode step at the batch's mean context ``input_len + output_len / 2``.
+    Raises InputError when the layout is impossible or the model does not fit.
+    """
+    for name, v in (("input_len", input_len), ("output_len", output_len), ("batch", batch)):
+        if not isinstance(v, int) or v < 1:
+            raise InputError(f"{name} must be a positive integer, got {v!r}", field=name, expected="an integer >= 1")
+    ctx = make_context(model, accel, Parallel(tp, pp, ep), dtype=dtype, kv_dtype=kv_dtype, node=node,
+                       efficiency=efficiency, links=links, measured=measured)
+    mem = memory_for(ctx)
+    if not mem.fits:
+        raise not_fitting_error(ctx, mem)
+    kv_tokens = max_kv_tokens(ctx, mem)
+    max_batch = min(max_num_seqs * pp, kv_tokens // (input_len + output_len))
+    notes = []
+    if batch > max_batch:
+        notes.append(f"batch {batch} exceeds the {max_batch} sequences whose KV cache fits; "
+                     "a real engine would queue or preempt")
+    pre = iteration_breakdown(ctx, Iteration.prefill(batch, input_len))
+    micro = max(1, math.ceil(batch / pp))
+    dec = iteration_breakdown(ctx, Iteration.decode(micro, input_len + output_len / 2))
+    prefill_s = sum(o.time_s for o in pre)
+    tpot = sum(o.time_s for o in dec)
+    e2e = prefill_s + max(output_len - 1, 0) * tpot
+    kv_name = kv_dtype or ("fp8" if dtype == "fp8" else "bf16")
+    return Estimate(model.name, accel.name, tp, pp, ep, dtype, kv_name, input_len, output_len, batch,
+                    prefill_s, prefill_s, tpot, e2e, batch / tpot, mem, max(max_batch, 0), kv_tokens,
+                    pre, dec, ctx.fidelity, notes)
+
+
+@dataclass(frozen=True)
+class CapacityEstimate:
+    """Sustained capacity of one replica for one request shape under SLOs.
+
+    ``rate_rps`` is the largest request rate the replica sustains with the SLOs met (0.0: it
+    cannot meet them at any rate); ``binding`` names what limits it ("tpot", "ttft",
+    "memory", "max_num_seqs" or "fit").
+    """
+
+    rate_rps: float
+    max_batch: int
+    ttft_s: float
+    tpot_s: float
+    binding: str
+    fidelity: str
+
+
+def _steady_state(ctx: CostContext, batch: int, input_len: int, output_len: int) -> tuple[float, float, float]:
+    """(rate_rps, tpot_s, ttft_s) of continuous batching with ``batch`` sequences decoding.
+
+    Each request is prefilled once (t_pf) and then decodes ``output_len`` tokens in shared steps
+    of t_dec(batch).  With prefill taking a share f = rate * t_pf of the time, decode steps
+    stretch to t_dec / (1 - f); Little's law (batch = rate * output_len * tpot) gives
+    rate = batch / (output_len * t_dec + batch * t_pf).  TTFT waits on average half a decode
+    step, then its own prefill, slowed by the prefill share in front of it (M/D/1-like 1/(1-f)).
+    """
+    t_pf = prefill_time_s(ctx, 1, input_len)
+    t_dec = decode_step_s(ctx, batch, input_len + output_len / 2)
+    rate = batch / (output_len * t_dec + batch * t_pf)
+    f = min(rate * t_pf, 0.999)
+    tpot = t_dec / (1.0 - f)
+    ttft = 0.5 * t_dec + t_pf / (1.0 - f)
+    return rate, tpot, ttft
+
+
+def max_rate_under_slo(model: ModelSpec, accel: Accelerator, *, tp: int, pp: int = 1, ep: int = 1,
+                       input_len: int, output_len: int, ttft_slo_s: float | None = None,
+                       tpot_slo_s: float | None = None, dtype: str = "bf16", kv_dtype: str | None = None,
+                       node: NodeType | None = None, efficiency: DeviceEfficiency | None = None,
+                       max_num_seqs: int = DEFAULT_MAX_NUM_SEQS, percentile_factor: float = 1.0) -> CapacityEstimate:
+    """Largest sustained request rate of one replica meeting the TTFT / TPOT SLOs.
+
+    The rate grows with the decode batch while the SLOs hold, so the batch is found by
+    bisection.  ``percentile_factor`` (>= 1) scales the modelled latencies before they are
+    compared with the SLO, to leave room for a percentile above the mean (e.g. 1.2 for p90).
+    Returns rate 0.0 with the binding constraint when even one request misses the SLO or the
+    weights do not fit.
+    """
+    try:
+        ctx = make_context(model, accel, Parallel(tp, pp, ep), dtype=dtype, kv_dtype=kv_dtype, node=node,
+                           efficiency=efficiency)
+    except InputError:
+        return CapacityEstimate(0.0, 0, math.inf, math.inf, "fit", "analytical")
+    mem = memory_for(ctx)
+    kv_cap = max_kv_tokens(ctx, mem) // (input_len + output_len)
+    limit = min(kv_cap, max_num_seqs * pp)
+    if limit < 1:
+        return CapacityEstimate(0.0, 0, math.inf, math.inf, "memory" if mem.fits else "fit", ctx.fidelity)
+
+    def ok(b: int) -> tuple[bool, str, tuple[float, float, float]]:
+        rate, tpot, ttft = _steady_state(ctx, b, input_len, output_len)
+        if tpot_slo_s is not None and tpot * percentile_factor > tpot_slo_s:
+            return False, "tpot", (rate, tpot, ttft)
+        if ttft_slo_s is not None and ttft * percentile_factor > ttft_slo_s:
+            return False, "ttft", (rate, tpot, ttft)
+        return True, "", (rate, tpot, ttft)
+
+    good, why, res = ok(1)
+    if not good:
+        return CapacityEstimate(0.0, 0, res[2], res[1], why, ctx.fidelity)
+    lo, hi, best = 1, limit, res
+    good_hi, why_hi, res_hi = ok(hi)
+    if good_hi:
+        binding = "memory" if kv_cap <= max_num_seqs * pp else "max_num_seqs"
+        return CapacityEstimate(res_hi[0], hi, res_hi[2], res_hi[1], binding, ctx.fidelity)
+    binding = why_hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        good, why, res = ok(mid)
+        if good:
+            lo, best = mid, res
+        else:
+            hi, binding = mid, why
+    return CapacityEstimate(best[0], lo, best[2], best[1], binding, ctx.fidelity)

@@ -1,0 +1,46 @@
+"""Small helpers shared by the command modules: output of JSON / tables, writing plan files."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from planner.plan import dump_plan, to_json
+
+# pipes get a wide table (rich would fold at 80 columns); terminals keep their own width
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+
+def echo_json(obj: Any) -> None:
+    """Print ``obj`` as JSON on stdout (nothing else goes to stdout with --json)."""
+    typer.echo(to_json(obj), nl=False)
+
+
+def print_table(title: str, columns: list[str], rows: Iterable[Iterable[Any]]) -> None:
+    table = Table(title=title, show_lines=False)
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    for r in rows:
+        table.add_row(*[fmt(v) for v in r])
+    console.print(table)
+
+
+def fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if v == 0:
+            return "0"
+        if abs(v) >= 1e4 or abs(v) < 1e-3:
+            return f"{v:.3e}"
+        return f"{v:.4g}"
+    return str(v)
+
+
+def write_output(plan: Any, output: Path | None, inputs: Iterable[Path | str | None] = ()) -> None:
+    """Write a plan file atomically when ``-o`` was given, refusing to overwrite an input."""
+    if output is not None:
+        dump_plan(plan, output, protect=[p for p in inputs if p is not None])
+        typer.echo(f"wrote {output}", err=True)
