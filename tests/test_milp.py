@@ -1,0 +1,58 @@
+"""The solver layer reports the truth: optimal only when proven, bound and gap otherwise."""
+import pulp
+import pytest
+
+from solvers.milp import heuristic_result, solve_cpsat, solve_pulp
+
+
+def knapsack(n=60, seed=3):
+    import random
+    rnd = random.Random(seed)
+    w = [rnd.randint(10, 60) for _ in range(n)]
+    v = [wi + rnd.randint(-5, 5) for wi in w]
+    prob = pulp.LpProblem("k", pulp.LpMaximize)
+    x = [pulp.LpVariable(f"x{i}", cat="Binary") for i in range(n)]
+    prob += pulp.lpSum(vi * xi for vi, xi in zip(v, x))
+    prob += pulp.lpSum(wi * xi for wi, xi in zip(w, x)) <= sum(w) // 2
+    return prob
+
+
+@pytest.mark.parametrize("backend", ["highs", "cbc"])
+def test_small_problem_optimal(backend):
+    p = pulp.LpProblem("t", pulp.LpMinimize)
+    x = pulp.LpVariable("x", 0, cat="Integer")
+    y = pulp.LpVariable("y", 0, cat="Integer")
+    p += 1.01 * x + 3.67 * y
+    p += 2 * x + 20 * y >= 30
+    r = solve_pulp(p, backend=backend)
+    assert r.status == "optimal" and r.objective == pytest.approx(7.34) and r.gap == 0.0
+
+
+def test_infeasible_is_reported():
+    p = pulp.LpProblem("t", pulp.LpMinimize)
+    x = pulp.LpVariable("x", 0, 1)
+    p += x
+    p += x >= 2
+    assert solve_pulp(p).status == "infeasible"
+
+
+def test_maximisation_bound_is_an_upper_bound():
+    r = solve_pulp(knapsack())
+    assert r.status in ("optimal", "feasible")
+    assert r.bound >= r.objective - 1e-6
+
+
+def test_cpsat_result():
+    from ortools.sat.python import cp_model
+    m = cp_model.CpModel()
+    x = m.NewIntVar(0, 10, "x")
+    m.Add(3 * x >= 7)
+    m.Minimize(x)
+    solver, r = solve_cpsat(m, time_limit_s=5)
+    assert r.status == "optimal" and solver.Value(x) == 3 and r.bound == 3
+
+
+def test_heuristic_is_not_called_optimal_without_a_bound():
+    assert heuristic_result(10.0, 0.01, "greedy").status == "heuristic"
+    assert heuristic_result(10.0, 0.01, "greedy", bound=10.0).status == "optimal"
+    assert heuristic_result(10.0, 0.01, "greedy", bound=9.0).gap == pytest.approx(0.1)
