@@ -126,3 +126,39 @@ def min_gpus_to_fit(model: ModelSpec, memory_bytes: float, weight_bytes: float =
             return n
         n *= 2
     return n
+
+
+def attention_dp_memory_breakdown(model: ModelSpec, group: int, attn_dp: int, memory_bytes: float, *,
+                                  weight_bytes: float = 2.0, max_batched_tokens: int = 8192,
+                                  act_bytes: float = 2.0,
+                                  gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION
+                                  ) -> MemoryBreakdown:
+    """Memory per GPU of an MoE replica with data-parallel attention (additive; parallel planner).
+
+    ``group`` GPUs hold the routed experts split ``group`` ways (EP = group); attention, dense
+    MLPs, shared experts, router, embedding and LM head are sharded over the attention group of
+    ``attn_tp = group / attn_dp`` ranks and replicated across the ``attn_dp`` groups.  Each
+    attention group keeps the KV cache of its own sequences, so the replica's KV capacity in
+    tokens is ``attn_dp`` x (kv_cache bytes / :func:`kv_bytes_per_token_per_gpu` at ``attn_tp``).
+    ``max_batched_tokens`` is the token budget of one attention group.
+    """
+    attn_tp = group // attn_dp
+    local = Parallel(tp=attn_tp)
+    params = 0.0
+    for i in range(model.num_layers):
+        moe_layer = model.is_moe_layer(i)
+        p = layer_weight_params_per_gpu(model, local, False) if not moe_layer else 0.0
+        if moe_layer:
+            moe = model.moe
+            p = (model.attention_parameters() / attn_tp + 2 * model.hidden_size
+                 + moe.num_experts * model.expert_parameters() / group
+                 + moe.num_shared_experts * model.mlp_parameters(moe.shared_intermediate_size) / attn_tp
+                 + model.hidden_size * moe.num_experts)
+        params += p
+    params += model.vocab_size * model.hidden_size / attn_tp * (1 if model.tie_word_embeddings else 2)
+    weights = params * weight_bytes
+    acts = activation_bytes(model, local, max_batched_tokens, act_bytes)
+    engine = CUDA_CONTEXT_AND_GRAPHS_BYTES + (NCCL_BUFFER_BYTES if group > 1 else 0.0)
+    reserved = (1.0 - gpu_memory_utilization) * memory_bytes + engine
+    kv = memory_bytes - reserved - weights - acts
+    return MemoryBreakdown(memory_bytes, weights, kv, acts, reserved)

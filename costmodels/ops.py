@@ -259,5 +259,56 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-__all__ = ["Op", "Parallel", "Iteration", "layer_ops", "forward_ops", "stage_layers",
+def attention_dp_forward_ops(model: ModelSpec, group: int, attn_dp: int, it: Iteration, *,
+                             weight_bytes: float = 2.0, act_bytes: float = 2.0,
+                             kv_bytes: float = 2.0) -> list[Op]:
+    """Ops on one GPU of an MoE replica with data-parallel attention (additive; parallel planner).
+
+    The replica has ``group`` GPUs split into ``attn_dp`` attention groups of
+    ``attn_tp = group / attn_dp`` ranks.  Each attention group runs attention, the dense MLP
+    layers, the shared experts and the router for its ``1 / attn_dp`` share of the iteration's
+    tokens (tensor-parallel over ``attn_tp``); the routed experts are spread over all ``group``
+    GPUs (EP = ``group``) and see every token of the replica through an all-to-all dispatch and
+    combine (SGLang ``--enable-dp-attention`` with ``--ep-size``, APEX's attention / FFN split).
+    Load is assumed balanced over the attention groups, so this is the latency path of any of
+    them; with fp8 weights the dispatch all-to-all carries fp8 tokens (DeepEP), the combine bf16; the caller's link map needs "tp" (the attention group's tier), "ep" (the whole
+    group's) and "pp".
+    """
+    if model.moe is None:
+        raise ValueError("attention data-parallelism is modelled for MoE models only")
+    if attn_dp < 1 or group % attn_dp:
+        raise ValueError(f"attn_dp={attn_dp} must divide group={group}")
+    attn_tp = group // attn_dp
+    local = Iteration(tokens=max(1, ceil_div(int(it.tokens), attn_dp)) if it.tokens else 0,
+                      prefill_pairs=it.prefill_pairs / attn_dp,
+                      decode_context_tokens=it.decode_context_tokens / attn_dp,
+                      sampled_tokens=ceil_div(int(it.sampled_tokens), attn_dp))
+    par_local = Parallel(tp=attn_tp)
+    kw = dict(weight_bytes=weight_bytes, act_bytes=act_bytes, kv_bytes=kv_bytes)
+    h = model.hidden_size
+    ops: list[Op] = [Op("embedding", "elementwise", 0.0, local.tokens * h * act_bytes, 1)]
+    if model.num_dense_layers:
+        ops.extend(layer_ops(model, par_local, local, moe_layer=False, count=model.num_dense_layers, **kw))
+    n_moe = model.num_moe_layers
+    if n_moe:
+        base = layer_ops(model, par_local, local, moe_layer=False, count=n_moe, **kw)
+        ops.extend(o for o in base if not o.name.startswith("mlp_"))
+        here = _moe_ops(model, par_local, local, weight_bytes, act_bytes, n_moe)
+        ops.extend(o for o in here if o.name == "moe_router" or o.name.startswith("shared_expert"))
+        routed = _moe_ops(model, Parallel(tp=group, ep=group), Iteration(tokens=it.tokens),
+                          weight_bytes, act_bytes, n_moe)
+        for o in routed:
+            if o.name == "moe_dispatch" and weight_bytes <= 1.0:
+                # fp8 models dispatch tokens in fp8 (DeepEP / SGLang, vLLM's DeepEP backends);
+                # the combine returns bf16
+                o = Op(**{**o.__dict__, "bytes": o.bytes * 1.0 / act_bytes})
+            if o.name in ("moe_dispatch", "moe_up_gate", "moe_act", "moe_down", "moe_combine"):
+                ops.append(o)
+    s = max(local.sampled_tokens, 1)
+    ops.append(Op("final_norm", "elementwise", 4.0 * s * h, 2.0 * s * h * act_bytes, 1))
+    ops.append(_gemm("lm_head", s, model.vocab_size / attn_tp, h, weight_bytes, act_bytes, 1))
+    return _merge(ops)
+
+
+__all__ = ["Op", "Parallel", "Iteration", "layer_ops", "forward_ops", "attention_dp_forward_ops", "stage_layers",
            "bottleneck_stage_fraction", "expected_active_experts", "flops_per_token", "ceil_div"]

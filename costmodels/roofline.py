@@ -27,13 +27,16 @@ class KindEfficiency:
     """Efficiencies of one op kind on one accelerator.
 
     ``compute`` is indexed by FLOPs, ``memory`` by bytes; ``overhead_s`` is the fixed time per
-    kernel; ``fidelity`` says where the numbers came from.
+    kernel; ``fidelity`` says where the numbers came from.  ``roofline_p`` (set by calibration)
+    replaces max(t_compute, t_memory) with the soft roofline (t_c^p + t_m^p)^(1/p): real kernels
+    near the ridge point are slower than either side alone (p = 2 fits Vidur's GEMMs best).
     """
 
     compute: EfficiencyCurve
     memory: EfficiencyCurve
     overhead_s: float
     fidelity: str = "analytical"
+    roofline_p: float | None = None
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,11 @@ class DeviceEfficiency:
 def default_efficiency(accel: Accelerator) -> DeviceEfficiency:
     """The analytical layer: the catalog's priors for every compute op kind."""
     k = KindEfficiency(accel.matmul_efficiency, accel.memory_efficiency, accel.kernel_overhead_s)
-    return DeviceEfficiency({kind: k for kind in COMPUTE_KINDS})
+    by_kind = {kind: k for kind in COMPUTE_KINDS}
+    if accel.elementwise_memory_efficiency is not None:
+        by_kind["elementwise"] = KindEfficiency(accel.matmul_efficiency, accel.elementwise_memory_efficiency,
+                                                accel.kernel_overhead_s)
+    return DeviceEfficiency(by_kind)
 
 
 class MeasuredTable(Protocol):
@@ -86,7 +93,8 @@ def compute_op_time(op: Op, accel: Accelerator, eff: KindEfficiency, dtype: str)
     peak = accel.peak_flops(dtype if op.kind == "gemm" else "bf16")
     t_c = op.flops / (peak * eff.compute.at(max(op.flops, 1.0))) if op.flops > 0 else 0.0
     t_m = op.bytes / (accel.hbm_bandwidth_bytes_per_s * eff.memory.at(max(op.bytes, 1.0))) if op.bytes > 0 else 0.0
-    body = max(t_c, t_m)
+    p = eff.roofline_p
+    body = max(t_c, t_m) if p is None else (t_c ** p + t_m ** p) ** (1.0 / p)
     bound = "compute" if t_c >= t_m else "memory"
     if eff.overhead_s > body:
         bound = "overhead"

@@ -105,6 +105,8 @@ class Accelerator(BaseModel):
     reserved_price: Price | None = None
     matmul_efficiency: EfficiencyCurve
     memory_efficiency: EfficiencyCurve
+    elementwise_memory_efficiency: EfficiencyCurve | None = Field(
+        default=None, description="memory efficiency of norms / activations (defaults to memory_efficiency)")
     kernel_overhead_s: float = Field(ge=0, description="fixed time per kernel (launch, tail)")
     sources: tuple[str, ...] = ()
     notes: str = ""

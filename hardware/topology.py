@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import networkx as nx
 from pydantic import BaseModel, ConfigDict, Field
 
 from hardware.accelerator import Link
@@ -73,8 +72,11 @@ class Cluster:
         nodes = -(-group_size // gpn)
         return Tier("inter-node", self.node.scale_out, group_size, nodes)
 
-    def graph(self) -> nx.Graph:
-        """GPUs as nodes ``(node, local_rank)``; edges carry the tier name and bandwidth."""
+    def graph(self):
+        """GPUs as nodes ``(node, local_rank)``; edges carry the tier name and bandwidth
+        (a ``networkx.Graph``; imported here so that planning without it stays fast)."""
+        import networkx as nx
+
         g = nx.Graph()
         gpn = self.gpus_per_node
         ranks = [(n, r) for n in range(self.num_nodes) for r in range(gpn)]

@@ -14,7 +14,7 @@ from hardware.errors import InfeasibleError, InputError  # noqa: E402
 
 #: public name -> "module:attribute"
 _API = {
-    "estimate": "planner.estimate:run_estimate",
+    "estimate": "planner.estimates:run_estimate",
     "load_model": "costmodels.model:load_model",
     "get_accelerator": "hardware.catalog:get_accelerator",
     "get_node": "hardware.catalog:get_node",

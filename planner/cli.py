@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "planner.commands.seqpar",
     "planner.commands.emit",
     "planner.commands.report",
+    "planner.commands.sweep",
 )
 
 

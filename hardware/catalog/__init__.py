@@ -19,6 +19,7 @@ from hardware.errors import InputError, unknown_name
 from hardware.topology import NodeType
 
 CATALOG_DIR = Path(__file__).resolve().parent
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: 10x faster
 
 
 def _folders() -> list[Path]:
@@ -31,7 +32,7 @@ def _folders() -> list[Path]:
 
 def _load_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
     except yaml.YAMLError as exc:
         raise InputError(f"malformed catalog file: {str(exc).splitlines()[0]}", file=str(path)) from None
     if not isinstance(data, dict):
@@ -46,7 +47,7 @@ def _validation_error(path: Path, exc: ValidationError) -> InputError:
 
 
 def _strip_notes(data: dict) -> dict:
-    for key in ("matmul_efficiency", "memory_efficiency"):
+    for key in ("matmul_efficiency", "memory_efficiency", "elementwise_memory_efficiency"):
         if isinstance(data.get(key), dict):
             data[key] = {k: v for k, v in data[key].items() if k != "note"}
     return data

@@ -6,13 +6,15 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from planner.plan import dump_plan, to_json
 
-# pipes get a wide table (rich would fold at 80 columns); terminals keep their own width
-console = Console(width=None if sys.stdout.isatty() else 160)
+
+def console():
+    """The rich console (imported lazily: --json runs never need rich).  Pipes get a wide
+    table (rich would fold at 80 columns); terminals keep their own width."""
+    from rich.console import Console
+    return Console(width=None if sys.stdout.isatty() else 160)
 
 
 def echo_json(obj: Any) -> None:
@@ -21,12 +23,13 @@ def echo_json(obj: Any) -> None:
 
 
 def print_table(title: str, columns: list[str], rows: Iterable[Iterable[Any]]) -> None:
+    from rich.table import Table
     table = Table(title=title, show_lines=False)
     for c in columns:
         table.add_column(c, overflow="fold")
     for r in rows:
         table.add_row(*[fmt(v) for v in r])
-    console.print(table)
+    console().print(table)
 
 
 def fmt(v: Any) -> str:

@@ -27,13 +27,16 @@ def estimate_cmd(
     kv_dtype: Optional[str] = typer.Option(None, "--kv-dtype", help="KV-cache dtype (default: bf16, fp8 with --dtype fp8)."),
     node: Optional[str] = typer.Option(None, "--node", help="Node type (default: the catalog's largest node of this GPU)."),
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="Calibration file from `planner calibrate`."),
+    profile: Optional[Path] = typer.Option(None, "--profile", help="Vidur per-op mlp.csv (or a folder of them): "
+                                                                  "measured times for the ops it covers."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """Estimate TTFT, TPOT, tokens/s, memory and per-op times for one model on one layout."""
-    from planner.estimate import run_estimate
+    from planner.estimates import run_estimate
 
     result = run_estimate(model=model, gpu=gpu, tp=tp, pp=pp, ep=ep, input_len=input_len, output_len=output_len,
-                          batch=batch, dtype=dtype, kv_dtype=kv_dtype, node=node, calibration=calibration)
+                          batch=batch, dtype=dtype, kv_dtype=kv_dtype, node=node, calibration=calibration,
+                          profile=profile)
     d = result.to_dict()
     if as_json:
         echo_json(d)
