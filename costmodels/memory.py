@@ -109,7 +109,13 @@ def memory_breakdown(model: ModelSpec, par: Parallel, memory_bytes: float, *, we
     """Memory per GPU for a replica laid out as ``par`` on devices of ``memory_bytes``."""
     weights = weight_bytes_per_gpu(model, par, weight_bytes)
     acts = activation_bytes(model, par, max_batched_tokens, act_bytes)
-    engine = CUDA_CONTEXT_AND_GRAPHS_BYTES + (NCCL_BUFFER_BYTES if par.gpus > 1 or par.ep > 1 else 0.0)
+    return _breakdown(memory_bytes, weights, acts, par.gpus > 1 or par.ep > 1, gpu_memory_utilization)
+
+
+def _breakdown(memory_bytes: float, weights: float, acts: float, talks_to_peers: bool,
+               gpu_memory_utilization: float) -> MemoryBreakdown:
+    """What is left for the KV cache once the engine's reserve, weights and activations are out."""
+    engine = CUDA_CONTEXT_AND_GRAPHS_BYTES + (NCCL_BUFFER_BYTES if talks_to_peers else 0.0)
     reserved = (1.0 - gpu_memory_utilization) * memory_bytes + engine
     kv = memory_bytes - reserved - weights - acts
     return MemoryBreakdown(memory_bytes, weights, kv, acts, reserved)
@@ -158,7 +164,4 @@ def attention_dp_memory_breakdown(model: ModelSpec, group: int, attn_dp: int, me
     params += model.vocab_size * model.hidden_size / attn_tp * (1 if model.tie_word_embeddings else 2)
     weights = params * weight_bytes
     acts = activation_bytes(model, local, max_batched_tokens, act_bytes)
-    engine = CUDA_CONTEXT_AND_GRAPHS_BYTES + (NCCL_BUFFER_BYTES if group > 1 else 0.0)
-    reserved = (1.0 - gpu_memory_utilization) * memory_bytes + engine
-    kv = memory_bytes - reserved - weights - acts
-    return MemoryBreakdown(memory_bytes, weights, kv, acts, reserved)
+    return _breakdown(memory_bytes, weights, acts, group > 1, gpu_memory_utilization)

@@ -1,0 +1,124 @@
+"""``planner experts``: MoE expert replication and placement, with engine-ready maps."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import typer
+
+from hardware.errors import InputError
+
+
+def experts(
+    request: Path = typer.Argument(None, help="Expert request (YAML or JSON); flags override it."),
+    output: Path = typer.Option(None, "-o", "--output", help="Write the ExpertPlacement plan (.yaml/.json)."),
+    as_json: bool = typer.Option(False, "--json", help="Print metrics and solver facts as JSON only."),
+    loads: Path = typer.Option(None, "--loads", help="Loads: .npy/.npz/.csv/.json/.pt or .jsonl traces."),
+    traces: Path = typer.Option(None, "--traces", help="JSONL routing traces (affinity)."),
+    gpus: int = typer.Option(None, "--gpus", help="GPUs (expert-parallel ranks)."),
+    nodes: int = typer.Option(None, "--nodes", help="Nodes (GPUs split evenly)."),
+    slots: int = typer.Option(None, "--slots", help="Physical expert slots in total."),
+    slots_per_gpu: int = typer.Option(None, "--slots-per-gpu", help="Slots per GPU."),
+    redundant: int = typer.Option(None, "--redundant", help="Slots beyond one per expert."),
+    groups: int = typer.Option(None, "--groups", help="Keep each of N contiguous expert groups on one node."),
+    max_replicas: int = typer.Option(None, "--max-replicas", help="Most copies of one expert."),
+    model: str = typer.Option(None, "--model", help="Model alias or config.json (layers, experts, size)."),
+    gpu: str = typer.Option(None, "--gpu", help="GPU type (memory report)."),
+    memory_gib: float = typer.Option(None, "--memory-gib", help="GiB per GPU for expert weights: "
+                                                                 "choose the redundant slots."),
+    previous: Path = typer.Option(None, "--previous", help="Previous ExpertPlacement plan or npz."),
+    max_moves: int = typer.Option(None, "--max-moves", help="Most expert copies to load vs --previous."),
+    time_limit: float = typer.Option(None, "--time-limit", help="Overall time limit in seconds."),
+    cpsat: float = typer.Option(None, "--cpsat-s", help="Seconds of CP-SAT refinement (0: off)."),
+    out_npz: Path = typer.Option(None, "--out-npz", help="Write phy2log, logcnt, log2phy (.npz)."),
+    out_eplb_json: Path = typer.Option(None, "--out-eplb-json", help="Write the EPLB arrays as JSON."),
+    out_sglang: Path = typer.Option(None, "--out-sglang", help="Write SGLang's --init-expert-location JSON."),
+    out_vllm: Path = typer.Option(None, "--out-vllm", help="Write vLLM EPLB state arrays + flags (JSON)."),
+    out_trtllm: Path = typer.Option(None, "--out-trtllm", help="Write TensorRT-LLM's load-balancer YAML."),
+) -> None:
+    """Replicate and place MoE experts on GPUs: balanced, duplicate-free, with a proven bound."""
+    from planner import experts as ex
+    from planner.plan import envelope, to_json, write_atomic
+    from planner.commands.common import echo_json, write_output
+
+    data: dict = {}
+    if request is not None:
+        req0 = ex.load_request(request)
+        data = req0.model_dump(exclude_none=True)
+    flags = {"loads": loads, "traces": traces, "gpus": gpus, "nodes": nodes, "slots": slots,
+             "slots_per_gpu": slots_per_gpu, "redundant": redundant, "groups": groups,
+             "max_replicas": max_replicas, "model": model, "gpu": gpu, "previous": previous,
+             "max_moves": max_moves, "time_limit_s": time_limit, "cpsat_s": cpsat}
+    if any(flags[k] is not None for k in ("slots", "slots_per_gpu", "redundant")):
+        for k in ("slots", "slots_per_gpu", "redundant", "gpu_slots"):  # flags replace the file's
+            data.pop(k, None)
+    for k, v in flags.items():
+        if v is not None:
+            data[k] = str(v) if isinstance(v, Path) else v
+    if memory_gib is not None:
+        data["memory"] = {**data.get("memory", {}), "budget_gib_per_gpu": memory_gib}
+    if "gpus" not in data:
+        raise InputError("the number of GPUs is not given", field="--gpus",
+                         expected="planner experts REQUEST.yaml or --loads FILE --gpus G --slots S")
+    req = ex.validate_request(data, file=str(request) if request else None)
+    pl = ex.plan_experts(req)
+    inputs = [p for p in (request, req.loads, req.traces, req.previous) if p]
+    plan = envelope(ex.KIND, ex.plan_body(pl, req), inputs=_hash_inputs(req, pl))
+    write_output(plan, output, inputs)
+    protect = [str(p) for p in inputs]
+    if out_npz is not None:
+        import numpy as np
+
+        buf = io.BytesIO()
+        np.savez(buf, **ex.npz_arrays(pl))
+        write_atomic(out_npz, buf.getvalue(), protect=protect)
+    if out_eplb_json is not None:
+        write_atomic(out_eplb_json, to_json(ex.eplb_json(pl)), protect=protect)
+    if out_sglang is not None:
+        write_atomic(out_sglang, to_json(ex.sglang_json(pl)), protect=protect)
+    if out_vllm is not None:
+        write_atomic(out_vllm, to_json(ex.vllm_json(pl)), protect=protect)
+    if out_trtllm is not None:
+        import yaml  # own dump: layer keys stay integers, each slot list on one line
+
+        write_atomic(out_trtllm, yaml.safe_dump(ex.trtllm_yaml(pl), sort_keys=False,
+                                                default_flow_style=None, width=100000),
+                     protect=protect)
+    if as_json:
+        keep = ("spec", "metrics", "solver", "migration", "affinity", "memory", "notes")
+        echo_json({k: plan[k] for k in ("apiVersion", "kind") + keep if k in plan})
+        return
+    m, s = pl.metrics, pl.solver
+    spec = plan["spec"]
+    typer.echo(f"{spec['layers']} layers x {spec['experts']} experts on {spec['gpus']} GPUs / "
+               f"{spec['nodes']} nodes, {spec['slots']} slots ({spec['redundant']} redundant)"
+               + (f", {spec['groups']} groups pinned to nodes" if spec["groups"] else ""))
+    typer.echo(f"max/mean GPU load {m['max_mean_gpu_load_mean']:.4f} mean, "
+               f"{m['max_mean_gpu_load_worst']:.4f} worst layer; node {m['max_mean_node_load_mean']:.4f}; "
+               f"lower bound {m['lower_bound_mean']:.4f}; duplicates {m['duplicate_pairs']}")
+    gap = "" if s["gap"] is None else f", gap {100 * s['gap']:.3f}%"
+    typer.echo(f"solver {s['status']} ({s['backend']}{gap}, {s['time_s']:.2f} s)")
+    if pl.migration:
+        mg = pl.migration
+        typer.echo(f"migration: {mg['experts_moved']} copies moved (fresh plan {mg['moves_for_fresh_plan']}); "
+                   f"max/mean {mg['max_mean_gpu_load_before']:.4f} -> {mg['max_mean_gpu_load_after']:.4f}")
+    if pl.affinity and "cross_gpu_transitions" in pl.affinity:
+        a = pl.affinity
+        base = a.get("load_only", {}).get("cross_gpu_transitions")
+        typer.echo(f"cross-GPU transitions {a['cross_gpu_transitions']:.4f}"
+                   + (f" (load-only {base:.4f})" if base is not None else ""))
+    for note in pl.problem.notes:
+        typer.echo(f"note: {note}", err=True)
+
+
+def _hash_inputs(req, pl) -> dict:
+    """What the plan depends on: the request and a digest of the load matrix."""
+    import hashlib
+
+    w = pl.problem.weights
+    return {"request": req.model_dump(exclude={"time_limit_s"}),
+            "loads_sha256": hashlib.sha256(w.tobytes()).hexdigest()}
+
+
+def register(app: typer.Typer) -> None:
+    app.command("experts")(experts)
