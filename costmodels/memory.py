@@ -13,6 +13,7 @@ NCCL buffers about 0.4 GB when the GPU talks to peers (ANCHORS.md section 5).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Sequence
 
 from costmodels.model import ModelSpec
 from costmodels.ops import Parallel, stage_layers
@@ -59,9 +60,11 @@ def layer_weight_params_per_gpu(model: ModelSpec, par: Parallel, moe_layer: bool
     return attn + norms + model.mlp_parameters(model.intermediate_size) / par.tp
 
 
-def stage_weight_params(model: ModelSpec, par: Parallel) -> list[float]:
-    """Parameters per GPU for each pipeline stage (embedding on the first, LM head on the last)."""
-    counts = stage_layers(model.num_layers, par.pp)
+def stage_weight_params(model: ModelSpec, par: Parallel, layers_per_stage: Sequence[int] | None = None) -> list[float]:
+    """Parameters per GPU for each pipeline stage (embedding on the first, LM head on the last).
+
+    ``layers_per_stage`` gives an uneven split; by default layers are split evenly."""
+    counts = list(layers_per_stage) if layers_per_stage else stage_layers(model.num_layers, par.pp)
     out, layer = [], 0
     emb = model.vocab_size * model.hidden_size / par.tp
     for s, n in enumerate(counts):

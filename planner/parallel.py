@@ -43,7 +43,8 @@ from costmodels.batching import (EngineLimits, IterationCostTable, SimResult, Tr
                                  little_stable, percentile, simulate)
 from costmodels.comm import LinkModel
 from costmodels.memory import (MemoryBreakdown, activation_bytes, attention_dp_memory_breakdown,
-                               kv_bytes_per_token_per_gpu, layer_weight_params_per_gpu, memory_breakdown)
+                               kv_bytes_per_token_per_gpu, memory_breakdown,
+                               stage_weight_params)
 from costmodels.model import ModelSpec, dtype_bytes, load_model
 from costmodels.ops import Iteration, Op, Parallel, attention_dp_forward_ops, forward_ops, layer_ops
 from costmodels.roofline import OpTime, op_time
@@ -550,16 +551,9 @@ def _stage_memory(model: ModelSpec, shape: Shape, accel: Accelerator, weight_b: 
     base = memory_breakdown(model, par, accel.memory_bytes, weight_bytes=weight_b, max_batched_tokens=max_tokens,
                             gpu_memory_utilization=util)
     per_layer_kv = kv_bytes_per_token_per_gpu(model, Parallel(shape.tp, 1, shape.ep), kv_b) / model.num_layers
-    emb = model.vocab_size * model.hidden_size / shape.tp
+    layers = list(shape.pp_layers or (model.num_layers,))
     worst_kv_tokens, worst = math.inf, None
-    layer = 0
-    for s, n in enumerate(shape.pp_layers or (model.num_layers,)):
-        p = sum(layer_weight_params_per_gpu(model, par, model.is_moe_layer(i)) for i in range(layer, layer + n))
-        layer += n
-        if s == 0:
-            p += emb
-        if s == shape.pp - 1:
-            p += model.hidden_size + (0 if model.tie_word_embeddings and shape.pp == 1 else emb)
+    for n, p in zip(layers, stage_weight_params(model, par, layers)):
         w = p * weight_b
         kv = base.total - base.reserved - base.activations - w
         tokens = kv / (n * per_layer_kv) if n else math.inf
