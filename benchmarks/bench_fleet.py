@@ -1,0 +1,213 @@
+"""Fleet planner benchmarks, side by side with Mélange's published / measured numbers.
+
+Run: ``python -m benchmarks.bench_fleet [melange|scale|traces|all]`` (default all).
+
+1. Mélange's toy example: expect exactly 3 x A10G + 1 x A100-80GB = $6.70/h.
+2. The 4-type 10x10-bucket instance at slice factors 1, 4, 16: $196.19/h, proven optimal, each
+   under 2 s (Mélange's own solver: 1.35 s at k=1, no answer after 300 s at k=4 and k=16).
+3. Scale: 8 GPU types, 20x20 buckets, 3 models, 24 hourly periods, quotas and spot; solve time
+   against problem size.  Target: proven optimal or gap <= 0.5% within 30 s on 2 cores.
+4. Real traces (Azure LLM inference 2023, code and conversation): Llama-3.1-8B and -70B under
+   TPOT 50 ms / TTFT 1 s at p90 across the catalog's GPUs, from the cost models: savings against
+   the best single GPU type, and the per-period plan against provisioning for the peak.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+
+from benchmarks.common import print_table, shared_data_dir
+
+# ------------------------------------------------------------------------------ 1 + 2: Mélange
+
+
+def bench_melange() -> None:
+    from planner.fleet import plan_melange
+
+    data = shared_data_dir() / "fleet_bench"
+    rows = []
+    expected = {"melange_toy_example.json": (6.70, "1.0 s"),
+                "synth_4gpu_10x10_sf1.json": (196.19, "1.35 s"),
+                "synth_4gpu_10x10_sf4.json": (196.19, "no answer after 300 s"),
+                "synth_4gpu_10x10_sf16.json": (196.19, "no answer after 300 s")}
+    for name, (want, theirs) in expected.items():
+        cfg = json.loads((data / name).read_text())
+        start = time.perf_counter()
+        plan = plan_melange(data / name, time_limit_s=30)
+        wall = time.perf_counter() - start
+        mix = {k: v for k, v in plan["melange_result"].items() if k != "cost" and v}
+        rows.append({"instance": name, "k": cfg.get("slice_factor", 1),
+                     "cost_$/h": round(plan["cost_per_hour"], 4), "expected_$/h": want,
+                     "match": abs(plan["cost_per_hour"] - want) < 1e-6,
+                     "status": plan["solver"]["status"], "gap": plan["solver"]["gap"],
+                     "solve_s": round(plan["solver"]["time_s"], 3), "plan_wall_s": round(wall, 2),
+                     "mix": " ".join(f"{v}x{k}" for k, v in sorted(mix.items())),
+                     "melange_solver": theirs})
+    print_table(rows, "Mélange inputs: ours (aggregated MILP, HiGHS) vs the known optimum and "
+                      "Mélange's own solver time (plan_wall_s includes the single-GPU baselines)")
+
+
+# ------------------------------------------------------------------------------------ 3: scale
+
+#: (name, $/GPU-h on demand, speed factor, memory GB)
+SCALE_GPUS = [("L4", 0.80, 0.35, 24), ("A10G", 1.01, 0.45, 24), ("L40S", 1.86, 0.9, 48),
+              ("A100-40GB", 1.84, 1.1, 40), ("A100-80GB", 3.67, 1.6, 80),
+              ("H100", 4.92, 3.0, 80), ("H200", 5.41, 3.6, 141), ("MI300X", 3.00, 2.6, 192)]
+#: (name, speed scale, weight GB, total peak req/s per unit of rate_scale)
+SCALE_MODELS = [("8b", 1.0, 16, 300.0), ("70b", 0.12, 140, 80.0), ("8x7b", 0.25, 94, 120.0)]
+#: GPUs per type available (at rate_scale 1)
+SCALE_QUOTAS = {"L4": 256, "A10G": 256, "L40S": 128, "A100-40GB": 128, "A100-80GB": 128,
+                "H100": 64, "H200": 48, "MI300X": 128}
+
+
+def scale_instance(n_buckets: int = 20, n_periods: int = 24, n_models: int = 3,
+                   rate_scale: float = 1.0, seed: int = 0, routing: str = "auto",
+                   noise: str = "bucket"):
+    """A synthetic planning instance in the spirit of fleet_bench's generator: per-bucket
+    capacity 100 / 1.25^i / 1.2^j (scaled to a 10 x 10 span whatever the grid), times a GPU speed
+    factor, a model factor and a random factor; two TP shapes per (model, GPU) where the
+    weights fit, the larger one 1.5-2.3x faster per replica depending on the bucket (more KV room
+    helps long requests); diurnal load; reserved (0.6x), spot (0.35x, 90% capacity, at most 30%
+    of GPUs) and quotas."""
+    from solvers.binpack import CoverOption, CoverProblem
+
+    rng = np.random.default_rng(seed)
+    models = SCALE_MODELS[:n_models]
+    B = n_buckets * n_buckets
+    D = B * len(models)
+    ii, jj = np.meshgrid(np.arange(n_buckets), np.arange(n_buckets), indexing="ij")
+    base = 20.0 / 1.25 ** (ii * 10 / n_buckets) / 1.2 ** (jj * 10 / n_buckets)
+    opts, cols = [], []
+    for mi, (mname, mscale, mem_gb, _) in enumerate(models):
+        for gname, price, speed, gmem in SCALE_GPUS:
+            fits = [tp for tp in (1, 2, 4, 8) if gmem * tp * 0.9 >= mem_gb * 1.2]
+            if not fits:
+                continue
+            t0 = fits[0]
+            # noise "bucket": an independent factor per bucket (fleet_bench's recipe: every
+            # bucket has its own best GPU); "option": one factor per option (smooth tables)
+            shape = base.shape if noise == "bucket" else (1, 1)
+            cap0 = base * speed * mscale * t0 * rng.uniform(1.0, 1.3, shape)
+            for tp, cap in ((t0, cap0), (2 * t0, cap0 * 2 * rng.uniform(0.75, 1.15, shape))):
+                if tp > 8:
+                    continue
+                col = np.zeros(D)
+                col[mi * B:(mi + 1) * B] = cap.ravel()
+                cols.append(col)
+                opts.append(CoverOption(f"{mname}/{gname}/tp{tp}", gname, tp,
+                                        {"on_demand": price * tp, "reserved": 0.6 * price * tp,
+                                         "spot": 0.35 * price * tp}))
+    cap = np.stack(cols, axis=1)
+    curve = 0.55 + 0.45 * np.sin(np.linspace(0, 2 * np.pi, n_periods, endpoint=False) - 1.2)
+    if n_periods == 1:
+        curve = np.ones(1)
+    rates = []
+    for _, _, _, peak in models:
+        shares = rng.dirichlet(np.full(B, 0.5))
+        rates.append(np.outer(shares * peak * rate_scale, curve))
+    rates = np.concatenate(rates, axis=0)
+    quotas = {g: int(q * rate_scale) for g, q in SCALE_QUOTAS.items()}
+    if routing == "auto":
+        columns = int((cap > 0).sum(axis=1) @ (rates > 0).sum(axis=1))
+        routing = "shared" if columns > 60_000 and n_periods > 1 else "per_period"
+    return CoverProblem(opts, cap, rates, quotas=quotas, spot_max_fraction=0.3,
+                        spot_capacity_factor=0.9, routing=routing)
+
+
+def bench_scale(time_limit_s: float = 30.0) -> None:
+    from solvers.binpack import dominated_options, solve_cover
+
+    rows = []
+    sizes = [(5, 1, 1, 1.0, "bucket"), (10, 1, 3, 1.0, "bucket"), (10, 6, 3, 1.0, "bucket"),
+             (20, 6, 3, 1.0, "bucket"), (20, 24, 3, 1.0, "bucket"), (20, 24, 3, 10.0, "bucket"),
+             (20, 24, 3, 1.0, "option"), (20, 24, 3, 10.0, "option")]
+    for nb, T, M, scale, noise in sizes:
+        problem = scale_instance(nb, T, M, rate_scale=scale, noise=noise)
+        D, J, _ = problem.shape
+        start = time.perf_counter()
+        sol = solve_cover(problem, time_limit_s=time_limit_s, gap_rel=0.005)
+        wall = time.perf_counter() - start
+        r = sol.result
+        rows.append({"buckets": f"{nb}x{nb}", "models": M, "periods": T, "rate_x": scale,
+                     "noise": noise,
+                     "demands": D,
+                     "options": J, "dominated": len(dominated_options(problem)),
+                     "routing": problem.routing, "cost_$/h": round(sol.cost_per_hour, 2),
+                     "bound_$/h": None if r.bound is None else round(r.bound, 2),
+                     "gap_%": None if r.gap is None else round(100 * r.gap, 3),
+                     "status": r.status, "method": sol.method, "solve_s": round(wall, 2),
+                     "gpus_peak": int(max((sol.counts(t) * [o.units for o in problem.options]).sum()
+                                          for t in range(T)))})
+    print_table(rows, f"Scale: solve time against problem size (HiGHS, stop at gap 0.5%, limit "
+                      f"{time_limit_s:g} s, 2 cores)")
+
+
+# --------------------------------------------------------------------------------- 4: traces
+
+TRACE_GPUS = ["L4", "A10G", "L40S", "A100-40GB", "A100-80GB", "H100-PCIE", "H100-SXM", "H200-SXM",
+              "B200", "MI300X"]
+
+
+NVIDIA_GPUS = [g for g in TRACE_GPUS if g != "MI300X"]
+
+
+def bench_traces(period_s: float = 300.0, rate_scale: float = 10.0, gpus: list[str] | None = None,
+                 label: str = "all catalog GPUs") -> None:
+    gpus = gpus or TRACE_GPUS
+    from planner.fleet import FleetRequest, build_problem, plan_from_problem
+
+    data = shared_data_dir() / "azure-llm-inference-2023"
+    rows = []
+    for trace in ("code", "conv"):
+        for model in ("llama-3.1-8b", "llama-3.1-70b"):
+            req = FleetRequest.model_validate({
+                "models": [{"name": model, "model": model,
+                            "workload": {"trace": str(data / f"AzureLLMInferenceTrace_{trace}.csv"),
+                                         "period_s": period_s, "rate_scale": rate_scale,
+                                         "input_edges": [0, 512, 1024, 2048, 4096, 8192],
+                                         "output_edges": [0, 32, 128, 512, 2048]},
+                            "slo": {"ttft_s": 1.0, "tpot_s": 0.05, "percentile": 90}}],
+                "gpus": [{"name": g} for g in gpus],
+                "solver": {"time_limit_s": 30},
+            })
+            start = time.perf_counter()
+            fp = build_problem(req)
+            cap_s = time.perf_counter() - start
+            plan = plan_from_problem(fp)
+            wall = time.perf_counter() - start
+            base = plan["baseline_single_gpu"]
+            peak = plan.get("peak_provisioning") or {}
+            mix = ", ".join(f"{p['count']}x{p['gpu']}/tp{p['shape']['tp']}" for p in plan["pools"])
+            rows.append({"trace": trace, "model": model, "periods": len(fp.period_weights),
+                         "mean_rps": round(float(fp.rates.sum(axis=0).mean()), 2),
+                         "cost_$/h": round(plan["cost_per_hour"], 2),
+                         "$/Mtok": round(plan["cost_per_million_tokens"], 3),
+                         "mix_at_peak": mix,
+                         "best_single": base["gpu"],
+                         "single_$/h": None if base["cost_per_hour"] is None else round(base["cost_per_hour"], 2),
+                         "single_status": base.get("status"),
+                         "save_vs_single_%": None if base["savings_fraction"] is None else round(100 * base["savings_fraction"], 1),
+                         "peak_prov_$/h": None if not peak.get("feasible") else round(peak["cost_per_hour"], 2),
+                         "save_vs_peak_%": None if not peak.get("feasible") else round(100 * peak["savings_fraction"], 1),
+                         "status": plan["solver"]["status"], "gap": plan["solver"]["gap"],
+                         "capacity_s": round(cap_s, 1), "total_s": round(wall, 1)})
+    print_table(rows, f"Azure 2023 traces x{rate_scale:g} rate, {period_s:g}-s periods, TPOT 50 ms / "
+                      f"TTFT 1 s at p90, cost-model capacity, catalog on-demand prices, {label}")
+
+
+def main(argv: list[str]) -> None:
+    what = argv[0] if argv else "all"
+    if what in ("melange", "all"):
+        bench_melange()
+    if what in ("scale", "all"):
+        bench_scale()
+    if what in ("traces", "all"):
+        bench_traces()
+        bench_traces(gpus=NVIDIA_GPUS, label="NVIDIA only")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,1 @@
+"""Deployable artifacts: engine launch commands, manifests, expert maps."""

@@ -1,0 +1,1085 @@
+"""Fleet planner: the cheapest GPU mix, TP/PP shapes and routing that meet latency SLOs.
+
+Request (YAML / JSON / Python) -> capacity table per (model, GPU type, shape, bucket) from
+measured profiles (Mélange JSON, AIBrix GPU-optimizer profiles) or the serving cost model ->
+:mod:`solvers.binpack` covering MILP (integer counts per option and price class, reserved held
+over the horizon, on-demand / spot per period, quotas, spot cap) -> a ``FleetPlan``.
+
+Stable plan fields read by pipelines: ``cost_per_hour``, ``pools`` (each with ``gpu``,
+``count``, ``shape``, ``price_class``), ``routing``, ``solver`` (``status``, ``objective``,
+``bound``, ``gap``, ``time_s``) and ``baseline_single_gpu``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hardware.errors import InfeasibleError, InputError
+from planner import workload as wl
+from planner.plan import envelope, read_structured
+from solvers.binpack import (CoverInfeasible, CoverOption, CoverProblem, CoverSolution,
+                             dominated_options, quota_shortfall, solve_cover)
+
+#: shapes tried per GPU type when the request names none (TP within one node, PP 1)
+DEFAULT_TPS = (1, 2, 4, 8)
+#: above this many routing columns (demands x options x periods) "auto" shares one routing
+#: table over all periods, which keeps the MILP T times smaller
+AUTO_SHARED_COLUMNS = 60_000
+
+
+# ------------------------------------------------------------------------------------ the request
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SLOSpec(_Spec):
+    """Latency targets; ``percentile`` picks each bucket's representative request size from a
+    trace (the p-th percentile of its requests' lengths)."""
+
+    ttft_s: float | None = Field(None, gt=0)
+    tpot_s: float | None = Field(None, gt=0)
+    e2e_s: float | None = Field(None, gt=0)
+    percentile: float = Field(90.0, gt=0, le=100)
+
+
+class ShapeSpec(_Spec):
+    tp: int = Field(1, ge=1, le=64)
+    pp: int = Field(1, ge=1, le=64)
+
+
+class ProfileSpec(_Spec):
+    """A measured capacity table for one GPU type (and shape)."""
+
+    gpu: str
+    file: str
+    format: Literal["auto", "aibrix", "melange"] = "auto"
+    key: str | None = Field(None, description="gpu_info key inside a Mélange config")
+    tp: int = Field(1, ge=1)
+    pp: int = Field(1, ge=1)
+
+
+class HistogramSpec(_Spec):
+    input_edges: list[float]
+    output_edges: list[float]
+    shares: list[list[float]]
+
+
+class WorkloadSpec(_Spec):
+    """One model's load: a trace, or a histogram with a rate (or a rate series)."""
+
+    trace: str | None = None
+    format: Literal["auto", "azure", "burstgpt", "jsonl"] = "auto"
+    histogram: HistogramSpec | None = None
+    rate_rps: float | list[float] | None = None
+    period_s: float = Field(3600.0, gt=0)
+    rate_scale: float = Field(1.0, gt=0)
+    input_edges: list[float] | None = None
+    output_edges: list[float] | None = None
+    normalise_shares: bool = False
+    periods: Literal["series", "peak", "mean"] = "series"
+
+
+class ModelEntry(_Spec):
+    name: str | None = None
+    model: str
+    workload: WorkloadSpec
+    slo: SLOSpec = SLOSpec()
+    profiles: list[ProfileSpec] = []
+    serve_model: str | None = Field(None, description="Hugging Face id used by emitted commands")
+    dtype: str = "bf16"
+    kv_dtype: str | None = None
+    max_num_seqs: int | None = Field(None, ge=1)
+
+
+class GPUEntry(_Spec):
+    name: str
+    price_per_hour: float | None = Field(None, gt=0)
+    reserved_price_per_hour: float | None = Field(None, gt=0)
+    spot_price_per_hour: float | None = Field(None, gt=0)
+    quota: int | None = Field(None, ge=0, description="GPUs of this type available")
+    shapes: list[ShapeSpec] | None = None
+    max_tp: int = Field(8, ge=1)
+
+
+class SpotSpec(_Spec):
+    max_fraction: float = Field(0.0, ge=0, le=1, description="largest share of GPUs on spot")
+    capacity_factor: float = Field(1.0, gt=0, le=1,
+                                   description="share of spot capacity counted on (interruptions)")
+
+
+class SolverSpec(_Spec):
+    time_limit_s: float = Field(30.0, gt=0)
+    slice_factor: int | None = Field(None, ge=1)
+    routing: Literal["auto", "per_period", "shared"] = "auto"
+    gap_rel: float = Field(1e-6, ge=0, lt=1)
+    baseline: bool = True
+
+
+class FleetRequest(_Spec):
+    """A fleet planning request (the YAML file's content)."""
+
+    models: list[ModelEntry] = Field(min_length=1)
+    gpus: list[GPUEntry] = Field(min_length=1)
+    spot: SpotSpec = SpotSpec()
+    solver: SolverSpec = SolverSpec()
+    max_utilisation: float = Field(1.0, gt=0, le=1)
+
+    @field_validator("models")
+    @classmethod
+    def _unique(cls, v: list[ModelEntry]) -> list[ModelEntry]:
+        names = [m.name or m.model for m in v]
+        if len(set(names)) != len(names):
+            raise ValueError("model names must be unique (set 'name' to tell them apart)")
+        return v
+
+
+def _validation_error(exc: ValidationError, file: str | None) -> InputError:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"]
+    expected = None
+    if err["type"] == "extra_forbidden":
+        msg, expected = "unknown field", "only the fields documented in examples/fleet_request.yaml"
+    elif err["type"] == "missing":
+        msg = "required field is missing"
+    return InputError(msg, file=file, field=loc or None, expected=expected)
+
+
+def load_request(path: str | Path) -> FleetRequest:
+    """Read and validate a request file; relative paths inside it are relative to the file."""
+    path = Path(path)
+    data = read_structured(path, what="fleet request")
+    if not isinstance(data, dict):
+        raise InputError("the request is not a mapping", file=str(path),
+                         expected="a YAML object with models and gpus")
+    try:
+        req = FleetRequest.model_validate(data)
+    except ValidationError as exc:
+        raise _validation_error(exc, str(path)) from None
+    base = path.resolve().parent
+    for m in req.models:
+        if m.workload.trace and not Path(m.workload.trace).is_absolute():
+            m.workload.trace = str(base / m.workload.trace)
+        for p in m.profiles:
+            if not Path(p.file).is_absolute():
+                p.file = str(base / p.file)
+    return req
+
+
+# -------------------------------------------------------------------------------- workloads
+
+@dataclass
+class ModelLoad:
+    """One model's load after reading: bucket histogram and per-period rates.
+
+    ``shares[t]`` is the bucket share in period t (a trace's own mix per period, or the fixed
+    histogram); ``rates_rps[t]`` the total rate; ``mean_tokens`` the mean input + output tokens
+    per request (for $ per million tokens)."""
+
+    hist: wl.Histogram
+    rates_rps: np.ndarray
+    shares: np.ndarray  # [T, I*J]
+    period_s: float
+    mean_tokens: float
+    summary: dict[str, Any]
+
+
+def _field(i: int, name: str) -> str:
+    return f"models[{i}].workload.{name}"
+
+
+def build_load(entry: ModelEntry, index: int, file: str | None = None) -> ModelLoad:
+    """Read the workload of one model entry."""
+    w = entry.workload
+    if (w.trace is None) == (w.histogram is None):
+        raise InputError("give exactly one of trace or histogram", file=file,
+                         field=_field(index, "trace"), expected="a trace file or a histogram")
+    if w.trace is not None:
+        trace = wl.read_trace(w.trace, fmt=w.format)
+        grid = wl.default_grid(trace)
+        if w.input_edges or w.output_edges:
+            grid = wl.BucketGrid(tuple(map(float, w.input_edges or grid.input_edges)),
+                                 tuple(map(float, w.output_edges or grid.output_edges)))
+            # the edges must cover the trace, or long requests would hide in the last bucket
+            if grid.input_edges[-1] < trace.input_tokens.max() or \
+                    grid.output_edges[-1] < trace.output_tokens.max():
+                grid = wl.BucketGrid(grid.input_edges[:-1] + (max(grid.input_edges[-1], float(trace.input_tokens.max())),),
+                                     grid.output_edges[:-1] + (max(grid.output_edges[-1], float(trace.output_tokens.max())),))
+        hist = wl.histogram(trace, grid, percentile=entry.slo.percentile)
+        if w.rate_rps is not None:
+            rates = wl.check_rates(w.rate_rps, file=file, field=_field(index, "rate_rps"))
+            shares = np.tile(hist.shares.ravel(), (len(rates), 1))
+        else:
+            rates = wl.rate_series(trace, w.period_s) * w.rate_scale
+            masks = wl.period_masks(trace, w.period_s)
+            shares = np.stack([
+                wl.histogram(trace, grid, mask=mk).shares.ravel() if mk.any() else hist.shares.ravel()
+                for mk in masks])
+        mean_tokens = float((trace.input_tokens + trace.output_tokens).mean())
+        summary = {"trace": Path(w.trace).name, **wl.summarise(trace, min(w.period_s, 60.0))}
+    else:
+        h = w.histogram
+        hist = wl.histogram_from_shares(h.shares, h.input_edges, h.output_edges,
+                                        normalise=w.normalise_shares, file=file,
+                                        field=_field(index, "histogram.shares"))
+        if w.rate_rps is None:
+            raise InputError("a histogram needs a rate", file=file, field=_field(index, "rate_rps"),
+                             expected="requests per second, or a list of them per period")
+        rates = wl.check_rates(w.rate_rps, file=file, field=_field(index, "rate_rps")) * w.rate_scale
+        shares = np.tile(hist.shares.ravel(), (len(rates), 1))
+        mid_in = (np.asarray(hist.grid.input_edges[:-1]) + np.asarray(hist.grid.input_edges[1:])) / 2
+        mid_out = (np.asarray(hist.grid.output_edges[:-1]) + np.asarray(hist.grid.output_edges[1:])) / 2
+        mean_tokens = float((hist.shares * (mid_in[:, None] + mid_out[None, :])).sum())
+        summary = {"histogram_buckets": list(hist.grid.shape)}
+    if w.periods == "peak" and len(rates) > 1:
+        t = int(np.argmax(rates))
+        rates, shares = rates[t:t + 1], shares[t:t + 1]
+    elif w.periods == "mean" and len(rates) > 1:
+        shares = (shares * rates[:, None]).sum(axis=0, keepdims=True) / rates.sum()
+        rates = np.array([rates.mean()])
+    summary["rates_rps"] = [float(r) for r in rates]
+    return ModelLoad(hist, np.asarray(rates, dtype=float), shares, w.period_s, mean_tokens, summary)
+
+
+# --------------------------------------------------------------------------- capacity tables
+
+@dataclass(frozen=True)
+class ProfileTable:
+    """A measured max-rate table: ``tputs[out_idx][in_idx]`` at tick lengths (AIBrix layout)."""
+
+    output_ticks: tuple[float, ...]
+    input_ticks: tuple[float, ...]
+    tputs: np.ndarray  # [len(output_ticks), len(input_ticks)], req/s; 0 = cannot serve
+    cost: float | None
+    source: str
+
+    def lookup(self, input_len: float, output_len: float) -> float:
+        """Rate for a request size: the table cell at the smallest ticks >= the lengths (a
+        longer request never gets a shorter request's capacity); 0 beyond the table."""
+        i = int(np.searchsorted(self.input_ticks, input_len - 1e-9))
+        o = int(np.searchsorted(self.output_ticks, output_len - 1e-9))
+        if i >= len(self.input_ticks) or o >= len(self.output_ticks):
+            return 0.0
+        return float(self.tputs[o, i])
+
+
+def _tputs(raw: Any, file: str, field: str) -> np.ndarray:
+    try:
+        arr = np.asarray(raw, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError("throughputs are not a grid of numbers", file=file, field=field,
+                         expected="a list of rows of req/s") from None
+    if arr.ndim != 2 or arr.size == 0:
+        raise InputError("throughputs are not a 2-D grid", file=file, field=field,
+                         expected="a list of rows of req/s")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise InputError("throughputs must be finite and >= 0", file=file, field=field,
+                         expected="req/s >= 0 (0 means cannot meet the SLO)")
+    return arr
+
+
+def load_profile(spec: ProfileSpec) -> ProfileTable | np.ndarray:
+    """An AIBrix profile as a :class:`ProfileTable`, or a Mélange ``tputs`` grid (aligned with
+    the request's histogram) as an array."""
+    data = read_structured(spec.file, what="capacity profile")
+    file = spec.file
+    if not isinstance(data, dict):
+        raise InputError("profile is not a JSON object", file=file, expected="{gpu, tputs, indexes}")
+    fmt = spec.format
+    if fmt == "auto":
+        fmt = "melange" if "gpu_info" in data else "aibrix"
+    if fmt == "melange":
+        info = data.get("gpu_info")
+        key = spec.key or spec.gpu
+        if not isinstance(info, dict) or key not in info:
+            raise InputError(f"no gpu_info entry {key!r}", file=file, field="gpu_info",
+                             expected=f"one of {sorted(info) if isinstance(info, dict) else []}")
+        return _tputs(info[key].get("tputs"), file, f"gpu_info.{key}.tputs")
+    if "tputs" not in data or "indexes" not in data:
+        raise InputError("not an AIBrix GPU profile", file=file, field="tputs/indexes",
+                         expected="keys gpu, cost, tputs[out][in], indexes [output ticks, input ticks]")
+    tputs = _tputs(data["tputs"], file, "tputs")
+    idx = data["indexes"]
+    if not (isinstance(idx, list) and len(idx) == 2):
+        raise InputError("indexes must be [output ticks, input ticks]", file=file, field="indexes")
+    out_t, in_t = (tuple(float(x) for x in a) for a in idx)
+    if tputs.shape != (len(out_t), len(in_t)):
+        raise InputError(f"tputs is {tputs.shape[0]} x {tputs.shape[1]} but indexes give "
+                         f"{len(out_t)} x {len(in_t)}", file=file, field="tputs",
+                         expected="one row per output tick, one column per input tick")
+    cost = data.get("cost")
+    return ProfileTable(out_t, in_t, tputs, float(cost) if isinstance(cost, (int, float)) else None,
+                        Path(file).name)
+
+
+@dataclass
+class Option:
+    """One (model, GPU type, shape) with its capacity per bucket."""
+
+    model_index: int
+    model: str
+    gpu: str
+    tp: int
+    pp: int
+    capacity: np.ndarray  # [I*J] req/s per replica
+    source: str  # "profile:<file>" or "cost-model:<fidelity>"
+    details: list[dict[str, Any]] = field(default_factory=list)  # per bucket: binding, ttft, tpot
+
+    @property
+    def gpus(self) -> int:
+        return self.tp * self.pp
+
+    @property
+    def group_id(self) -> str:
+        return f"{self.model}/{self.gpu}/tp{self.tp}-pp{self.pp}"
+
+
+def _effective_slo(slo: SLOSpec, output_len: float) -> tuple[float | None, float | None]:
+    """(TTFT, TPOT) limits; an end-to-end SLO splits into both (TTFT + out * TPOT <= e2e)."""
+    ttft, tpot = slo.ttft_s, slo.tpot_s
+    if slo.e2e_s is not None:
+        share = slo.e2e_s / (output_len + 1.0)
+        ttft = share if ttft is None else min(ttft, max(share, slo.e2e_s - (tpot or share) * output_len))
+        tpot = share if tpot is None else min(tpot, share)
+    return ttft, tpot
+
+
+def _gpu_shapes(g: GPUEntry) -> list[tuple[int, int]]:
+    if g.shapes:
+        return sorted({(s.tp, s.pp) for s in g.shapes})
+    return [(tp, 1) for tp in DEFAULT_TPS if tp <= g.max_tp]
+
+
+def cost_model_options(entry: ModelEntry, index: int, load: ModelLoad, gpus: list[GPUEntry],
+                       file: str | None) -> list[Option]:
+    """Capacity of every (GPU, shape) from the serving cost model (batching included)."""
+    from costmodels.model import load_model
+    from costmodels.serving import max_rate_under_slo
+    from hardware.catalog import get_accelerator
+
+    try:
+        spec = load_model(entry.model)
+    except InputError as exc:
+        exc.field = exc.field or f"models[{index}].model"
+        exc.file = exc.file or file
+        raise InputError(exc.message, file=exc.file, field=exc.field, expected=exc.expected,
+                         hint=exc.hint) from None
+    name = entry.name or entry.model
+    rep_in = load.hist.input_len.ravel()
+    rep_out = load.hist.output_len.ravel()
+    active = load.shares.max(axis=0) > 0
+    options = []
+    for gi, g in enumerate(gpus):
+        accel = get_accelerator(g.name, field=f"gpus[{gi}].name", file=file)
+        for tp, pp in _gpu_shapes(g):
+            cap = np.zeros(rep_in.shape[0])
+            details = [dict() for _ in range(cap.shape[0])]
+            fidelity = "analytical"
+            any_fit = False
+            for b in np.nonzero(active)[0]:
+                ttft, tpot = _effective_slo(entry.slo, rep_out[b])
+                kwargs = {}
+                if entry.max_num_seqs:
+                    kwargs["max_num_seqs"] = entry.max_num_seqs
+                est = max_rate_under_slo(spec, accel, tp=tp, pp=pp, input_len=int(rep_in[b]),
+                                         output_len=int(rep_out[b]), ttft_slo_s=ttft,
+                                         tpot_slo_s=tpot, dtype=entry.dtype,
+                                         kv_dtype=entry.kv_dtype, **kwargs)
+                if est.binding == "fit":
+                    break  # the weights do not fit this shape: no bucket will
+                any_fit = True
+                fidelity = est.fidelity
+                cap[b] = max(est.rate_rps, 0.0)
+                details[b] = {"binding": est.binding, "ttft_s": est.ttft_s, "tpot_s": est.tpot_s,
+                              "max_batch": est.max_batch, "ttft_slo_s": ttft, "tpot_slo_s": tpot}
+            if any_fit:
+                options.append(Option(index, name, accel.name, tp, pp, cap,
+                                      f"cost-model:{fidelity}", details))
+    return options
+
+
+def profile_options(entry: ModelEntry, index: int, load: ModelLoad, gpus: list[GPUEntry],
+                    file: str | None) -> list[Option]:
+    """Capacity from measured profiles (zero throughput = cannot serve)."""
+    names = {g.name.lower(): g.name for g in gpus}
+    options = []
+    rep_in = load.hist.input_len.ravel()
+    rep_out = load.hist.output_len.ravel()
+    for pi, p in enumerate(entry.profiles):
+        gname = names.get(p.gpu.lower())
+        if gname is None:
+            raise InputError(f"profile for GPU {p.gpu!r} which is not among the candidate gpus",
+                             file=file, field=f"models[{index}].profiles[{pi}].gpu",
+                             expected=f"one of {sorted(names.values())}")
+        table = load_profile(p)
+        if isinstance(table, np.ndarray):
+            if table.shape != load.hist.shares.shape:
+                raise InputError(f"tputs grid {table.shape} does not match the workload grid "
+                                 f"{load.hist.shares.shape}", file=p.file, field="tputs",
+                                 expected="the same bucket grid as workload_distribution")
+            cap = table.ravel().copy()
+        else:
+            cap = np.array([table.lookup(a, b) for a, b in zip(rep_in, rep_out)])
+        options.append(Option(index, entry.name or entry.model, gname, p.tp, p.pp, cap,
+                              f"profile:{Path(p.file).name}"))
+    return options
+
+
+# ------------------------------------------------------------------------------------ planning
+
+@dataclass
+class FleetProblem:
+    """Everything the solver and the plan writer need."""
+
+    request: FleetRequest
+    loads: list[ModelLoad]
+    options: list[Option]
+    prices: dict[str, dict[str, float]]  # gpu -> class -> $/h per GPU
+    quotas: dict[str, int]
+    rates: np.ndarray  # [D, T]
+    demand_index: list[tuple[int, int]]  # d -> (model index, bucket)
+    period_weights: np.ndarray
+    period_s: float
+    file: str | None = None
+
+
+def _prices(g: GPUEntry, gi: int, file: str | None, use_catalog: bool) -> dict[str, float]:
+    out: dict[str, float] = {}
+    od = g.price_per_hour
+    acc = None
+    if use_catalog or od is None:
+        from hardware.catalog import get_accelerator
+        try:
+            acc = get_accelerator(g.name, field=f"gpus[{gi}].name", file=file)
+        except InputError:
+            if od is None:  # no price given and none in the catalog
+                raise
+        if od is None:
+            od = acc.price_per_hour
+    if od is None:
+        raise InputError(f"no on-demand price for {g.name}", file=file,
+                         field=f"gpus[{gi}].price_per_hour", expected="$ per GPU-hour")
+    out["on_demand"] = float(od)
+    res = g.reserved_price_per_hour
+    if res is None and acc is not None and acc.reserved_price is not None:
+        res = acc.reserved_price.usd_per_hour
+    if res is not None:
+        out["reserved"] = float(res)
+    spot = g.spot_price_per_hour
+    if spot is None and acc is not None and acc.spot_price is not None:
+        spot = acc.spot_price.usd_per_hour
+    if spot is not None:
+        out["spot"] = float(spot)
+    return out
+
+
+def build_problem(req: FleetRequest, *, file: str | None = None) -> FleetProblem:
+    """Read workloads and capacities and line up demands, options, prices and quotas."""
+    loads = [build_load(m, i, file) for i, m in enumerate(req.models)]
+    periods = {len(ld.rates_rps) for ld in loads}
+    T = max(periods)
+    if len(periods - {1, T}) > 0:
+        raise InputError(f"models have different numbers of periods {sorted(periods)}", file=file,
+                         field="models[].workload", expected="the same period count (or a single rate)")
+    period_s = max(ld.period_s for ld in loads)
+    options: list[Option] = []
+    needs_catalog = False
+    for i, (m, ld) in enumerate(zip(req.models, loads)):
+        profiled = profile_options(m, i, ld, req.gpus, file) if m.profiles else []
+        options += profiled
+        if not m.profiles:
+            needs_catalog = True
+            options += cost_model_options(m, i, ld, req.gpus, file)
+    seen = {}
+    for gi, g in enumerate(req.gpus):
+        if g.name.lower() in seen:
+            raise InputError(f"GPU {g.name!r} listed twice", file=file, field=f"gpus[{gi}].name",
+                             expected="each GPU type once")
+        seen[g.name.lower()] = gi
+    prices, quotas = {}, {}
+    canon = {}
+    for gi, g in enumerate(req.gpus):
+        p = _prices(g, gi, file, needs_catalog)
+        key = g.name
+        if needs_catalog:
+            from hardware.catalog import get_accelerator
+            try:
+                key = get_accelerator(g.name).name
+            except InputError:  # a profiled GPU the catalog does not know keeps its own name
+                key = g.name
+        canon[g.name] = key
+        prices[key] = p
+        if g.quota is not None:
+            quotas[key] = int(g.quota)
+    for o in options:
+        o.gpu = canon.get(o.gpu, o.gpu)
+    demand_index, rows = [], []
+    for mi, ld in enumerate(loads):
+        rates = ld.rates_rps if len(ld.rates_rps) == T else np.repeat(ld.rates_rps, T)
+        shares = ld.shares if ld.shares.shape[0] == T else np.repeat(ld.shares, T, axis=0)
+        per_bucket = (shares * rates[:, None]).T  # [B, T]
+        for b in np.nonzero(per_bucket.max(axis=1) > 0)[0]:
+            demand_index.append((mi, int(b)))
+            rows.append(per_bucket[b])
+    return FleetProblem(req, loads, options, prices, quotas, np.asarray(rows),
+                        demand_index, np.full(T, 1.0 / T), period_s, file)
+
+
+def _cover_problem(fp: FleetProblem, option_mask: np.ndarray | None = None,
+                   rates: np.ndarray | None = None, reserved: bool = True,
+                   routing: str | None = None, prune: bool = True
+                   ) -> tuple[CoverProblem, list[int]]:
+    req = fp.request
+    keep = [j for j, _ in enumerate(fp.options) if option_mask is None or option_mask[j]]
+    D = len(fp.demand_index)
+    cap = np.zeros((D, len(keep)))
+    for col, j in enumerate(keep):
+        o = fp.options[j]
+        for d, (mi, b) in enumerate(fp.demand_index):
+            if o.model_index == mi:
+                cap[d, col] = o.capacity[b]
+    rates = fp.rates if rates is None else rates
+    covers = []
+    for j in keep:
+        o = fp.options[j]
+        p = dict(fp.prices[o.gpu])
+        if not reserved:
+            p.pop("reserved", None)
+        if req.spot.max_fraction <= 0:
+            p.pop("spot", None)
+        covers.append(CoverOption(o.group_id, o.gpu, o.gpus, {k: v * o.gpus for k, v in p.items()}))
+    T = rates.shape[1]
+    if routing is None:
+        routing = req.solver.routing
+    if routing == "auto":
+        columns = int((cap > 0).sum(axis=1) @ (rates > 0).sum(axis=1))
+        routing = "shared" if columns > AUTO_SHARED_COLUMNS and T > 1 else "per_period"
+    problem = CoverProblem(covers, cap, rates, np.full(T, 1.0 / T), dict(fp.quotas),
+                           req.spot.max_fraction if req.spot.max_fraction > 0 else None,
+                           req.spot.capacity_factor, req.max_utilisation,
+                           req.solver.slice_factor, routing=routing)
+    if prune:
+        # exact: a shape never faster than m smaller replicas of the same GPU at the same price
+        # per GPU cannot improve the optimum
+        dropped = set(dominated_options(problem))
+        if dropped:
+            cols = [c for c in range(len(keep)) if c not in dropped]
+            problem = CoverProblem([covers[c] for c in cols], cap[:, cols], rates,
+                                   problem.period_weights, problem.quotas,
+                                   problem.spot_max_fraction, problem.spot_capacity_factor,
+                                   problem.max_utilisation, problem.slices, routing=routing)
+            keep = [keep[c] for c in cols]
+    return problem, keep
+
+
+def explain_unservable(fp: FleetProblem) -> None:
+    """Raise an InfeasibleError naming the first bucket no option can serve and the SLO that
+    fails for it."""
+    for d, (mi, b) in enumerate(fp.demand_index):
+        opts = [o for o in fp.options if o.model_index == mi]
+        if any(o.capacity[b] > 0 for o in opts):
+            continue
+        entry = fp.request.models[mi]
+        load = fp.loads[mi]
+        i, j = divmod(b, load.hist.shares.shape[1])
+        label = load.hist.grid.label(i, j)
+        share = float(load.shares[:, b].max())
+        size = f"{int(load.hist.input_len[i, j])} in / {int(load.hist.output_len[i, j])} out tokens"
+        if not opts:
+            raise InfeasibleError(
+                f"model {entry.name or entry.model}: no candidate GPU shape fits the model",
+                binding="memory", file=fp.file, field=f"models[{mi}]",
+                expected="a GPU type with enough memory (or larger max_tp)")
+        best = None
+        for o in opts:
+            det = o.details[b] if o.details and o.details[b] else None
+            if det is None:
+                continue
+            ratio, slo_name = 0.0, det.get("binding", "slo")
+            for key in ("tpot", "ttft"):
+                lim = det.get(f"{key}_slo_s")
+                if lim:
+                    r = det[f"{key}_s"] / lim
+                    if r > ratio:
+                        ratio, slo_name = r, key
+            if best is None or ratio < best[0]:
+                best = (ratio, slo_name, o, det)
+        if best is not None:
+            ratio, slo_name, o, det = best
+            slo_field = f"models[{mi}].slo.{slo_name}_s"
+            raise InfeasibleError(
+                f"model {entry.name or entry.model}: bucket {label} ({size}, share {share:.3g}) "
+                f"cannot be served within the {slo_name.upper()} SLO by any candidate GPU; closest "
+                f"is {o.gpu} tp{o.tp}-pp{o.pp} with {slo_name.upper()} {det[f'{slo_name}_s'] * 1e3:.1f} ms "
+                f"against {det[f'{slo_name}_slo_s'] * 1e3:.1f} ms even for one request",
+                binding=slo_name, file=fp.file, field=slo_field,
+                expected=f"a looser {slo_name.upper()} SLO, faster GPUs, or larger TP")
+        raise InfeasibleError(
+            f"model {entry.name or entry.model}: bucket {label} ({size}, share {share:.3g}) has "
+            f"zero throughput in every profile (cannot meet the SLO) or lies outside the profiled "
+            f"sizes", binding="slo", file=fp.file, field=f"models[{mi}].profiles",
+            expected="a profile with a positive rate for this bucket")
+
+
+def _solve(fp: FleetProblem, problem: CoverProblem, time_limit_s: float) -> CoverSolution:
+    return solve_cover(problem, time_limit_s=time_limit_s, gap_rel=fp.request.solver.gap_rel)
+
+
+def _quota_error(fp: FleetProblem, problem: CoverProblem, time_limit_s: float) -> InfeasibleError:
+    short = quota_shortfall(problem, time_limit_s=time_limit_s)
+    if not short:
+        return InfeasibleError("no fleet meets the load within the quotas", binding="quota",
+                               file=fp.file, field="gpus[].quota")
+    per_gpu: dict[str, int] = {}
+    for (g, _t), n in short.items():
+        per_gpu[g] = max(per_gpu.get(g, 0), n)
+    worst_t = max(short, key=lambda k: short[k])[1]
+    parts = ", ".join(f"{g} +{n} GPUs (quota {fp.quotas.get(g)})" for g, n in sorted(per_gpu.items()))
+    return InfeasibleError(
+        f"quotas too small: the load needs at least {sum(per_gpu.values())} more GPUs: {parts}"
+        + (f" (tightest in period {worst_t})" if problem.shape[2] > 1 else ""),
+        binding="quota", file=fp.file, field="gpus[].quota",
+        expected="larger quotas, more GPU types, or a looser SLO")
+
+
+def solve_problem(fp: FleetProblem, *, time_limit_s: float | None = None
+                  ) -> tuple[CoverProblem, list[int], CoverSolution]:
+    """Solve the main problem, explaining infeasibility."""
+    explain_unservable(fp)
+    limit = time_limit_s or fp.request.solver.time_limit_s
+    problem, keep = _cover_problem(fp)
+    try:
+        sol = _solve(fp, problem, limit)
+    except CoverInfeasible as exc:
+        if fp.quotas and exc.result.status == "infeasible":
+            raise _quota_error(fp, problem, min(limit, 10.0)) from None
+        raise InfeasibleError(f"the solver found no fleet ({exc.result.status}) within "
+                              f"{limit:g} s", binding="time_limit", file=fp.file,
+                              field="solver.time_limit_s", expected="a longer time limit") from None
+    return problem, keep, sol
+
+
+# ------------------------------------------------------------------------------ plan assembly
+
+def _bucket_dict(load: ModelLoad, b: int) -> dict[str, Any]:
+    g = load.hist.grid
+    i, j = divmod(b, load.hist.shares.shape[1])
+    return {"label": g.label(i, j), "input_tokens": [g.input_edges[i], g.input_edges[i + 1]],
+            "output_tokens": [g.output_edges[j], g.output_edges[j + 1]],
+            "representative": [int(load.hist.input_len[i, j]), int(load.hist.output_len[i, j])]}
+
+
+def _pools(fp: FleetProblem, problem: CoverProblem, keep: list[int], sol: CoverSolution
+           ) -> list[dict[str, Any]]:
+    T = problem.shape[2]
+    pools = []
+    for col, j in enumerate(keep):
+        o = fp.options[j]
+        cover = problem.options[col]
+        total = sol.reserved[col] + sol.on_demand[col] + sol.spot[col]
+        if total.max() == 0:
+            continue
+        load = sol.load[col]
+        eff_cap = (sol.reserved[col] + sol.on_demand[col]
+                   + sol.spot[col] * problem.spot_capacity_factor)
+        util = np.divide(load, eff_cap, out=np.zeros(T), where=eff_cap > 0)
+        peak_t = int(np.argmax(total))
+        for cls, counts in (("reserved", np.full(T, sol.reserved[col])),
+                            ("on_demand", sol.on_demand[col]), ("spot", sol.spot[col])):
+            if counts.max() == 0:
+                continue
+            price = cover.prices[cls]
+            entry = {
+                "id": f"{o.group_id}/{cls}",
+                "group": o.group_id,
+                "model": o.model,
+                "gpu": o.gpu,
+                "shape": {"tp": o.tp, "pp": o.pp},
+                "gpus_per_replica": o.gpus,
+                "price_class": cls,
+                "count": int(counts.max()),
+                "gpus": int(counts.max()) * o.gpus,
+                "price_per_replica_hour": price,
+                "cost_per_hour": float(np.dot(counts, problem.period_weights) * price),
+                "capacity_source": o.source,
+                "utilisation": float(util[peak_t]),
+                "rate_headroom_fraction": float(max(0.0, 1.0 - util[peak_t])),
+            }
+            if T > 1:
+                entry["counts_by_period"] = [int(c) for c in counts]
+            served = [d for d in range(problem.shape[0]) if sol.routing[d, col].max() > 0]
+            m = fp.request.models[o.model_index]
+            entry["serve_model"] = m.serve_model or m.model
+            engine: dict[str, Any] = {"dtype": m.dtype}
+            if m.kv_dtype:
+                engine["kv_cache_dtype"] = m.kv_dtype
+            batches = [o.details[fp.demand_index[d][1]].get("max_batch") for d in served
+                       if o.details and o.details[fp.demand_index[d][1]]]
+            batches = [b for b in batches if b]
+            if batches:  # the batch at which the capacity model met the SLO: cap the engine there
+                engine["max_num_seqs"] = int(min(batches))
+            if m.max_num_seqs:
+                engine["max_num_seqs"] = min(engine.get("max_num_seqs", m.max_num_seqs), m.max_num_seqs)
+            entry["engine"] = engine
+            if o.details:
+                worst = None
+                for d in served:
+                    det = o.details[fp.demand_index[d][1]]
+                    if not det:
+                        continue
+                    for key in ("tpot", "ttft"):
+                        lim = det.get(f"{key}_slo_s")
+                        if lim:
+                            head = 1.0 - det[f"{key}_s"] / lim
+                            if worst is None or head < worst[0]:
+                                worst = (head, key, det)
+                if worst is not None:
+                    head, key, det = worst
+                    entry["slo_headroom"] = {"binding": key, "fraction_at_capacity": float(head),
+                                             "predicted_s": float(det[f"{key}_s"]),
+                                             "slo_s": float(det[f"{key}_slo_s"])}
+            pools.append(entry)
+    return pools
+
+
+def _routing(fp: FleetProblem, problem: CoverProblem, keep: list[int], sol: CoverSolution
+             ) -> list[dict[str, Any]]:
+    out = []
+    T = problem.shape[2]
+    for d, (mi, b) in enumerate(fp.demand_index):
+        rates = problem.rates[d]
+        total = float(rates.sum())
+        fracs = {}
+        for col, j in enumerate(keep):
+            served = float(np.dot(sol.routing[d, col], rates))
+            if served > 1e-12 and total > 0:
+                fracs[fp.options[j].group_id] = round(served / total, 6)
+        load = fp.loads[mi]
+        out.append({"model": fp.request.models[mi].name or fp.request.models[mi].model,
+                    "bucket": _bucket_dict(load, b),
+                    "rate_rps": float(rates.max()),  # the bucket's peak over the periods
+                    "share": float(load.shares[:, b].mean()),
+                    "pools": dict(sorted(fracs.items()))})
+    return out
+
+
+def _periods(fp: FleetProblem, problem: CoverProblem, keep: list[int], sol: CoverSolution
+             ) -> list[dict[str, Any]]:
+    T = problem.shape[2]
+    out, prev = [], None
+    for t in range(T):
+        counts = {}
+        for col, j in enumerate(keep):
+            o = fp.options[j]
+            for cls, n in (("reserved", sol.reserved[col]), ("on_demand", sol.on_demand[col, t]),
+                           ("spot", sol.spot[col, t])):
+                if n > 0:
+                    counts[f"{o.group_id}/{cls}"] = int(n)
+        changes = {}
+        if prev is not None:
+            for k in sorted(set(counts) | set(prev)):
+                delta = counts.get(k, 0) - prev.get(k, 0)
+                if delta:
+                    changes[k] = delta
+        out.append({"index": t, "start_s": t * fp.period_s,
+                    "rate_rps": {(m.name or m.model): float(ld.rates_rps[t] if len(ld.rates_rps) > 1 else ld.rates_rps[0])
+                                 for m, ld in zip(fp.request.models, fp.loads)},
+                    "cost_per_hour": sol.period_cost_per_hour(problem, t),
+                    "gpus": int(sum(n * fp.options[keep[col]].gpus for col in range(len(keep))
+                                    for n in [sol.counts(t)[col]])),
+                    "pools": counts, "changes": changes})
+        prev = counts
+    return out
+
+
+def _tokens_per_hour(fp: FleetProblem) -> float:
+    total = 0.0
+    for ld in fp.loads:
+        total += float(ld.rates_rps.mean()) * ld.mean_tokens * 3600.0
+    return total
+
+
+def _baseline(fp: FleetProblem, time_limit_s: float):
+    """Best single-GPU-type plan: ``(summary, (keep, solution) or None)``; savings are filled in
+    by :func:`_savings` once the mix's cost is final."""
+    per_gpu = []
+    best_sol = None
+    for g in sorted({o.gpu for o in fp.options}):
+        mask = np.array([o.gpu == g for o in fp.options])
+        problem, keep = _cover_problem(fp, mask)
+        if problem.unservable():
+            d, _ = problem.unservable()[0]
+            mi, b = fp.demand_index[d]
+            per_gpu.append({"gpu": g, "feasible": False,
+                            "reason": f"cannot serve bucket {_bucket_dict(fp.loads[mi], b)['label']} "
+                                      f"of {fp.request.models[mi].name or fp.request.models[mi].model} within the SLO"})
+            continue
+        try:
+            sol = _solve(fp, problem, time_limit_s)
+        except CoverInfeasible as exc:
+            per_gpu.append({"gpu": g, "feasible": False,
+                            "reason": "quota too small" if exc.result.status == "infeasible"
+                            else f"no solution in {time_limit_s:g} s"})
+            continue
+        if best_sol is None or sol.cost_per_hour < best_sol[1].cost_per_hour - 1e-9:
+            best_sol = (keep, sol)
+        per_gpu.append({"gpu": g, "feasible": True, "cost_per_hour": sol.cost_per_hour,
+                        "gpus_peak": int(max(sum(sol.counts(t)[c] * fp.options[keep[c]].gpus
+                                                 for c in range(len(keep)))
+                                             for t in range(problem.shape[2]))),
+                        "status": sol.result.status, "gap": sol.result.gap,
+                        "pools": {fp.options[keep[c]].group_id: int(sol.counts(int(np.argmax(problem.rates.sum(axis=0)))).tolist()[c])
+                                  for c in range(len(keep)) if sol.counts(int(np.argmax(problem.rates.sum(axis=0))))[c] > 0}})
+    feasible = [p for p in per_gpu if p["feasible"]]
+    if not feasible:
+        return {"gpu": None, "cost_per_hour": None, "savings_per_hour": None,
+                "savings_fraction": None, "per_gpu": per_gpu}, None
+    best = min(feasible, key=lambda p: (p["cost_per_hour"], p["gpu"]))
+    return {"gpu": best["gpu"], "cost_per_hour": best["cost_per_hour"],
+            "status": best["status"], "gap": best.get("gap"),
+            "pools": best["pools"], "per_gpu": per_gpu}, best_sol
+
+
+def _savings(base: dict[str, Any], cost: float) -> dict[str, Any]:
+    if base.get("cost_per_hour") is None:
+        return base
+    out = dict(base)
+    out["savings_per_hour"] = base["cost_per_hour"] - cost
+    out["savings_fraction"] = (base["cost_per_hour"] - cost) / base["cost_per_hour"]
+    # keep a stable key order: summary first, the per-GPU list last
+    per = out.pop("per_gpu")
+    out["per_gpu"] = per
+    return out
+
+
+def _adopt(problem: CoverProblem, keep: list[int], sol: CoverSolution, other_keep: list[int],
+           other: CoverSolution) -> CoverSolution | None:
+    """``other`` (a solution over a subset of the options, e.g. one GPU type) as a solution of
+    ``problem`` when it is cheaper than ``sol``: the MILP's incumbent is replaced, its bound is
+    kept, and the gap recomputed."""
+    if other.cost_per_hour >= sol.cost_per_hour - 1e-9:
+        return None
+    where = {k: c for c, k in enumerate(keep)}
+    if any(k not in where for k in other_keep):
+        return None
+    D, J, T = problem.shape
+    reserved = np.zeros(J, dtype=int)
+    on_demand = np.zeros((J, T), dtype=int)
+    spot = np.zeros((J, T), dtype=int)
+    routing = np.zeros((D, J, T))
+    for c, k in enumerate(other_keep):
+        m = where[k]
+        reserved[m] = other.reserved[c]
+        on_demand[m] = other.on_demand[c]
+        spot[m] = other.spot[c]
+        routing[:, m, :] = other.routing[:, c, :]
+    from solvers.binpack import load_of, objective_of
+    from solvers.milp import SolveResult, relative_gap
+    cost = objective_of(problem, reserved, on_demand, spot)
+    r = sol.result
+    gap = relative_gap(cost, r.bound)
+    status = "optimal" if gap is not None and gap <= 1e-6 else "feasible"
+    res = SolveResult(status, cost, r.bound, 0.0 if status == "optimal" else gap, r.time_s,
+                      r.backend, r.time_limit_s)
+    return CoverSolution(reserved, on_demand, spot, routing, load_of(problem, routing), cost, res,
+                         sol.method + "+single-gpu-incumbent")
+
+
+def _peak_provisioning(fp: FleetProblem, cost: float, time_limit_s: float) -> dict[str, Any] | None:
+    T = fp.rates.shape[1]
+    if T <= 1:
+        return None
+    peak = fp.rates.max(axis=1, keepdims=True)  # every bucket at its own peak rate
+    problem, keep = _cover_problem(fp, rates=peak, reserved=False, routing="per_period")
+    try:
+        sol = _solve(fp, problem, time_limit_s)
+    except CoverInfeasible:
+        return {"feasible": False, "reason": "the peak does not fit the quotas in one period"}
+    return {"feasible": True, "cost_per_hour": sol.cost_per_hour, "status": sol.result.status,
+            "savings_per_hour": sol.cost_per_hour - cost,
+            "savings_fraction": (sol.cost_per_hour - cost) / sol.cost_per_hour,
+            "note": "every bucket provisioned at its peak-period rate for the whole horizon, "
+                    "on-demand prices"}
+
+
+def plan_fleet(req: FleetRequest | dict, *, file: str | None = None,
+               time_limit_s: float | None = None, inputs: Any = None) -> dict[str, Any]:
+    """Plan a fleet; returns the ``FleetPlan`` as plain data (envelope included).
+
+    Raises:
+        InputError: malformed request or workload.
+        InfeasibleError: a bucket no GPU can serve within the SLO, or quotas too small.
+    """
+    if isinstance(req, dict):
+        try:
+            req = FleetRequest.model_validate(req)
+        except ValidationError as exc:
+            raise _validation_error(exc, file) from None
+    fp = build_problem(req, file=file)
+    return plan_from_problem(fp, time_limit_s=time_limit_s,
+                             inputs=inputs if inputs is not None else req.model_dump(mode="json"))
+
+
+def plan_from_problem(fp: FleetProblem, *, time_limit_s: float | None = None,
+                      inputs: Any = None) -> dict[str, Any]:
+    req = fp.request
+    limit = time_limit_s or req.solver.time_limit_s
+    problem, keep, sol = solve_problem(fp, time_limit_s=limit)
+    base_limit = max(1.0, min(limit / 4, 10.0))
+    base = None
+    if req.solver.baseline:
+        base, best_single = _baseline(fp, base_limit)
+        if best_single is not None and sol.result.status != "optimal":
+            # a single-type plan is a feasible mix: never report a mix dearer than it
+            adopted = _adopt(problem, keep, sol, *best_single)
+            if adopted is not None:
+                sol = adopted
+    cost = sol.cost_per_hour
+    T = problem.shape[2]
+    tokens = _tokens_per_hour(fp)
+    body: dict[str, Any] = {
+        "cost_per_hour": cost,
+        "peak_cost_per_hour": max(sol.period_cost_per_hour(problem, t) for t in range(T)),
+        "cost_per_million_tokens": cost / (tokens / 1e6) if tokens > 0 else None,
+        "gpus": {g: int(max(sum(sol.counts(t)[c] * fp.options[keep[c]].gpus for c in range(len(keep))
+                                if fp.options[keep[c]].gpu == g) for t in range(T)))
+                 for g in sorted({fp.options[k].gpu for k in keep})},
+        "pools": _pools(fp, problem, keep, sol),
+        "routing": _routing(fp, problem, keep, sol),
+        "solver": {**sol.result.to_dict(), "method": sol.method,
+                   "formulation": {"routing": problem.routing,
+                                   "slice_factor": problem.slices,
+                                   "dominated_options_dropped": sum(
+                                       1 for j, o in enumerate(fp.options)
+                                       if j not in set(keep) and o.model_index >= 0),
+                                   "demands": problem.shape[0], "options": problem.shape[1],
+                                   "periods": T}},
+    }
+    body["gpus"] = {g: n for g, n in body["gpus"].items() if n > 0}
+    if T > 1:
+        body["periods"] = _periods(fp, problem, keep, sol)
+        body["period_s"] = fp.period_s
+    body["baseline_single_gpu"] = _savings(base, cost) if base is not None else None
+    peak = _peak_provisioning(fp, cost, base_limit) if req.solver.baseline else None
+    if peak is not None:
+        body["peak_provisioning"] = peak
+    body["capacity"] = {
+        (m.name or m.model): sorted({o.source for o in fp.options if o.model_index == i})
+        for i, m in enumerate(req.models)}
+    body["workload"] = {(m.name or m.model): ld.summary for m, ld in zip(req.models, fp.loads)}
+    body["slo"] = {(m.name or m.model): m.slo.model_dump() for m in req.models}
+    body["explanations"] = _explain(fp, problem, keep, sol, body)
+    return envelope("FleetPlan", body, inputs=inputs)
+
+
+def _explain(fp, problem, keep, sol, body) -> list[str]:
+    notes = []
+    if sol.method == "greedy":
+        notes.append("the MILP found no incumbent within the time limit; counts come from the "
+                     "greedy cover (status heuristic)")
+    notes.append(f"routing: {problem.routing}" + (" (one routing table for all periods; counts "
+                 "change per period)" if problem.routing == "shared" else ""))
+    base = body.get("baseline_single_gpu")
+    if base and base.get("gpu"):
+        notes.append(f"best single GPU type {base['gpu']} costs {base['cost_per_hour']:.2f} $/h; "
+                     f"the mix saves {100 * base['savings_fraction']:.1f}%")
+    for i, m in enumerate(fp.request.models):
+        srcs = body["capacity"][m.name or m.model]
+        notes.append(f"{m.name or m.model}: capacity from {', '.join(srcs)}; SLO percentile "
+                     f"{m.slo.percentile:g} applied through each bucket's representative request "
+                     f"size (the p-th percentile of its lengths)")
+    return notes
+
+
+# ---------------------------------------------------------------------------------- Mélange I/O
+
+def melange_request(path: str | Path) -> tuple[dict[str, Any], FleetProblem]:
+    """Read a Mélange config JSON (gpu_info, workload_distribution, total_request_rate,
+    slice_factor) as a fleet problem over one period."""
+    path = Path(path)
+    data = read_structured(path, what="Mélange config")
+    file = str(path)
+    if not isinstance(data, dict):
+        raise InputError("not a JSON object", file=file, expected="a Mélange config object")
+    for key in ("gpu_info", "workload_distribution", "total_request_rate"):
+        if key not in data:
+            raise InputError("required field is missing", file=file, field=key)
+    info = data["gpu_info"]
+    if not isinstance(info, dict) or not info:
+        raise InputError("gpu_info must map GPU names to {cost, tputs}", file=file, field="gpu_info")
+    rate = data["total_request_rate"]
+    if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not math.isfinite(rate) or rate <= 0:
+        raise InputError(f"total_request_rate is {rate!r}", file=file, field="total_request_rate",
+                         expected="a positive number of requests per second")
+    k = data.get("slice_factor", 1)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise InputError(f"slice_factor is {k!r}", file=file, field="slice_factor",
+                         expected="a positive integer")
+    shares = wl.check_shares(data["workload_distribution"], file=file, field="workload_distribution",
+                             normalise=bool(data.get("normalise_shares", False)))
+    I, J = shares.shape
+    gpus = []
+    for name, entry in info.items():
+        if not isinstance(entry, dict) or "cost" not in entry or "tputs" not in entry:
+            raise InputError("each GPU needs cost and tputs", file=file, field=f"gpu_info.{name}",
+                             expected="{cost: $/h, tputs: [[req/s]]}")
+        cost = entry["cost"]
+        if not isinstance(cost, (int, float)) or isinstance(cost, bool) or cost <= 0:
+            raise InputError(f"cost is {cost!r}", file=file, field=f"gpu_info.{name}.cost",
+                             expected="a positive $ per hour")
+        tputs = _tputs(entry["tputs"], file, f"gpu_info.{name}.tputs")
+        if tputs.shape != shares.shape:
+            raise InputError(f"tputs is {tputs.shape[0]} x {tputs.shape[1]} but the workload grid is "
+                             f"{I} x {J}", file=file, field=f"gpu_info.{name}.tputs",
+                             expected="the same grid as workload_distribution")
+        gpus.append({"name": name, "price_per_hour": float(cost)})
+    request = {
+        "models": [{"name": "model", "model": "melange",
+                    "workload": {"histogram": {"input_edges": list(range(I + 1)),
+                                               "output_edges": list(range(J + 1)),
+                                               "shares": shares.tolist()},
+                                 "rate_rps": float(rate)},
+                    "profiles": [{"gpu": g["name"], "file": file, "format": "melange"}
+                                 for g in gpus]}],
+        "gpus": gpus,
+        "solver": {"slice_factor": k, "routing": "per_period"},
+    }
+    req = FleetRequest.model_validate(request)
+    fp = build_problem(req, file=file)
+    return data, fp
+
+
+def plan_melange(path: str | Path, *, time_limit_s: float | None = None) -> dict[str, Any]:
+    """Solve a Mélange config; the plan adds ``melange_result`` in Mélange's own output format
+    ({gpu: count, "cost": $/h})."""
+    data, fp = melange_request(path)
+    plan = plan_from_problem(fp, time_limit_s=time_limit_s, inputs=data)
+    result = {g: 0 for g in data["gpu_info"]}
+    for p in plan["pools"]:
+        result[p["gpu"]] += p["count"]
+    result["cost"] = round(plan["cost_per_hour"], 6)
+    plan["melange_result"] = result
+    plan["explanations"].append("Mélange input: bucket in(i,i+1]xout(j,j+1] is row i, column j "
+                                "of workload_distribution and tputs; capacities are the "
+                                "config's measured tputs (0 = cannot serve)")
+    return plan
+
+
+def request_from_file(path: str | Path) -> tuple[FleetRequest, Any]:
+    """The validated request and the raw data that goes into the inputs' hash."""
+    req = load_request(path)
+    raw = read_structured(path, what="fleet request")
+    hashed = {"request": raw}
+    for m in req.models:
+        if m.workload.trace:
+            p = Path(m.workload.trace)
+            if p.is_file():
+                import hashlib
+                hashed.setdefault("traces", {})[p.name] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return req, hashed

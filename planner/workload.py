@@ -1,0 +1,415 @@
+"""Workloads: request traces, bucket histograms and rate series (pure functions, numpy).
+
+A trace is a list of requests with an arrival time and input / output token counts, read from
+the Azure LLM inference CSV (``TIMESTAMP, ContextTokens, GeneratedTokens``), BurstGPT's CSV
+(``Timestamp, Model, Request tokens, Response tokens, ...``) or JSON lines.  The planners see
+a workload as a grid of request-size buckets (input length x output length) with the share of
+requests in each, and a request rate per period.  Used by the fleet and the parallel planners.
+
+Units: times in seconds (relative to the first request), rates in requests per second, lengths
+in tokens.  Every malformed input raises :class:`hardware.errors.InputError`.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from hardware.errors import InputError
+
+#: trace formats :func:`read_trace` understands
+TRACE_FORMATS = ("azure", "burstgpt", "jsonl")
+
+_EPOCH = datetime(1970, 1, 1)
+
+# column name variants (lower-cased) per role
+_TIME_COLS = ("timestamp", "time", "arrival_time", "arrival_time_s", "ts")
+_IN_COLS = ("contexttokens", "request tokens", "input_tokens", "prompt_tokens", "input_len",
+            "num_prefill_tokens", "input")
+_OUT_COLS = ("generatedtokens", "response tokens", "output_tokens", "completion_tokens",
+             "output_len", "num_decode_tokens", "output")
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Requests of one workload, sorted by arrival.
+
+    Attributes:
+        arrival_s: ``[N]`` arrival times in seconds since the first request.
+        input_tokens: ``[N]`` prompt lengths.
+        output_tokens: ``[N]`` generated lengths.
+        source: where it came from (file name), for messages.
+    """
+
+    arrival_s: np.ndarray
+    input_tokens: np.ndarray
+    output_tokens: np.ndarray
+    source: str = "<trace>"
+
+    def __len__(self) -> int:
+        return int(self.arrival_s.shape[0])
+
+    @property
+    def duration_s(self) -> float:
+        """Span from the first to the last arrival (at least 1 s, so a rate is defined)."""
+        return max(float(self.arrival_s[-1] - self.arrival_s[0]) if len(self) else 0.0, 1.0)
+
+    @property
+    def mean_rate_rps(self) -> float:
+        return len(self) / self.duration_s
+
+
+@dataclass(frozen=True)
+class BucketGrid:
+    """A grid of request sizes: bucket (i, j) holds input lengths in
+    ``(input_edges[i], input_edges[i + 1]]`` and output lengths in
+    ``(output_edges[j], output_edges[j + 1]]``."""
+
+    input_edges: tuple[float, ...]
+    output_edges: tuple[float, ...]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.input_edges) - 1, len(self.output_edges) - 1
+
+    def label(self, i: int, j: int) -> str:
+        """A readable name, e.g. ``in(512,1024]xout(64,128]``."""
+        a, b = self.input_edges[i], self.input_edges[i + 1]
+        c, d = self.output_edges[j], self.output_edges[j + 1]
+        return f"in({_num(a)},{_num(b)}]xout({_num(c)},{_num(d)}]"
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Bucket shares and a representative request size per bucket.
+
+    Attributes:
+        grid: the bucket edges.
+        shares: ``[I, J]`` share of requests per bucket (sums to 1).
+        input_len: ``[I, J]`` representative input length per bucket (tokens).
+        output_len: ``[I, J]`` representative output length per bucket (tokens).
+    """
+
+    grid: BucketGrid
+    shares: np.ndarray
+    input_len: np.ndarray
+    output_len: np.ndarray
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+# ---------------------------------------------------------------------------------------- reading
+
+def _parse_time(text: str, path: str, line: int, column: str) -> float:
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        # Azure writes 7 fractional digits; datetime takes at most 6
+        if "." in text:
+            head, frac = text.rsplit(".", 1)
+            text = f"{head}.{frac[:6]}"
+        stamp = datetime.fromisoformat(text)
+        if stamp.tzinfo is not None:
+            return stamp.timestamp()
+        # naive times: seconds since a naive epoch, so the local time zone (and its DST
+        # jumps) never shifts arrivals
+        return (stamp - _EPOCH).total_seconds()
+    except ValueError:
+        raise InputError(f"line {line}: cannot read time {text!r}", file=path, field=column,
+                         expected="seconds or an ISO date-time like 2023-11-16 18:17:03.98") from None
+
+
+def _parse_count(text: str, path: str, line: int, column: str) -> int:
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise InputError(f"line {line}: {text!r} is not a number", file=path, field=column,
+                         expected="a non-negative token count") from None
+    if not math.isfinite(value) or value < 0:
+        raise InputError(f"line {line}: token count {text!r} is negative or not finite", file=path,
+                         field=column, expected="a non-negative token count")
+    return int(round(value))
+
+
+def _pick(header: Sequence[str], names: Iterable[str]) -> str | None:
+    lowered = {h.strip().lower(): h for h in header}
+    for n in names:
+        if n in lowered:
+            return lowered[n]
+    return None
+
+
+def _finish(times: list[float], ins: list[int], outs: list[int], path: str) -> Trace:
+    if not times:
+        raise InputError("the trace has no requests", file=path,
+                         expected="at least one row with a time and token counts")
+    t = np.asarray(times, dtype=float)
+    order = np.argsort(t, kind="stable")
+    t = t[order] - t[order][0]
+    return Trace(t, np.asarray(ins, dtype=np.int64)[order], np.asarray(outs, dtype=np.int64)[order],
+                 Path(path).name)
+
+
+def _read_csv(path: Path, fmt: str | None) -> Trace:
+    with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+        reader = csv.DictReader(fh)
+        header = reader.fieldnames or []
+        tcol, icol, ocol = _pick(header, _TIME_COLS), _pick(header, _IN_COLS), _pick(header, _OUT_COLS)
+        if fmt == "azure":
+            want = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+        elif fmt == "burstgpt":
+            want = ("Timestamp", "Request tokens", "Response tokens")
+        else:
+            want = ("a time column", "an input-token column", "an output-token column")
+        if tcol is None or icol is None or ocol is None:
+            missing = [w for w, c in zip(want, (tcol, icol, ocol)) if c is None]
+            raise InputError(f"missing column(s) {', '.join(missing)}; header is {header}",
+                             file=str(path), field="header",
+                             expected="Azure (TIMESTAMP,ContextTokens,GeneratedTokens) or BurstGPT "
+                                      "(Timestamp,Model,Request tokens,Response tokens,...) columns")
+        failed = _pick(header, ("log type",))
+        times, ins, outs = [], [], []
+        for n, row in enumerate(reader, start=2):
+            if row.get(tcol) in (None, "") and row.get(icol) in (None, ""):
+                continue  # blank line
+            if failed and "fail" in str(row.get(failed, "")).lower():
+                continue  # BurstGPT's failed requests generate nothing
+            times.append(_parse_time(row.get(tcol) or "", str(path), n, tcol))
+            ins.append(_parse_count(row.get(icol) or "", str(path), n, icol))
+            outs.append(_parse_count(row.get(ocol) or "", str(path), n, ocol))
+    return _finish(times, ins, outs, str(path))
+
+
+def _read_jsonl(path: Path) -> Trace:
+    times, ins, outs = [], [], []
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for n, line in enumerate(fh, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"line {n} is not JSON ({exc.msg})", file=str(path),
+                                 expected="one JSON object per line") from None
+            if not isinstance(row, dict):
+                raise InputError(f"line {n} is not a JSON object", file=str(path),
+                                 expected='{"timestamp": s, "input_tokens": n, "output_tokens": n}')
+            keys = {k.lower(): k for k in row}
+            tk, ik, ok = (next((keys[c] for c in cols if c in keys), None)
+                          for cols in (_TIME_COLS, _IN_COLS, _OUT_COLS))
+            if tk is None or ik is None or ok is None:
+                raise InputError(f"line {n} lacks a time or token-count key", file=str(path),
+                                 expected="keys timestamp, input_tokens, output_tokens")
+            times.append(_parse_time(str(row[tk]), str(path), n, tk))
+            ins.append(_parse_count(row[ik], str(path), n, ik))
+            outs.append(_parse_count(row[ok], str(path), n, ok))
+    return _finish(times, ins, outs, str(path))
+
+
+def read_trace(path: str | Path, *, fmt: str = "auto") -> Trace:
+    """Read a trace file (Azure CSV, BurstGPT CSV or JSONL; ``fmt="auto"`` guesses from the
+    suffix and header)."""
+    path = Path(path)
+    if fmt not in ("auto", *TRACE_FORMATS):
+        raise InputError(f"unknown trace format {fmt!r}", field="format",
+                         expected="auto, " + ", ".join(TRACE_FORMATS))
+    if not path.is_file():
+        raise InputError("trace file not found", file=str(path))
+    if path.stat().st_size == 0:
+        raise InputError("the trace file is empty", file=str(path),
+                         expected="a header and at least one request")
+    if fmt == "jsonl" or (fmt == "auto" and path.suffix.lower() in (".jsonl", ".ndjson")):
+        return _read_jsonl(path)
+    return _read_csv(path, None if fmt == "auto" else fmt)
+
+
+# ------------------------------------------------------------------------------------- histograms
+
+def log2_edges(max_value: float, *, start: float = 0.0, first: float = 16.0) -> tuple[float, ...]:
+    """Bucket edges ``start, first, 2*first, 4*first, ...`` up to at least ``max_value``."""
+    edges = [start, first]
+    while edges[-1] < max_value:
+        edges.append(edges[-1] * 2)
+    return tuple(float(e) for e in edges)
+
+
+def default_grid(trace: Trace) -> BucketGrid:
+    """Power-of-two input / output edges covering the trace (inputs from 128, outputs from 16)."""
+    return BucketGrid(log2_edges(max(int(trace.input_tokens.max()), 1), first=128.0),
+                      log2_edges(max(int(trace.output_tokens.max()), 1), first=16.0))
+
+
+def bucket_index(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
+    """Bucket of each value for edges ``e0 < e1 < ...``: bucket k holds ``(e_k, e_k+1]``; values
+    at or below ``e0`` go to bucket 0 and above the last edge to the last bucket."""
+    idx = np.searchsorted(np.asarray(edges, dtype=float), values, side="left") - 1
+    return np.clip(idx, 0, len(edges) - 2)
+
+
+def histogram(trace: Trace, grid: BucketGrid, *, percentile: float = 100.0,
+              mask: np.ndarray | None = None) -> Histogram:
+    """Shares per bucket, and per bucket the ``percentile`` of its requests' lengths as the
+    representative size (100: the longest request in the bucket, conservative).  Empty buckets
+    get their upper edges."""
+    ii = bucket_index(trace.input_tokens, grid.input_edges)
+    jj = bucket_index(trace.output_tokens, grid.output_edges)
+    if mask is not None:
+        ii, jj = ii[mask], jj[mask]
+        tin, tout = trace.input_tokens[mask], trace.output_tokens[mask]
+    else:
+        tin, tout = trace.input_tokens, trace.output_tokens
+    shape = grid.shape
+    counts = np.zeros(shape)
+    np.add.at(counts, (ii, jj), 1.0)
+    total = counts.sum()
+    shares = counts / total if total > 0 else counts
+    rep_in = np.tile(np.asarray(grid.input_edges[1:], dtype=float)[:, None], (1, shape[1]))
+    rep_out = np.tile(np.asarray(grid.output_edges[1:], dtype=float)[None, :], (shape[0], 1))
+    flat = ii * shape[1] + jj
+    order = np.argsort(flat, kind="stable")
+    flat_sorted = flat[order]
+    bounds = np.searchsorted(flat_sorted, np.arange(shape[0] * shape[1] + 1))
+    for cell in range(shape[0] * shape[1]):
+        lo, hi = bounds[cell], bounds[cell + 1]
+        if hi > lo:
+            sel = order[lo:hi]
+            i, j = divmod(cell, shape[1])
+            rep_in[i, j] = max(1.0, float(np.percentile(tin[sel], percentile)))
+            rep_out[i, j] = max(1.0, float(np.percentile(tout[sel], percentile)))
+    return Histogram(grid, shares, np.ceil(rep_in), np.ceil(rep_out))
+
+
+def histogram_from_shares(shares: Sequence[Sequence[float]], input_edges: Sequence[float],
+                          output_edges: Sequence[float], *, normalise: bool = False,
+                          file: str | None = None, field: str = "shares") -> Histogram:
+    """A histogram given as shares on a grid; representative sizes are the upper edges.
+
+    Shares must be non-negative and sum to 1 (within 1e-6); with ``normalise`` they are scaled
+    to sum to 1 instead.
+    """
+    arr = check_shares(shares, normalise=normalise, file=file, field=field)
+    grid = BucketGrid(tuple(float(e) for e in input_edges), tuple(float(e) for e in output_edges))
+    for name, edges in (("input_edges", grid.input_edges), ("output_edges", grid.output_edges)):
+        if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])) or edges[0] < 0:
+            raise InputError("bucket edges must be at least two increasing non-negative numbers",
+                             file=file, field=name, expected="e.g. [0, 512, 1024, 2048]")
+    if arr.shape != grid.shape:
+        raise InputError(f"shares are {arr.shape[0]} x {arr.shape[1]} but the edges give "
+                         f"{grid.shape[0]} x {grid.shape[1]} buckets", file=file, field=field,
+                         expected="one row per input bucket, one column per output bucket")
+    rep_in = np.tile(np.asarray(grid.input_edges[1:])[:, None], (1, grid.shape[1]))
+    rep_out = np.tile(np.asarray(grid.output_edges[1:])[None, :], (grid.shape[0], 1))
+    return Histogram(grid, arr, rep_in, rep_out)
+
+
+def check_shares(shares, *, normalise: bool = False, file: str | None = None,
+                 field: str = "shares") -> np.ndarray:
+    """Shares as a 2-D array: non-negative, finite, summing to 1 (or scaled when asked)."""
+    try:
+        arr = np.asarray(shares, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError("shares are not a grid of numbers", file=file, field=field,
+                         expected="a list of rows of numbers") from None
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.size == 0:
+        raise InputError("shares are not a 2-D grid", file=file, field=field,
+                         expected="a list of rows of numbers")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise InputError("shares must be finite and non-negative", file=file, field=field,
+                         expected="shares >= 0")
+    total = float(arr.sum())
+    if total <= 0:
+        raise InputError("shares sum to 0", file=file, field=field, expected="shares summing to 1")
+    if abs(total - 1.0) > 1e-6:
+        if not normalise:
+            raise InputError(f"shares sum to {total:.6g}, not 1", file=file, field=field,
+                             expected="shares summing to 1",
+                             hint="Set normalise_shares: true to scale them")
+        arr = arr / total
+    return arr
+
+
+# ------------------------------------------------------------------------------------ rate series
+
+def rate_series(trace: Trace, period_s: float) -> np.ndarray:
+    """Mean request rate (req/s) in consecutive periods of ``period_s`` from the first request;
+    the last, partial period is averaged over its own length."""
+    if period_s <= 0:
+        raise InputError("period must be positive", field="period_s", expected="seconds > 0")
+    n = max(1, int(math.ceil(trace.duration_s / period_s - 1e-9)))
+    idx = np.minimum((trace.arrival_s // period_s).astype(int), n - 1)
+    counts = np.bincount(idx, minlength=n).astype(float)
+    lengths = np.full(n, float(period_s))
+    lengths[-1] = max(trace.duration_s - (n - 1) * period_s, 1.0)
+    return counts / lengths
+
+
+def peak_rate(trace: Trace, window_s: float) -> float:
+    """Highest mean rate (req/s) over aligned windows of ``window_s`` (a last, partial window
+    shorter than half a window is left out: a few requests over a few seconds are noise)."""
+    rates = rate_series(trace, window_s)
+    tail_s = trace.duration_s - (len(rates) - 1) * window_s
+    if len(rates) > 1 and tail_s < window_s / 2:
+        rates = rates[:-1]
+    return float(rates.max())
+
+
+def period_masks(trace: Trace, period_s: float) -> list[np.ndarray]:
+    """Boolean mask of the requests arriving in each period (as in :func:`rate_series`)."""
+    n = max(1, int(math.ceil(trace.duration_s / period_s - 1e-9)))
+    idx = np.minimum((trace.arrival_s // period_s).astype(int), n - 1)
+    return [idx == p for p in range(n)]
+
+
+def check_rates(rates, *, file: str | None = None, field: str = "rate_rps") -> np.ndarray:
+    """A rate or rate series as a 1-D array of finite, non-negative req/s (not all zero)."""
+    try:
+        arr = np.atleast_1d(np.asarray(rates, dtype=float))
+    except (TypeError, ValueError):
+        raise InputError("rates are not numbers", file=file, field=field,
+                         expected="requests per second (a number or a list)") from None
+    if arr.ndim != 1 or arr.size == 0:
+        raise InputError("rates must be a number or a flat list", file=file, field=field,
+                         expected="requests per second")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        bad = arr[~np.isfinite(arr) | (arr < 0)][0]
+        raise InputError(f"negative or non-finite rate {bad:g}", file=file, field=field,
+                         expected="rates >= 0 requests per second")
+    if not np.any(arr > 0):
+        raise InputError("all rates are zero", file=file, field=field,
+                         expected="at least one positive rate")
+    return arr
+
+
+def percentiles(values: np.ndarray, qs: Sequence[float] = (50, 90, 99)) -> dict[str, float]:
+    """``{"p50": ..., "p90": ..., "mean": ...}`` of a 1-D array."""
+    values = np.asarray(values, dtype=float)
+    out = {f"p{q:g}": float(np.percentile(values, q)) for q in qs}
+    out["mean"] = float(values.mean())
+    return out
+
+
+def summarise(trace: Trace, period_s: float = 60.0) -> dict:
+    """Counts, span, rates and length percentiles of a trace, for plans and reports."""
+    return {
+        "requests": len(trace),
+        "duration_s": trace.duration_s,
+        "mean_rate_rps": trace.mean_rate_rps,
+        "peak_rate_rps": peak_rate(trace, period_s),
+        "peak_window_s": period_s,
+        "input_tokens": percentiles(trace.input_tokens),
+        "output_tokens": percentiles(trace.output_tokens),
+    }

@@ -1,0 +1,782 @@
+"""Cost-aware covering: the cheapest multiset of server instances that covers demand rates.
+
+Generic (knows nothing about LLMs).  *Options* are kinds of server instance (in the fleet
+planner: one model on one GPU type in one TP/PP shape); *demands* are streams of work (one
+request-size bucket of one model), each with a rate per period; ``capacity[d, j]`` is the rate
+of demand ``d`` that ONE instance of option ``j`` sustains when it serves only ``d`` (0 means
+"cannot serve").  Loads of different demands on one instance add linearly (the Mélange
+assumption): an instance serving fractions ``x[d]`` of several demands is within its capacity
+when ``sum_d x[d] * rate[d] / capacity[d, j] <= max_utilisation``.
+
+Formulation (no symmetric variables: interchangeable instances are one integer count):
+
+* ``R[j]`` integer: reserved instances, held over the whole horizon (price class "reserved");
+* ``O[j, t]``, ``S[j, t]`` integer: on-demand and spot instances in period ``t``;
+* routing ``x[d, j, t]``: continuous fraction of demand ``d`` in period ``t`` sent to ``j``
+  (``slices=None``), or the integer number of ``d``'s ``k`` equal slices (``slices=k``: the
+  aggregated form of Mélange's per-slice binaries, same optimum, no symmetry);
+* covering: ``sum_j x[d, j, t] = 1``; capacity: ``sum_d x * rate / capacity <= u * (R + O + f S)``
+  with ``f`` the spot capacity factor (expected share of spot capacity not lost to interruption);
+* quotas: ``sum_{j in group} units_j (R_j + O_jt + S_jt) <= quota[group]`` in every period;
+* spot cap: ``sum_j units_j S_jt <= phi * sum_j units_j (R_j + O_jt + S_jt)``;
+* objective: average $/h over the horizon: ``sum_j p_res R_j + sum_t w_t sum_j (p_od O + p_spot S)``.
+
+Solved with :func:`solvers.milp.solve_pulp` (HiGHS, CBC fallback) under a time limit; the
+result carries the solver's real status, bound and gap.  When the limit hits before any
+incumbent, a greedy cover is returned (status "heuristic") with the solver's bound.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pulp
+
+from solvers.milp import SolveResult, heuristic_result, relative_gap, solve_pulp
+
+#: price classes, in the order they are reported
+PRICE_CLASSES = ("reserved", "on_demand", "spot")
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class CoverOption:
+    """One kind of server instance.
+
+    Attributes:
+        name: unique label (used in messages only).
+        group: quota group it draws from (e.g. the GPU type).
+        units: quota units one instance uses (e.g. GPUs per replica).
+        prices: $/h of one instance per price class ("reserved", "on_demand", "spot");
+            a class that is missing is not offered for this option.
+    """
+
+    name: str
+    group: str
+    units: int
+    prices: dict[str, float]
+
+
+@dataclass
+class CoverProblem:
+    """A covering instance.
+
+    Attributes:
+        options: the ``J`` instance kinds.
+        capacity: ``[D, J]`` rate (any unit, e.g. req/s) one instance of ``j`` sustains on
+            demand ``d`` alone; 0 = cannot serve.
+        rates: ``[D, T]`` demand rate per period (same unit as ``capacity``).
+        period_weights: ``[T]`` share of the horizon each period lasts (sums to 1).
+        quotas: quota units available per group in every period (missing group = unlimited).
+        spot_max_fraction: largest share of quota units that may be spot in a period
+            (``None`` = no cap).
+        spot_capacity_factor: share of a spot instance's capacity counted on (interruptions).
+        max_utilisation: load allowed per instance, as a share of its capacity (headroom).
+        slices: ``None``: continuous routing; ``k``: each (demand, period) is cut into ``k``
+            equal slices routed whole (Mélange's slice factor).
+        max_instances: upper bound on any single count (keeps the MILP bounded).
+        routing: "per_period" (each period routes its own way) or "shared" (one routing table
+            for the whole horizon; counts still change per period: stable routing, and a
+            ``T`` times smaller model).
+        strong_links: add the linking cuts ``x <= N`` (see :func:`_add_links`); off by
+            default: measured on the scale benchmark they barely lift the bound and slow the LP.
+    """
+
+    options: list[CoverOption]
+    capacity: np.ndarray
+    rates: np.ndarray
+    period_weights: np.ndarray | None = None
+    quotas: dict[str, int] = field(default_factory=dict)
+    spot_max_fraction: float | None = None
+    spot_capacity_factor: float = 1.0
+    max_utilisation: float = 1.0
+    slices: int | None = None
+    max_instances: int = 100_000
+    routing: str = "per_period"
+    strong_links: bool = False
+
+    def __post_init__(self) -> None:
+        self.capacity = np.asarray(self.capacity, dtype=float)
+        self.rates = np.asarray(self.rates, dtype=float)
+        if self.rates.ndim == 1:
+            self.rates = self.rates[:, None]
+        d, j = self.capacity.shape
+        if j != len(self.options) or self.rates.shape[0] != d:
+            raise ValueError(f"capacity {self.capacity.shape} / rates {self.rates.shape} do not "
+                             f"match {len(self.options)} options")
+        t = self.rates.shape[1]
+        if self.period_weights is None:
+            self.period_weights = np.full(t, 1.0 / t)
+        self.period_weights = np.asarray(self.period_weights, dtype=float)
+        if self.period_weights.shape != (t,) or abs(self.period_weights.sum() - 1) > 1e-6:
+            raise ValueError("period_weights must have one entry per period and sum to 1")
+        if self.routing not in ("per_period", "shared"):
+            raise ValueError("routing must be 'per_period' or 'shared'")
+        if np.any(self.rates < 0) or np.any(self.capacity < 0):
+            raise ValueError("rates and capacities must be non-negative")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(demands, options, periods)."""
+        return self.capacity.shape[0], self.capacity.shape[1], self.rates.shape[1]
+
+    def unservable(self) -> list[tuple[int, int]]:
+        """(demand, period) pairs with positive rate that no option can serve."""
+        can = (self.capacity > 0).any(axis=1)
+        return [(int(d), int(t)) for d, t in zip(*np.nonzero(self.rates > 0)) if not can[d]]
+
+
+@dataclass
+class CoverSolution:
+    """A cover: counts per option, price class and period, and the routing.
+
+    Attributes:
+        reserved: ``[J]`` reserved instances (whole horizon).
+        on_demand: ``[J, T]`` on-demand instances per period.
+        spot: ``[J, T]`` spot instances per period.
+        routing: ``[D, J, T]`` fraction of each demand's rate sent to each option.
+        load: ``[J, T]`` load per option in instance-equivalents (sum of rate / capacity).
+        cost_per_hour: average $/h over the horizon (the objective).
+        result: solver facts (status, objective, bound, gap, time).
+        method: "milp" or "greedy".
+    """
+
+    reserved: np.ndarray
+    on_demand: np.ndarray
+    spot: np.ndarray
+    routing: np.ndarray
+    load: np.ndarray
+    cost_per_hour: float
+    result: SolveResult
+    method: str
+
+    def counts(self, t: int) -> np.ndarray:
+        """``[J]`` instances of every class in period ``t``."""
+        return self.reserved + self.on_demand[:, t] + self.spot[:, t]
+
+    def period_cost_per_hour(self, problem: CoverProblem, t: int) -> float:
+        """$/h paid during period ``t`` (reserved included)."""
+        total = 0.0
+        for j, opt in enumerate(problem.options):
+            total += self.reserved[j] * opt.prices.get("reserved", 0.0)
+            total += self.on_demand[j, t] * opt.prices.get("on_demand", 0.0)
+            total += self.spot[j, t] * opt.prices.get("spot", 0.0)
+        return total
+
+
+def _classes(opt: CoverOption) -> dict[str, float]:
+    return {c: float(p) for c, p in opt.prices.items() if c in PRICE_CLASSES and p is not None}
+
+
+def objective_of(problem: CoverProblem, reserved: np.ndarray, on_demand: np.ndarray,
+                 spot: np.ndarray) -> float:
+    """Average $/h over the horizon of given counts."""
+    w = problem.period_weights
+    total = 0.0
+    for j, opt in enumerate(problem.options):
+        p = _classes(opt)
+        total += reserved[j] * p.get("reserved", 0.0)
+        total += float(np.dot(on_demand[j], w)) * p.get("on_demand", 0.0)
+        total += float(np.dot(spot[j], w)) * p.get("spot", 0.0)
+    return total
+
+
+def build_model(problem: CoverProblem, *, quota_slack_penalty: float | None = None,
+                slack: dict | None = None):
+    """The PuLP model and its variables: ``(lp, R, O, S, X)`` with dicts keyed by index tuples.
+
+    With ``quota_slack_penalty``, every quota row gets an integer slack (extra units) costing
+    that much each; the slack variables are put in ``slack`` keyed by (group, period).
+    """
+    D, J, T = problem.shape
+    rates, cap = problem.rates, problem.capacity
+    u = float(problem.max_utilisation)
+    k = problem.slices
+    fspot = float(problem.spot_capacity_factor)
+    big = int(problem.max_instances)
+    lp = pulp.LpProblem("cover", pulp.LpMinimize)
+    classes = [_classes(o) for o in problem.options]
+    multi = T > 1
+    R: dict[int, pulp.LpVariable] = {}
+    O: dict[tuple[int, int], pulp.LpVariable] = {}
+    S: dict[tuple[int, int], pulp.LpVariable] = {}
+    for j in range(J):
+        quota_ub = big
+        g = problem.options[j].group
+        if g in problem.quotas and quota_slack_penalty is None:
+            quota_ub = min(big, int(problem.quotas[g] // max(problem.options[j].units, 1)))
+        if "reserved" in classes[j] and (multi or "on_demand" not in classes[j]
+                                         or classes[j]["reserved"] < classes[j]["on_demand"]):
+            R[j] = pulp.LpVariable(f"R_{j}", 0, quota_ub, cat=pulp.LpInteger)
+        for t in range(T):
+            if "on_demand" in classes[j]:
+                O[j, t] = pulp.LpVariable(f"O_{j}_{t}", 0, quota_ub, cat=pulp.LpInteger)
+            if "spot" in classes[j] and (problem.spot_max_fraction is None
+                                         or problem.spot_max_fraction > 0):
+                S[j, t] = pulp.LpVariable(f"S_{j}_{t}", 0, quota_ub, cat=pulp.LpInteger)
+    w = problem.period_weights
+    obj = []
+    for j, v in R.items():
+        obj.append((v, classes[j]["reserved"]))
+    for (j, t), v in O.items():
+        obj.append((v, classes[j]["on_demand"] * w[t]))
+    for (j, t), v in S.items():
+        obj.append((v, classes[j]["spot"] * w[t]))
+    X: dict[tuple[int, int, int], pulp.LpVariable] = {}
+    load_terms: dict[tuple[int, int], list] = {}
+    servable = cap > 0
+    if problem.routing == "shared":
+        # one routing table for all periods: x[d, j] serves every period's rate of d.  Demands
+        # whose rates follow the same time profile (a fixed histogram times a rate curve) share
+        # one aggregate load variable per option, so each capacity row has a few terms instead
+        # of one per demand (exact; the LP gets much sparser).
+        peak = rates.max(axis=1)
+        profile_id: dict[bytes, int] = {}
+        profiles: list[np.ndarray] = []
+        demand_profile = np.full(D, -1)
+        for d in np.nonzero(peak > 0)[0]:
+            prof = np.round(rates[d] / peak[d], 9)
+            key = prof.tobytes()
+            if key not in profile_id:
+                profile_id[key] = len(profiles)
+                profiles.append(prof)
+            demand_profile[d] = profile_id[key]
+        aggregate = len(profiles) * 4 <= max(1, int((peak > 0).sum()))
+        agg_terms: dict[tuple[int, int], list] = {}
+        for d in np.nonzero(peak > 0)[0]:
+            d = int(d)
+            cover = []
+            for j in np.nonzero(servable[d])[0]:
+                j = int(j)
+                if k is None:
+                    v = pulp.LpVariable(f"x_{d}_{j}", 0, 1)
+                else:
+                    v = pulp.LpVariable(f"z_{d}_{j}", 0, k, cat=pulp.LpInteger)
+                cover.append((v, 1.0))
+                scale = 1 if k is None else k
+                for t in range(T):
+                    X[d, j, t] = v
+                if aggregate:
+                    agg_terms.setdefault((j, int(demand_profile[d])), []).append(
+                        (v, peak[d] / (cap[d, j] * scale)))
+                else:
+                    for t in range(T):
+                        if rates[d, t] > 0:
+                            load_terms.setdefault((j, t), []).append(
+                                (v, rates[d, t] / (cap[d, j] * scale)))
+            lp += pulp.LpConstraint(pulp.LpAffineExpression(cover), pulp.LpConstraintEQ,
+                                    f"cover_{d}", 1.0 if k is None else float(k))
+        for (j, g), terms in sorted(agg_terms.items()):
+            load = pulp.LpVariable(f"L_{j}_{g}", 0, None)
+            lp += pulp.LpConstraint(pulp.LpAffineExpression(terms + [(load, -1.0)]),
+                                    pulp.LpConstraintEQ, f"load_{j}_{g}", 0.0)
+            for t in range(T):
+                if profiles[g][t] > 0:
+                    load_terms.setdefault((j, t), []).append((load, float(profiles[g][t])))
+    for t in range(T if problem.routing != "shared" else 0):
+        for d in np.nonzero(rates[:, t] > 0)[0]:
+            d = int(d)
+            cover = []
+            for j in np.nonzero(servable[d])[0]:
+                j = int(j)
+                if k is None:
+                    v = pulp.LpVariable(f"x_{d}_{j}_{t}", 0, 1)
+                    coef = rates[d, t] / cap[d, j]
+                else:
+                    v = pulp.LpVariable(f"z_{d}_{j}_{t}", 0, k, cat=pulp.LpInteger)
+                    coef = rates[d, t] / (k * cap[d, j])
+                X[d, j, t] = v
+                cover.append((v, 1.0))
+                load_terms.setdefault((j, t), []).append((v, coef))
+            lp += pulp.LpConstraint(pulp.LpAffineExpression(cover), pulp.LpConstraintEQ,
+                                    f"cover_{d}_{t}", 1.0 if k is None else float(k))
+    for (j, t), terms in load_terms.items():
+        supply = []
+        if j in R:
+            supply.append((R[j], -u))
+        if (j, t) in O:
+            supply.append((O[j, t], -u))
+        if (j, t) in S:
+            supply.append((S[j, t], -u * fspot))
+        lp += pulp.LpConstraint(pulp.LpAffineExpression(terms + supply), pulp.LpConstraintLE,
+                                f"cap_{j}_{t}", 0.0)
+    if problem.strong_links:
+        _add_links(problem, lp, R, O, S, X)
+    groups = sorted({o.group for o in problem.options})
+    for t in range(T):
+        all_units = []
+        spot_units = []
+        for g in groups:
+            terms = []
+            for j, opt in enumerate(problem.options):
+                if opt.group != g:
+                    continue
+                for v in (R.get(j), O.get((j, t)), S.get((j, t))):
+                    if v is not None:
+                        terms.append((v, float(opt.units)))
+                if (j, t) in S:
+                    spot_units.append((S[j, t], float(opt.units)))
+            all_units.extend(terms)
+            if g in problem.quotas and terms:
+                if quota_slack_penalty is not None:
+                    v = pulp.LpVariable(f"slack_{groups.index(g)}_{t}", 0, None, cat=pulp.LpInteger)
+                    slack[g, t] = v
+                    terms = terms + [(v, -1.0)]
+                    obj.append((v, quota_slack_penalty))
+                lp += pulp.LpConstraint(pulp.LpAffineExpression(terms), pulp.LpConstraintLE,
+                                        f"quota_{groups.index(g)}_{t}", float(problem.quotas[g]))
+        if problem.spot_max_fraction is not None and spot_units:
+            phi = float(problem.spot_max_fraction)
+            coefs: dict = {}
+            for v, c in all_units:
+                coefs[v] = coefs.get(v, 0.0) - phi * c
+            for v, c in spot_units:  # spot units count on both sides: sum coefficients
+                coefs[v] = coefs.get(v, 0.0) + c
+            lp += pulp.LpConstraint(pulp.LpAffineExpression(list(coefs.items())), pulp.LpConstraintLE,
+                                    f"spotcap_{t}", 0.0)
+    lp += pulp.LpAffineExpression(obj)
+    return lp, R, O, S, X
+
+
+def _count_terms(j: int, t: int, R, O, S) -> list:
+    return [(v, 1.0) for v in (R.get(j), O.get((j, t)), S.get((j, t))) if v is not None]
+
+
+def _add_links(problem: CoverProblem, lp: pulp.LpProblem, R, O, S, X) -> None:
+    """Linking cuts of the strong facility-location form: a demand routed (even partly) to an
+    option needs at least one instance of it, ``x[d, j, t] <= N[j, t]`` (``x`` a fraction <= 1,
+    ``N`` the integer count).  Valid for every integer solution; they lift the LP bound where the
+    relaxation spreads small loads over many options (each of which costs a whole replica).
+
+    Shared routing: one ``M[j] <= N[j, t]`` per period and ``x[d, j] <= M[j]`` for demands with
+    positive rate in every period; per-period routing: one row per routing column.
+    """
+    D, J, T = problem.shape
+    k = problem.slices
+    scale = 1.0 if k is None else float(k)
+    rates = problem.rates
+    if problem.routing == "shared":
+        always = np.all(rates > 0, axis=1)
+        by_option: dict[int, list] = {}
+        for (d, j, t), v in X.items():
+            if t == 0 and always[d]:
+                by_option.setdefault(j, []).append(v)
+        for j, xs in sorted(by_option.items()):
+            m = pulp.LpVariable(f"M_{j}", 0, None)
+            for t in range(T):
+                lp += pulp.LpConstraint(pulp.LpAffineExpression([(m, 1.0)] + [
+                    (v, -c) for v, c in _count_terms(j, t, R, O, S)]), pulp.LpConstraintLE,
+                    f"link_{j}_{t}", 0.0)
+            for i, v in enumerate(xs):
+                lp += pulp.LpConstraint(pulp.LpAffineExpression([(v, 1.0 / scale), (m, -1.0)]),
+                                        pulp.LpConstraintLE, f"linkx_{j}_{i}", 0.0)
+        return
+    for (d, j, t), v in X.items():
+        lp += pulp.LpConstraint(pulp.LpAffineExpression([(v, 1.0 / scale)] + [
+            (c, -1.0) for c, _ in _count_terms(j, t, R, O, S)]), pulp.LpConstraintLE,
+            f"linkx_{d}_{j}_{t}", 0.0)
+
+
+def _extract(problem: CoverProblem, R, O, S, X) -> tuple[np.ndarray, ...]:
+    D, J, T = problem.shape
+    reserved = np.zeros(J, dtype=int)
+    on_demand = np.zeros((J, T), dtype=int)
+    spot = np.zeros((J, T), dtype=int)
+    routing = np.zeros((D, J, T))
+    for j, v in R.items():
+        reserved[j] = int(round(v.varValue or 0.0))
+    for (j, t), v in O.items():
+        on_demand[j, t] = int(round(v.varValue or 0.0))
+    for (j, t), v in S.items():
+        spot[j, t] = int(round(v.varValue or 0.0))
+    scale = 1.0 if problem.slices is None else float(problem.slices)
+    for (d, j, t), v in X.items():
+        val = (v.varValue or 0.0) / scale
+        if val > 1e-9:
+            routing[d, j, t] = val
+    # clean numerical dust so that plans are reproducible byte for byte
+    routing = np.round(routing, 9)
+    sums = routing.sum(axis=1, keepdims=True)
+    routing = np.where(sums > 0, routing / np.where(sums > 0, sums, 1.0), 0.0)
+    return reserved, on_demand, spot, routing
+
+
+def load_of(problem: CoverProblem, routing: np.ndarray) -> np.ndarray:
+    """``[J, T]`` load (instance-equivalents at full capacity) of a routing."""
+    cap = problem.capacity
+    inv = np.divide(1.0, cap, out=np.zeros_like(cap), where=cap > 0)
+    return np.einsum("djt,dt,dj->jt", routing, problem.rates, inv)
+
+
+def _best_reserved(counts: np.ndarray, w: np.ndarray, p_res: float, p_od: float) -> int:
+    """Reserved level minimising p_res R + sum_t w_t p_od max(0, c_t - R)."""
+    best, best_cost = 0, float(np.dot(w, counts)) * p_od
+    for r in sorted(set(int(c) for c in counts)):
+        cost = r * p_res + float(np.dot(w, np.maximum(counts - r, 0))) * p_od
+        if cost < best_cost - 1e-12:
+            best, best_cost = r, cost
+    return best
+
+
+def greedy_cover(problem: CoverProblem) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """A quick feasible cover, or ``None`` when the greedy cannot respect the quotas.
+
+    Each (demand, period), largest first, goes whole to the option with the lowest on-demand
+    $ per unit of its rate that still has quota room (fractional accounting), then counts are
+    rounded up; a reserved level is chosen per option from its count profile.
+    """
+    D, J, T = problem.shape
+    cap, rates = problem.capacity, problem.rates
+    u = problem.max_utilisation
+    classes = [_classes(o) for o in problem.options]
+    price = np.array([c.get("on_demand", c.get("reserved", c.get("spot", math.inf)))
+                      for c in classes])
+    routing = np.zeros((D, J, T))
+    on_demand = np.zeros((J, T), dtype=int)
+    for t in range(T):
+        used: dict[str, float] = {}
+        load = np.zeros(J)
+        for d in np.argsort(-rates[:, t], kind="stable"):
+            r = rates[d, t]
+            if r <= 0:
+                continue
+            cands = []
+            for j in np.nonzero(cap[d] > 0)[0]:
+                opt = problem.options[j]
+                extra = r / (cap[d, j] * u)
+                new_count = math.ceil(load[j] + extra - 1e-9)
+                old_count = math.ceil(load[j] - 1e-9)
+                q = problem.quotas.get(opt.group)
+                if q is not None and used.get(opt.group, 0.0) + (new_count - old_count) * opt.units > q + 1e-9:
+                    continue
+                cands.append(((new_count - old_count) * price[j] + extra * price[j] * 1e-3, int(j), extra))
+            if not cands:
+                return None
+            _, j, extra = min(cands)
+            opt = problem.options[j]
+            used[opt.group] = used.get(opt.group, 0.0) + \
+                (math.ceil(load[j] + extra - 1e-9) - math.ceil(load[j] - 1e-9)) * opt.units
+            load[j] += extra
+            routing[d, j, t] = 1.0
+        on_demand[:, t] = np.ceil(load - 1e-9).astype(int)
+    reserved = np.zeros(J, dtype=int)
+    spot = np.zeros((J, T), dtype=int)
+    for j in range(J):
+        c = classes[j]
+        if "on_demand" not in c:  # only reserved (or spot) offered
+            if "reserved" in c:
+                reserved[j] = int(on_demand[j].max())
+            else:
+                spot[j] = on_demand[j]
+            on_demand[j] = 0
+            continue
+        if "reserved" in c:
+            r = _best_reserved(on_demand[j], problem.period_weights, c["reserved"], c["on_demand"])
+            reserved[j] = r
+            on_demand[j] = np.maximum(on_demand[j] - r, 0)
+    return reserved, on_demand, spot, routing
+
+
+def _honest(result: SolveResult, objective: float | None, bound: float | None, time_s: float,
+            backend: str, time_limit_s: float | None) -> SolveResult:
+    """Status and gap from an incumbent and a bound: "optimal" only when they meet."""
+    gap = relative_gap(objective, bound)
+    objective = None if objective is None else float(objective)
+    bound = None if bound is None else float(bound)
+    if objective is None:
+        status = result.status
+    elif gap is not None and gap <= 1e-6 + 1e-9:  # the cutoff proof leaves exactly 1e-6
+        status, gap = "optimal", 0.0
+    else:
+        status = "feasible"
+    return SolveResult(status, objective, bound, gap, time_s, backend, time_limit_s)
+
+
+def _relaxed(lp: pulp.LpProblem, time_limit_s: float, backend: str, threads: int | None
+             ) -> SolveResult:
+    ints = [v for v in lp.variables() if v.cat == pulp.LpInteger]
+    for v in ints:
+        v.cat = pulp.LpContinuous
+    try:
+        return solve_pulp(lp, time_limit_s=max(0.5, time_limit_s), backend=backend,
+                          threads=threads)
+    finally:
+        for v in ints:
+            v.cat = pulp.LpInteger
+
+
+def _lp_rounding(problem: CoverProblem, lp: pulp.LpProblem, R, O, S, X, time_limit_s: float,
+                 backend: str, threads: int | None):
+    """Primal heuristic guided by the LP relaxation (an "LP dive").
+
+    1. Solve the LP relaxation (its value is a valid lower bound).
+    2. Repeatedly drop options whose LP instance count stays below ``0.5`` in every period
+       (each would cost a whole rounded-up instance) and re-solve the LP, a few rounds.
+    3. Fix the last LP's routing and choose integer counts (reserved / on-demand / spot,
+       quotas, spot cap) for its loads with a small MILP.  When rounding up breaks a quota
+       the LP filled, the quotas are tightened by room for one replica per price class of
+       every option in use, the LP re-solved and the rounding repeated.
+
+    Returns ``(lp_bound, arrays or None)``; the model's bounds are restored afterwards.
+    """
+    start = time.perf_counter()
+    relax = _relaxed(lp, time_limit_s, backend, threads)
+    if relax.status != "optimal":
+        return None, None
+    lp_bound = relax.objective
+    J, T = problem.shape[1], problem.shape[2]
+    saved = {id(v): (v, v.lowBound, v.upBound) for v in lp.variables()}
+    per_option: dict[int, list] = {j: [] for j in range(J)}
+    for j, v in R.items():
+        per_option[j].append(v)
+    for (j, _t), v in list(O.items()) + list(S.items()):
+        per_option[j].append(v)
+    for (_d, j, _t), v in X.items():
+        per_option[j].append(v)
+    arrays = None
+    try:
+        dropped: set[int] = set()
+        for _round in range(4):
+            if time_limit_s - (time.perf_counter() - start) < 2.0:
+                break
+            count = np.zeros((J, T))
+            for j, v in R.items():
+                count[j] += v.varValue or 0.0
+            for (j, t), v in list(O.items()) + list(S.items()):
+                count[j, t] += v.varValue or 0.0
+            small = [j for j in range(J) if j not in dropped and 0 < count[j].max() < 0.5]
+            if not small:
+                break
+            trial = set(dropped) | set(small)
+            for j in small:
+                for v in per_option[j]:
+                    v.upBound = 0
+            res = _relaxed(lp, time_limit_s - (time.perf_counter() - start), backend, threads)
+            if res.status != "optimal":  # dropping made it infeasible: undo and stop
+                for j in small:
+                    for v in per_option[j]:
+                        v.upBound = saved[id(v)][2]
+                _relaxed(lp, time_limit_s - (time.perf_counter() - start), backend, threads)
+                break
+            dropped = trial
+        count = np.zeros((J, T))  # the LP's counts (read before the rounding overwrites them)
+        for j, v in R.items():
+            count[j] += v.varValue or 0.0
+        for (j, t), v in list(O.items()) + list(S.items()):
+            count[j, t] += v.varValue or 0.0
+        arrays = _round_fixed(problem, lp, R, O, S, X, saved,
+                              time_limit_s - (time.perf_counter() - start), backend, threads)
+        if arrays is None and problem.quotas:
+            # rounding up broke a quota the LP filled: leave room for rounding every option
+            # in use, re-solve the LP and round again
+            groups = sorted({o.group for o in problem.options})
+            changed = []
+            for t in range(T):
+                for gi, g in enumerate(groups):
+                    name = f"quota_{gi}_{t}"
+                    if g not in problem.quotas or name not in lp.constraints:
+                        continue
+                    # each price class of an option may round up by one replica
+                    room = sum(3 * problem.options[j].units for j in range(J)
+                               if problem.options[j].group == g and count[j, t] > 1e-6)
+                    lp.constraints[name].changeRHS(max(0.0, problem.quotas[g] - room))
+                    changed.append((name, problem.quotas[g]))
+            try:
+                res = _relaxed(lp, time_limit_s - (time.perf_counter() - start), backend, threads)
+                if res.status == "optimal":
+                    arrays = _round_fixed(problem, lp, R, O, S, X, saved,
+                                          time_limit_s - (time.perf_counter() - start),
+                                          backend, threads, restore_rhs=changed)
+            finally:
+                for name, q in changed:
+                    lp.constraints[name].changeRHS(float(q))
+    finally:
+        for v, lo, hi in saved.values():
+            v.lowBound, v.upBound = lo, hi
+    return lp_bound, arrays
+
+
+def _round_fixed(problem, lp, R, O, S, X, saved, time_limit_s, backend, threads,
+                 restore_rhs=()):
+    """Fix the routing at the current LP values and solve for integer counts (quotas at their
+    true values); the routing bounds are restored afterwards."""
+    xs = {id(v): v for v in X.values()}
+    for v in xs.values():
+        val = max(0.0, min(1.0, v.varValue or 0.0))
+        v.lowBound = v.upBound = val
+    for name, q in restore_rhs:
+        lp.constraints[name].changeRHS(float(q))
+    try:
+        rounded = solve_pulp(lp, time_limit_s=max(0.5, time_limit_s), backend=backend,
+                             gap_rel=1e-3, threads=threads)
+        return _extract(problem, R, O, S, X) if rounded.has_solution else None
+    finally:
+        for v in xs.values():
+            _, lo, hi = saved[id(v)]
+            v.lowBound, v.upBound = lo, hi
+
+
+def solve_cover(problem: CoverProblem, *, time_limit_s: float | None = 30.0,
+                backend: str = "highs", gap_rel: float = 1e-6,
+                threads: int | None = None, polish: bool = True) -> CoverSolution:
+    """Solve a covering problem; see the module docstring for the formulation.
+
+    Stages (continuous routing; with ``slices`` the MILP alone gets the whole limit):
+    1. the MILP for a fifth of the time;
+    2. if not proven, an incumbent from the LP relaxation (:func:`_lp_rounding`);
+    3. the MILP again for the rest of the time with an objective cutoff just below the best
+       incumbent (PuLP cannot hand HiGHS a start solution; the cutoff prunes the same way, and
+       "infeasible" proves the incumbent within ``gap_rel``).
+    The bound reported is the best valid one (the MILP's, the LP relaxation's or the cutoff's)
+    and the gap is computed from it; "optimal" only when bound and incumbent meet.  With no
+    incumbent at all, a greedy cover is returned (method "greedy").
+
+    Raises:
+        ValueError: some demand with positive rate has no option able to serve it (callers
+            explain which one before calling; see :meth:`CoverProblem.unservable`).
+        CoverInfeasible: the MILP is infeasible (e.g. quotas too small).
+    """
+    if problem.unservable():
+        d, t = problem.unservable()[0]
+        raise ValueError(f"demand {d} (period {t}) has no option that can serve it")
+    start = time.perf_counter()
+    lp, R, O, S, X = build_model(problem)
+    build_s = time.perf_counter() - start
+    remaining = None if time_limit_s is None else max(1.0, time_limit_s - build_s)
+    use_polish = polish and problem.slices is None and remaining is not None
+    first = remaining * 0.2 if use_polish else remaining
+    result = solve_pulp(lp, time_limit_s=first, backend=backend, gap_rel=gap_rel,
+                        threads=threads)
+    if result.status == "infeasible":
+        raise _Infeasible(_honest(result, None, None, time.perf_counter() - start,
+                                  result.backend, time_limit_s))
+    best = _extract(problem, R, O, S, X) if result.has_solution else None
+    best_cost = objective_of(problem, *best[:3]) if best is not None else None
+    bound, method = result.bound, "milp"
+
+    def proven() -> bool:
+        g = relative_gap(best_cost, bound)
+        return g is not None and g <= gap_rel + 1e-12
+
+    if use_polish and not proven():
+        # stage 2: an incumbent from the LP relaxation (dive + rounding)
+        left = time_limit_s - (time.perf_counter() - start)
+        if left > 0.2:
+            lp_bound, arrays = _lp_rounding(problem, lp, R, O, S, X, min(left, 0.65 * remaining),
+                                            backend, threads)
+            if lp_bound is not None and (bound is None or lp_bound > bound):
+                bound = lp_bound
+            if arrays is not None:
+                cost = objective_of(problem, *arrays[:3])
+                if best_cost is None or cost < best_cost - 1e-9:
+                    best, best_cost, method = arrays, cost, "milp+lp-rounding"
+        # stage 3: the MILP again with an objective cutoff just below the incumbent (PuLP
+        # cannot pass HiGHS a start solution; the cutoff prunes the same way).  Infeasible
+        # means no plan is cheaper than cutoff: the incumbent is within gap_rel of optimal.
+        left = time_limit_s - (time.perf_counter() - start)
+        if best_cost is not None and left > 0.2 and not proven():
+            cutoff = best_cost * (1.0 - max(gap_rel, 1e-6))
+            lp += pulp.LpConstraint(lp.objective, pulp.LpConstraintLE, "objective_cutoff", cutoff)
+            try:
+                third = solve_pulp(lp, time_limit_s=left, backend=backend, gap_rel=gap_rel,
+                                   threads=threads)
+            finally:
+                del lp.constraints["objective_cutoff"]
+            if third.status == "infeasible":
+                bound = max(bound if bound is not None else -math.inf, cutoff)
+            else:
+                if third.bound is not None:
+                    # solutions above the cutoff are no better than the incumbent
+                    bound = max(bound if bound is not None else -math.inf,
+                                min(third.bound, best_cost))
+                if third.has_solution:
+                    arrays = _extract(problem, R, O, S, X)
+                    cost = objective_of(problem, *arrays[:3])
+                    if cost < best_cost - 1e-9:
+                        best, best_cost = arrays, cost
+                        method = method if method.endswith("+cutoff") else method + "+cutoff"
+    total_s = time.perf_counter() - start
+    if best is not None:
+        if bound is not None and bound > best_cost:  # numerical noise on proven optima
+            bound = best_cost
+        res = _honest(result, best_cost, bound, total_s,
+                      result.backend if method == "milp" else f"{result.backend}+lp-rounding",
+                      time_limit_s)
+        reserved, on_demand, spot, routing = best
+        return CoverSolution(reserved, on_demand, spot, routing, load_of(problem, routing),
+                             best_cost, res, method)
+    greedy = greedy_cover(problem)
+    if greedy is None:
+        raise _Infeasible(_honest(result, None, bound, total_s, result.backend, time_limit_s))
+    reserved, on_demand, spot, routing = greedy
+    cost = objective_of(problem, reserved, on_demand, spot)
+    res = heuristic_result(cost, time.perf_counter() - start, "greedy", bound=bound)
+    res = SolveResult(res.status, res.objective, res.bound, relative_gap(cost, bound),
+                      res.time_s, "greedy", time_limit_s)
+    return CoverSolution(reserved, on_demand, spot, routing, load_of(problem, routing), cost,
+                         res, "greedy")
+
+
+class _Infeasible(Exception):
+    """The MILP is infeasible (or no solution was found at all); carries the solver facts."""
+
+    def __init__(self, result: SolveResult) -> None:
+        self.result = result
+        super().__init__(f"cover problem {result.status}")
+
+
+CoverInfeasible = _Infeasible
+
+
+def quota_shortfall(problem: CoverProblem, *, time_limit_s: float | None = 10.0
+                    ) -> dict[tuple[str, int], int]:
+    """The fewest extra quota units per (group, period) that make the problem feasible.
+
+    Solves the cover with one integer slack per (group, period) added to the quotas and a
+    penalty far above any price, so the slack is minimised first and cost second.
+    """
+    penalty = 1e4 * (1.0 + max((max(_classes(o).values(), default=0.0) for o in problem.options),
+                               default=1.0))
+    slack: dict = {}
+    lp, R, O, S, X = build_model(problem, quota_slack_penalty=penalty, slack=slack)
+    result = solve_pulp(lp, time_limit_s=time_limit_s)
+    if not result.has_solution:
+        return {}
+    return {key: int(round(v.varValue or 0)) for key, v in sorted(slack.items())
+            if (v.varValue or 0) > 0.5}
+
+
+def dominated_options(problem: CoverProblem) -> list[int]:
+    """Options that can be dropped without changing the optimum.
+
+    Option ``j`` is dominated by ``i`` (same quota group) when one ``j`` instance can be replaced
+    by ``m = units_j / units_i`` (an integer) instances of ``i`` that cost no more in every price
+    class ``j`` offers and serve at least as much of every demand: ``capacity[:, j] <=
+    m * capacity[:, i]``.  (E.g. a TP-2 replica that is never more than twice as fast as a TP-1
+    replica of the same GPU.)  Ties keep the lower index.
+    """
+    cap = problem.capacity
+    J = cap.shape[1]
+    dropped: list[int] = []
+    for j in range(J):
+        oj = problem.options[j]
+        pj = _classes(oj)
+        for i in range(J):
+            if i == j or i in dropped:
+                continue
+            oi = problem.options[i]
+            if oi.group != oj.group or oj.units % max(oi.units, 1):
+                continue
+            m = oj.units // max(oi.units, 1)
+            pi = _classes(oi)
+            if any(c not in pi or pi[c] * m > p + 1e-12 for c, p in pj.items()):
+                continue
+            if np.all(cap[:, j] <= m * cap[:, i] + 1e-12):
+                if m == 1 and np.allclose(cap[:, j], cap[:, i]) and \
+                        all(abs(pi[c] - p) < 1e-12 for c, p in pj.items()) and i > j:
+                    continue  # identical twins: keep the first
+                dropped.append(j)
+                break
+    return dropped

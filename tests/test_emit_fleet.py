@@ -1,0 +1,110 @@
+"""``planner emit``: vLLM commands and Kubernetes Deployments from a FleetPlan."""
+from __future__ import annotations
+
+import shlex
+
+import pytest
+import yaml
+
+from planner import fleet as fl
+from planner.cli import main
+from planner.emit.kubernetes import deployment, gpu_product
+from planner.emit.vllm import slug, vllm_serve_command
+from planner.plan import dump_plan
+
+
+def test_vllm_serve_command_flags():
+    args = vllm_serve_command("llama-3.1-70b", tp=4, pp=2, dp=2, ep=True, max_num_seqs=64,
+                              dtype="bf16", kv_cache_dtype="fp8", port=9000)
+    assert args[:3] == ["vllm", "serve", "meta-llama/Llama-3.1-70B-Instruct"]
+    line = " ".join(args)
+    for flag in ("--tensor-parallel-size 4", "--pipeline-parallel-size 2", "--data-parallel-size 2",
+                 "--enable-expert-parallel", "--max-num-seqs 64", "--dtype bfloat16",
+                 "--kv-cache-dtype fp8", "--port 9000"):
+        assert flag in line
+    plain = vllm_serve_command("org/model", tp=1)
+    assert "--pipeline-parallel-size" not in plain and "--data-parallel-size" not in plain
+    with pytest.raises(ValueError):
+        vllm_serve_command("x", tp=0)
+
+
+def test_slug_is_dns_label():
+    s = slug("Chat-8B/H100-SXM/tp1-pp1/on_demand" * 3)
+    assert len(s) <= 63 and s == s.lower() and s[0].isalnum() and s[-1].isalnum()
+    assert set(s) <= set("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+POOL = {"id": "m/H100-SXM/tp4-pp1/spot", "group": "m/H100-SXM/tp4-pp1", "model": "m",
+        "serve_model": "llama-3.1-70b", "gpu": "H100-SXM", "shape": {"tp": 4, "pp": 1},
+        "gpus_per_replica": 4, "count": 3, "price_class": "spot", "cost_per_hour": 30.0,
+        "counts_by_period": [1, 3, 2], "engine": {"max_num_seqs": 48, "dtype": "bf16"}}
+
+
+def test_deployment_structure():
+    d = deployment(POOL)
+    assert d["apiVersion"] == "apps/v1" and d["kind"] == "Deployment"
+    spec = d["spec"]
+    assert spec["replicas"] == 3
+    match = spec["selector"]["matchLabels"]
+    tmpl_labels = spec["template"]["metadata"]["labels"]
+    assert match and all(tmpl_labels.get(k) == v for k, v in match.items())
+    pod = spec["template"]["spec"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    c = pod["containers"][0]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == 4
+    assert c["command"] == ["vllm", "serve"] and "--tensor-parallel-size" in c["args"]
+    assert c["args"][c["args"].index("--max-num-seqs") + 1] == "48"
+    assert {v["name"] for v in pod["volumes"]} >= {m["name"] for m in c["volumeMounts"]}
+    assert d["metadata"]["name"] == slug(POOL["id"]) and len(d["metadata"]["name"]) <= 63
+    assert d["metadata"]["annotations"]["planner/replicas-by-period"] == "1,3,2"
+    assert pod["tolerations"]  # spot pools tolerate the spot taint
+    # every label value is a valid label value (<= 63 chars, alnum at the ends)
+    for v in tmpl_labels.values():
+        assert len(v) <= 63 and v[0].isalnum() and v[-1].isalnum()
+    assert gpu_product("MI300X")[0] == "amd.com/gpu"
+
+
+def _plan_file(tmp_path):
+    req = {"models": [{"name": "chat", "model": "llama-3.1-8b",
+                       "workload": {"histogram": {"input_edges": [0, 1024], "output_edges": [0, 256],
+                                                  "shares": [[1.0]]}, "rate_rps": 20},
+                       "slo": {"ttft_s": 1.0, "tpot_s": 0.05}}],
+           "gpus": [{"name": "A10G"}, {"name": "H100-SXM"}]}
+    plan = fl.plan_fleet(req)
+    path = tmp_path / "plan.yaml"
+    dump_plan(plan, path)
+    return plan, path
+
+
+def test_emit_cli_both_formats(tmp_path, capsys):
+    plan, path = _plan_file(tmp_path)
+    for fmt in ("vllm", "kubernetes"):
+        try:
+            main(["emit", str(path), "--format", fmt, "-o", str(tmp_path / fmt)])
+        except SystemExit as exc:
+            assert not exc.code
+    cmds = (tmp_path / "vllm" / "commands.txt").read_text()
+    assert cmds.count("vllm serve") == len(plan["pools"])
+    for line in cmds.splitlines():
+        if line.startswith("vllm"):
+            assert shlex.split(line)[2] == "meta-llama/Llama-3.1-8B-Instruct"
+    docs = [yaml.safe_load(p.read_text()) for p in sorted((tmp_path / "kubernetes").glob("*.yaml"))]
+    deps = [d for d in docs if d["kind"] == "Deployment"]
+    assert len(deps) == len(plan["pools"])
+    assert sum(d["spec"]["replicas"] for d in deps) == sum(p["count"] for p in plan["pools"])
+    assert any(d["kind"] == "Service" for d in docs)
+
+
+def test_emit_bad_inputs(tmp_path, capsys):
+    _, path = _plan_file(tmp_path)
+    for argv, needle in ((["emit", str(path), "--format", "helm", "-o", str(tmp_path / "x")], "unknown format"),
+                         (["emit", str(tmp_path / "nope.yaml"), "--format", "vllm", "-o", str(tmp_path / "x")], "not found")):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        assert needle in capsys.readouterr().err
+    other = tmp_path / "other.yaml"
+    other.write_text("apiVersion: planner/v1\nkind: Estimate\n")
+    with pytest.raises(SystemExit):
+        main(["emit", str(other), "--format", "vllm", "-o", str(tmp_path / "y")])
+    assert "unsupported plan kind" in capsys.readouterr().err

@@ -1,0 +1,226 @@
+"""Fleet planner: requests, capacities, plans, baselines and infeasibility explanations."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+
+from hardware.errors import InfeasibleError, InputError
+from planner import fleet as fl
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = json.loads((REPO / "planner" / "schemas" / "fleet_plan.schema.json").read_text())
+
+
+def _hist_request(**over):
+    req = {
+        "models": [{
+            "name": "m8b", "model": "llama-3.1-8b",
+            "workload": {"histogram": {"input_edges": [0, 512, 2048],
+                                       "output_edges": [0, 128, 512],
+                                       "shares": [[0.4, 0.2], [0.3, 0.1]]},
+                         "rate_rps": [4.0, 12.0, 8.0]},
+            "slo": {"ttft_s": 1.0, "tpot_s": 0.05},
+        }],
+        "gpus": [{"name": "A10G"}, {"name": "A100-80GB", "reserved_price_per_hour": 2.3},
+                 {"name": "H100-SXM", "spot_price_per_hour": 2.5}],
+        "spot": {"max_fraction": 0.5},
+        "solver": {"time_limit_s": 10},
+    }
+    req.update(over)
+    return req
+
+
+def _strip_times(obj):
+    if isinstance(obj, dict):
+        return {k: _strip_times(v) for k, v in obj.items() if not (k == "time_s" or k.endswith("_time_s"))}
+    if isinstance(obj, list):
+        return [_strip_times(v) for v in obj]
+    return obj
+
+
+def test_plan_from_histogram_schema_and_stable_names():
+    plan = fl.plan_fleet(_hist_request())
+    jsonschema.validate(plan, SCHEMA)
+    assert plan["kind"] == "FleetPlan" and plan["apiVersion"] == "planner/v1"
+    for key in ("cost_per_hour", "pools", "routing", "solver", "baseline_single_gpu"):
+        assert key in plan
+    assert plan["solver"]["status"] == "optimal"
+    assert plan["solver"]["objective"] == pytest.approx(plan["cost_per_hour"])
+    # pools cover every period's load: capacity >= load in every period (checked via routing)
+    for route in plan["routing"]:
+        assert sum(route["pools"].values()) == pytest.approx(1.0, abs=1e-6)
+    assert len(plan["periods"]) == 3
+    # the mix is never worse than the best single type, and says so
+    base = plan["baseline_single_gpu"]
+    assert base["cost_per_hour"] >= plan["cost_per_hour"] - 1e-9
+    assert base["savings_fraction"] >= 0
+    assert plan["peak_provisioning"]["cost_per_hour"] >= plan["cost_per_hour"] - 1e-9
+    for p in plan["pools"]:
+        assert p["capacity_source"].startswith("cost-model:")
+        assert p["gpus_per_replica"] == p["shape"]["tp"] * p["shape"]["pp"]
+
+
+def test_plan_is_deterministic():
+    a = fl.plan_fleet(_hist_request())
+    b = fl.plan_fleet(_hist_request())
+    assert json.dumps(_strip_times(a), sort_keys=True) == json.dumps(_strip_times(b), sort_keys=True)
+
+
+def test_70b_shapes_respect_memory():
+    req = _hist_request()
+    req["models"][0]["model"] = "llama-3.1-70b"
+    req["models"][0]["workload"]["rate_rps"] = 2.0
+    fp = fl.build_problem(fl.FleetRequest.model_validate(req))
+    shapes = {(o.gpu, o.tp) for o in fp.options}
+    assert not any(g == "A10G" and tp < 4 for g, tp in shapes)  # 140 GB of weights on 24 GB GPUs
+    assert ("H100-SXM", 2) in shapes or ("H100-SXM", 4) in shapes
+
+
+def test_two_models_share_quota():
+    req = _hist_request(gpus=[{"name": "H100-SXM", "quota": 6}, {"name": "A10G", "quota": 64}])
+    second = json.loads(json.dumps(req["models"][0]))
+    second["name"] = "m8b-b"
+    req["models"].append(second)
+    plan = fl.plan_fleet(req)
+    for period in plan["periods"]:
+        h100 = sum(n * (2 if "tp2" in k else 4 if "tp4" in k else 8 if "tp8" in k else 1)
+                   for k, n in period["pools"].items() if "/H100-SXM/" in k)
+        assert h100 <= 6
+    assert {p["model"] for p in plan["pools"]} <= {"m8b", "m8b-b"}
+
+
+def test_unservable_bucket_names_bucket_and_slo():
+    req = _hist_request()
+    req["models"][0]["slo"] = {"ttft_s": 1.0, "tpot_s": 0.004}
+    with pytest.raises(InfeasibleError) as err:
+        fl.plan_fleet(req, file="req.yaml")
+    msg = str(err.value)
+    assert "bucket in(" in msg and "TPOT" in msg and "slo.tpot_s" in msg
+    assert err.value.binding == "tpot"
+
+
+def test_quota_too_small_says_by_how_much():
+    req = _hist_request(gpus=[{"name": "H100-SXM", "quota": 1}])
+    req["models"][0]["workload"]["rate_rps"] = 60.0
+    with pytest.raises(InfeasibleError) as err:
+        fl.plan_fleet(req)
+    msg = str(err.value)
+    assert "quotas too small" in msg and "H100-SXM +" in msg
+    assert err.value.binding == "quota"
+
+
+@pytest.mark.parametrize("patch,needle", [
+    (lambda r: r["models"][0]["workload"].__setitem__("rate_rps", [-1.0, 2.0]), "negative"),
+    (lambda r: r["models"][0]["workload"]["histogram"].__setitem__("shares", [[0.4, 0.2], [0.3, 0.3]]),
+     "sum to 1.2"),
+    (lambda r: r["models"][0].__setitem__("color", "red"), "unknown field"),
+    (lambda r: r["gpus"].append({"name": "Z9000"}), "unknown GPU"),
+    (lambda r: r["models"][0].__setitem__("model", "llama-9-1t"), "llama-9-1t"),
+])
+def test_bad_requests(patch, needle):
+    req = _hist_request()
+    patch(req)
+    with pytest.raises(InputError) as err:
+        fl.plan_fleet(req, file="req.yaml")
+    assert needle in str(err.value)
+
+
+def test_normalise_shares_when_asked():
+    req = _hist_request()
+    req["models"][0]["workload"]["histogram"]["shares"] = [[4, 2], [3, 1]]
+    req["models"][0]["workload"]["normalise_shares"] = True
+    req["solver"]["baseline"] = False
+    plan = fl.plan_fleet(req)
+    assert plan["cost_per_hour"] > 0 and plan["baseline_single_gpu"] is None
+
+
+def test_melange_toy(shared_data):
+    plan = fl.plan_melange(shared_data / "fleet_bench" / "melange_toy_example.json")
+    assert plan["melange_result"] == {"A10G": 3, "A100-80GB": 1, "cost": 6.7}
+    assert plan["solver"]["status"] == "optimal"
+    jsonschema.validate(plan, SCHEMA)
+
+
+def test_melange_zero_throughput(tmp_path):
+    cfg = {"gpu_info": {"A": {"cost": 1.0, "tputs": [[2, 0], [5, 2]]},
+                        "B": {"cost": 3.0, "tputs": [[20, 0], [40, 20]]}},
+           "workload_distribution": [[0.2, 0.1], [0.5, 0.2]], "total_request_rate": 10, "slice_factor": 1}
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg))
+    with pytest.raises(InfeasibleError) as err:
+        fl.plan_melange(path)
+    assert "zero throughput" in str(err.value) and "in(0,1]xout(1,2]" in str(err.value)
+    cfg["gpu_info"]["B"]["tputs"] = [[20, 5], [40, 20]]  # only B serves that bucket: fine
+    path.write_text(json.dumps(cfg))
+    plan = fl.plan_melange(path)
+    assert plan["melange_result"]["B"] >= 1
+
+
+@pytest.mark.parametrize("patch,field", [
+    (lambda c: c.__setitem__("total_request_rate", -3), "total_request_rate"),
+    (lambda c: c.__setitem__("workload_distribution", [[0.5, 0.1], [0.5, 0.2]]), "workload_distribution"),
+    (lambda c: c["gpu_info"]["A"].__setitem__("tputs", [[1, 2, 3]]), "gpu_info.A.tputs"),
+    (lambda c: c["gpu_info"]["A"].__setitem__("tputs", [[1, -2], [1, 1]]), "gpu_info.A.tputs"),
+    (lambda c: c.__setitem__("slice_factor", 0), "slice_factor"),
+])
+def test_melange_bad_inputs(tmp_path, patch, field):
+    cfg = {"gpu_info": {"A": {"cost": 1.0, "tputs": [[2, 1], [5, 2]]}},
+           "workload_distribution": [[0.2, 0.1], [0.5, 0.2]], "total_request_rate": 10, "slice_factor": 1}
+    patch(cfg)
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg))
+    with pytest.raises(InputError) as err:
+        fl.plan_melange(path)
+    assert f"field '{field}'" in str(err.value) and "cfg.json" in str(err.value)
+
+
+def test_aibrix_profiles_as_capacity(shared_data, tmp_path):
+    prof = shared_data / "aibrix-gpu-optimizer"
+    req = {
+        "models": [{"name": "llama2-7b", "model": "llama-2-7b",
+                    "workload": {"histogram": {"input_edges": [0, 128, 512, 2048],
+                                               "output_edges": [0, 16, 64, 256],
+                                               "shares": [[0.2, 0.1, 0.1], [0.1, 0.2, 0.1], [0.1, 0.05, 0.05]]},
+                                 "rate_rps": 40},
+                    "profiles": [{"gpu": "a100", "file": str(prof / "simulator-llama2-7b-a100.json")},
+                                 {"gpu": "a40", "file": str(prof / "simulator-llama2-7b-a40.json")}]}],
+        "gpus": [{"name": "a100", "price_per_hour": 3.67}, {"name": "a40", "price_per_hour": 1.1}],
+    }
+    plan = fl.plan_fleet(req)
+    assert plan["solver"]["status"] == "optimal"
+    assert all(p["capacity_source"].startswith("profile:") for p in plan["pools"])
+    table = fl.load_profile(fl.ProfileSpec(gpu="a100", file=str(prof / "simulator-llama2-7b-a100.json")))
+    # conservative lookup: the cell at the next ticks up; beyond the table (or a 0) = cannot serve
+    assert table.lookup(100, 4) == pytest.approx(table.tputs[0, 0])
+    assert table.lookup(129, 5) == pytest.approx(table.tputs[1, 1])
+    assert table.lookup(4096, 4) == 0.0
+    assert table.lookup(2048, 256) == 0.0  # a measured zero
+
+
+def test_trace_request_example():
+    req = fl.load_request(REPO / "examples" / "fleet_request.yaml")
+    fp = fl.build_problem(req)
+    assert fp.rates.shape[1] == 4  # four 15-minute periods
+    # the trace's total rate per period equals the rate series x scale
+    ld = fp.loads[0]
+    assert np.allclose(fp.rates.sum(axis=0), ld.rates_rps)
+
+
+def test_e2e_slo_splits_into_ttft_and_tpot():
+    slo = fl.SLOSpec(e2e_s=2.0)
+    ttft, tpot = fl._effective_slo(slo, 99.0)
+    assert ttft + 99.0 * tpot <= 2.0 + 1e-9
+    slo = fl.SLOSpec(ttft_s=0.5, tpot_s=0.01, e2e_s=100.0)
+    assert fl._effective_slo(slo, 10.0) == (0.5, 0.01)  # a loose e2e changes nothing
+
+
+def test_dominated_shapes_dropped_exactly():
+    from solvers.binpack import CoverOption, CoverProblem, dominated_options
+    opts = [CoverOption("tp1", "g", 1, {"on_demand": 1.0}), CoverOption("tp2", "g", 2, {"on_demand": 2.0}),
+            CoverOption("tp2-long", "g", 2, {"on_demand": 2.0})]
+    cap = np.array([[10.0, 18.0, 18.0], [1.0, 1.5, 2.5]])  # tp2-long beats 2 x tp1 on long requests
+    assert dominated_options(CoverProblem(opts, cap, [5.0, 1.0])) == [1]
