@@ -15,6 +15,9 @@ from typing import Any
 
 import pulp
 
+#: relative gap below which a proven incumbent is called optimal
+OPTIMALITY_TOLERANCE = 1e-6
+
 #: statuses a plan may carry
 STATUSES = ("optimal", "feasible", "infeasible", "unbounded", "no_solution", "heuristic")
 
@@ -95,19 +98,22 @@ def _highs_solve(problem: pulp.LpProblem, time_limit_s: float | None, gap_rel: f
     else:
         bound = objective if model_status == S.kOptimal else None
     if model_status == S.kOptimal:
-        status = "optimal"
         if bound is None:
             bound = objective
-    elif model_status in (S.kInfeasible,):
+        gap = relative_gap(objective, bound) or 0.0
+        # HiGHS says "optimal" once the gap is below the caller's gap_rel; we say so only when
+        # the gap is negligible, and report the real gap either way.
+        status = "optimal" if gap <= OPTIMALITY_TOLERANCE else "feasible"
+        if status == "optimal":
+            gap = 0.0
+        return SolveResult(status, objective, bound, gap, elapsed, "highs", time_limit_s)
+    if model_status in (S.kInfeasible,):
         status = "infeasible"
     elif model_status in (S.kUnbounded, S.kUnboundedOrInfeasible):
         status = "unbounded"
     else:  # time limit, iteration limit, interrupt...
         status = "feasible" if has_incumbent else "no_solution"
-    gap = 0.0 if status == "optimal" and bound is not None and objective is not None and \
-        relative_gap(objective, bound) is not None and relative_gap(objective, bound) <= gap_rel + 1e-12 \
-        else relative_gap(objective, bound)
-    return SolveResult(status, objective, bound, gap, elapsed, "highs", time_limit_s)
+    return SolveResult(status, objective, bound, relative_gap(objective, bound), elapsed, "highs", time_limit_s)
 
 
 def _cbc_solve(problem: pulp.LpProblem, time_limit_s: float | None, gap_rel: float,
@@ -126,7 +132,7 @@ def _cbc_solve(problem: pulp.LpProblem, time_limit_s: float | None, gap_rel: flo
         status = "unbounded"
     elif objective is None:
         status = "no_solution"
-    elif problem.sol_status == pulp.LpSolutionOptimal and not hit_limit:
+    elif problem.sol_status == pulp.LpSolutionOptimal and not hit_limit and gap_rel <= OPTIMALITY_TOLERANCE:
         status = "optimal"
     else:  # CBC through PuLP gives no bound after a time limit: say so
         status = "feasible"
@@ -144,7 +150,8 @@ def solve_pulp(problem: pulp.LpProblem, *, time_limit_s: float | None = 30.0,
         problem: the model; its variables hold the incumbent afterwards.
         time_limit_s: wall-clock limit in seconds (``None``: none).
         backend: "highs" (default) or "cbc"; HiGHS falls back to CBC when highspy is missing.
-        gap_rel: relative gap at which the solver may stop and call the incumbent optimal.
+        gap_rel: relative gap at which the solver may stop; the result is "optimal" only when
+            the real gap is at most :data:`OPTIMALITY_TOLERANCE`, else "feasible" with its gap.
         threads: solver threads (``None``: solver default).
     """
     if backend == "highs":

@@ -56,3 +56,11 @@ def test_heuristic_is_not_called_optimal_without_a_bound():
     assert heuristic_result(10.0, 0.01, "greedy").status == "heuristic"
     assert heuristic_result(10.0, 0.01, "greedy", bound=10.0).status == "optimal"
     assert heuristic_result(10.0, 0.01, "greedy", bound=9.0).gap == pytest.approx(0.1)
+
+
+def test_stopping_at_a_loose_gap_is_not_called_optimal():
+    r = solve_pulp(knapsack(n=80, seed=5), gap_rel=0.2)  # HiGHS stops at ~2% and calls it "Optimal"
+    assert r.bound >= r.objective
+    assert r.gap > 1e-6 and r.status == "feasible"
+    exact = solve_pulp(knapsack(n=80, seed=5))
+    assert exact.status == "optimal" and exact.gap == 0.0
