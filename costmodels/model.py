@@ -89,6 +89,7 @@ class ModelSpec:
     max_position_embeddings: int = 0
     weight_dtype: str = "bf16"    # dtype the checkpoint is published in
     source: str = ""
+    hf_id: str = ""               # Hugging Face repository id (the config's _name_or_path)
 
     # ---- structure -----------------------------------------------------------------------
     @property
@@ -263,7 +264,7 @@ def _common(cfg: dict, src: str, family: str) -> dict[str, Any]:
         gated_mlp=act in ("silu", "swiglu", "gelu_pytorch_tanh", "geglu") or family != "gpt2",
         attention_bias=bool(cfg.get("attention_bias", False)),
         max_position_embeddings=int(cfg.get("max_position_embeddings") or 0),
-        weight_dtype=_weight_dtype(cfg), source=str(src),
+        weight_dtype=_weight_dtype(cfg), source=str(src), hf_id=str(cfg.get("_name_or_path") or ""),
     )
 
 

@@ -23,22 +23,10 @@ import json
 import shlex
 from typing import Any
 
+from planner.emit import hf_model_id
 from planner.emit.sglang import SglangInstance, sglang_commands, sglang_router_command
 
-HF_NAMES = {
-    "llama-3.1-70b": "meta-llama/Llama-3.1-70B-Instruct", "llama-3.1-8b": "meta-llama/Llama-3.1-8B-Instruct",
-    "llama-3.1-405b": "meta-llama/Llama-3.1-405B-Instruct", "llama-2-70b": "meta-llama/Llama-2-70b-chat-hf",
-    "llama-2-7b": "meta-llama/Llama-2-7b-chat-hf", "mixtral-8x7b": "mistralai/Mixtral-8x7B-Instruct-v0.1",
-    "mistral-7b": "mistralai/Mistral-7B-Instruct-v0.3", "deepseek-v3": "deepseek-ai/DeepSeek-V3",
-    "deepseek-v2-lite": "deepseek-ai/DeepSeek-V2-Lite", "qwen3-235b-a22b": "Qwen/Qwen3-235B-A22B",
-    "qwen3-30b-a3b": "Qwen/Qwen3-30B-A3B", "qwen3-32b": "Qwen/Qwen3-32B", "qwen2.5-72b": "Qwen/Qwen2.5-72B-Instruct",
-    "qwen2.5-7b": "Qwen/Qwen2.5-7B-Instruct", "gpt-oss-120b": "openai/gpt-oss-120b",
-}
 NIXL_CONFIG = {"kv_connector": "NixlConnector", "kv_role": "kv_both"}
-
-
-def hf_name(model: str) -> str:
-    return HF_NAMES.get(model, model)
 
 
 def vllm_serve_args(model: str, *, tp: int, pp: int = 1, dp: int = 1, expert_parallel: bool = False,
@@ -50,7 +38,7 @@ def vllm_serve_args(model: str, *, tp: int, pp: int = 1, dp: int = 1, expert_par
     Built by the shared :func:`planner.emit.vllm.vllm_serve_command`; this adds the
     disaggregated-prefill KV-transfer config (NixlConnector) it does not know about.
     """
-    from planner.emit.vllm import vllm_serve_command  # lazy: vllm.py imports HF_NAMES from here
+    from planner.emit.vllm import vllm_serve_command
     extra = ["--kv-transfer-config", json.dumps(NIXL_CONFIG, separators=(",", ":"))] if kv_transfer else []
     return vllm_serve_command(model, tp=tp, pp=pp, dp=dp, ep=expert_parallel, max_num_seqs=max_num_seqs,
                               max_num_batched_tokens=max_num_batched_tokens,
@@ -118,7 +106,7 @@ def _sglang_instance_cmds(model: str, phase: dict, *, mode: str | None, opts: di
     label = phase.get("role", "replica")
     cmds = []
     for i, (node, gpus) in enumerate(_placements(count, phase["gpus"], gpn, start)[0]):
-        inst = SglangInstance(hf_name(model), tp=phase["tp"], pp=phase.get("pp", 1), dp=attn_dp,
+        inst = SglangInstance(hf_model_id(model), tp=phase["tp"], pp=phase.get("pp", 1), dp=attn_dp,
                               ep=phase.get("ep", 1), enable_dp_attention=attn_dp > 1,
                               max_running_requests=phase.get("max_num_seqs", 0) * max(1, attn_dp) or None,
                               chunked_prefill_size=phase.get("max_num_batched_tokens"),
@@ -189,4 +177,4 @@ def launch_for_plan(p, res) -> dict[str, Any]:
     }
 
 
-__all__ = ["launch_for_plan", "vllm_serve_args", "hf_name"]
+__all__ = ["launch_for_plan", "vllm_serve_args"]

@@ -12,20 +12,10 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-try:  # one alias -> Hugging Face id table for all emitters (lives beside the P/D emitter)
-    from planner.emit.disagg import HF_NAMES
-except ImportError:  # pragma: no cover - keeps the fleet emitter working on its own
-    HF_NAMES = {"llama-3.1-8b": "meta-llama/Llama-3.1-8B-Instruct",
-                "llama-3.1-70b": "meta-llama/Llama-3.1-70B-Instruct",
-                "mixtral-8x7b": "mistralai/Mixtral-8x7B-Instruct-v0.1"}
+from planner.emit import hf_model_id
 
 #: our dtype names -> vLLM's --dtype values
 _VLLM_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
-
-
-def hf_model_id(model: str) -> str:
-    """The Hugging Face id to serve for a fixture alias (a path or an id passes through)."""
-    return HF_NAMES.get(model, model)
 
 
 def vllm_serve_command(model: str, *, tp: int = 1, pp: int = 1, dp: int = 1, ep: bool = False,
