@@ -14,10 +14,27 @@ from hardware.errors import InfeasibleError, InputError  # noqa: E402
 
 #: public name -> "module:attribute"
 _API = {
+    # one function per capability
     "estimate": "planner.estimates:run_estimate",
+    "plan_fleet": "planner.fleet:plan_fleet",
+    "plan_parallel": "planner.parallel:run_parallel",
+    "place_experts": "planner.experts:plan_experts",
+    "plan_step": "planner.seqpar:plan_step",
+    "plan_sequence_parallel": "planner.seqpar:plan_offline",
+    "calibrate": "planner.calibrate:run_calibrate",
+    "phase_capacity": "planner.parallel:phase_capacity",
+    # typed requests and plans (pydantic)
+    "FleetRequest": "planner.fleet:FleetRequest",
+    "ParallelRequest": "planner.parallel:ParallelRequest",
+    "ExpertRequest": "planner.experts:ExpertRequest",
+    "StepPlan": "planner.seqpar:StepPlan",
+    "SequencePlan": "planner.seqpar:SequencePlan",
+    # building blocks
     "load_model": "costmodels.model:load_model",
     "get_accelerator": "hardware.catalog:get_accelerator",
     "get_node": "hardware.catalog:get_node",
+    "load_plan": "planner.plan:load_plan",
+    "dump_plan": "planner.plan:dump_plan",
 }
 
 __all__ = ["__version__", "InputError", "InfeasibleError", *_API]
