@@ -22,7 +22,9 @@ Formulation (no symmetric variables: interchangeable instances are one integer c
 * objective: average $/h over the horizon: ``sum_j p_res R_j + sum_t w_t sum_j (p_od O + p_spot S)``.
 
 Solved with :func:`solvers.milp.solve_pulp` (HiGHS, CBC fallback) under a time limit; the
-result carries the solver's real status, bound and gap.  When the limit hits before any
+result carries the solver's real status, bound and gap.  Large per-period models are solved by
+a decomposition instead (:func:`_solve_by_periods`): the LP relaxation's value is the proven
+bound, per-period MILPs given the LP's reserved counts give the incumbent.  When the limit hits before any
 incumbent, a greedy cover is returned (status "heuristic") with the solver's bound.
 """
 from __future__ import annotations
@@ -34,7 +36,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pulp
 
-from solvers.milp import SolveResult, heuristic_result, relative_gap, solve_pulp
+from solvers.milp import (SolveResult, heuristic_result, relative_gap, solve_pulp,
+                          solve_pulp_with_start)
 
 #: price classes, in the order they are reported
 PRICE_CLASSES = ("reserved", "on_demand", "spot")
@@ -184,11 +187,14 @@ def objective_of(problem: CoverProblem, reserved: np.ndarray, on_demand: np.ndar
 
 
 def build_model(problem: CoverProblem, *, quota_slack_penalty: float | None = None,
-                slack: dict | None = None):
+                slack: dict | None = None, allowed: np.ndarray | None = None):
     """The PuLP model and its variables: ``(lp, R, O, S, X)`` with dicts keyed by index tuples.
 
     With ``quota_slack_penalty``, every quota row gets an integer slack (extra units) costing
     that much each; the slack variables are put in ``slack`` keyed by (group, period).
+    ``allowed`` (``[D, J, T]`` bool, per-period routing only) keeps only those routing columns:
+    a *restriction* of the problem (its solutions are feasible, its bounds are not bounds of
+    the full problem).
     """
     D, J, T = problem.shape
     rates, cap = problem.rates, problem.capacity
@@ -279,7 +285,8 @@ def build_model(problem: CoverProblem, *, quota_slack_penalty: float | None = No
         for d in np.nonzero(rates[:, t] > 0)[0]:
             d = int(d)
             cover = []
-            for j in np.nonzero(servable[d])[0]:
+            cols = servable[d] if allowed is None else servable[d] & allowed[d, :, t]
+            for j in np.nonzero(cols)[0]:
                 j = int(j)
                 if k is None:
                     v = pulp.LpVariable(f"x_{d}_{j}_{t}", 0, 1)
@@ -598,6 +605,276 @@ def _lp_rounding(problem: CoverProblem, lp: pulp.LpProblem, R, O, S, X, time_lim
     return lp_bound, arrays
 
 
+@dataclass
+class _LpRelaxation:
+    """The LP relaxation of the per-period model, solved once (arrays, no PuLP).
+
+    Attributes:
+        value: its optimal objective (a proven lower bound on every cover: every integer
+            solution of the model is a point of this LP; HiGHS's simplex stops at an optimal
+            basis whose objective equals the dual objective up to its 1e-7 tolerances, which
+            :func:`_safe_bound` subtracts).
+        reserved: ``[J]`` the LP's reserved counts.
+        columns: ``[D, J, T]`` bool: the routing columns of the LP's support plus, per (demand,
+            period), the cheapest alternative by reduced cost.
+        wide: the same with the two cheapest alternatives (for improvement passes).
+    """
+
+    value: float
+    reserved: np.ndarray
+    columns: np.ndarray
+    wide: np.ndarray
+
+
+def _safe_bound(value: float, problem: CoverProblem) -> float:
+    """An LP optimum made safe against the solver's tolerances: the dual objective may exceed
+    the true LP optimum by at most (dual feasibility tolerance) x (sum of variable ranges
+    that matter); we take 1e-7 relative plus 1e-9 absolute, far above HiGHS's defaults."""
+    return float(value) - 1e-7 * abs(float(value)) - 1e-9
+
+
+def _solve_lp_arrays(problem: CoverProblem, time_limit_s: float, threads: int | None,
+                     extra: int = 1) -> _LpRelaxation | None:
+    """Solve the LP relaxation of the per-period model directly through highspy, built from
+    numpy arrays (the PuLP model of a 20 x 20-bucket, 3-model, 24-period instance has 400k
+    columns: building and handing it over through PuLP costs several times the simplex).
+
+    Same rows as :func:`build_model` (covering, capacity, quotas, spot cap), integrality
+    dropped.  Returns ``None`` when highspy is missing or the LP is not solved to optimality.
+    """
+    try:
+        import highspy
+    except ImportError:
+        return None
+    from scipy import sparse
+
+    D, J, T = problem.shape
+    rates, cap = problem.rates, problem.capacity
+    u, fspot = float(problem.max_utilisation), float(problem.spot_capacity_factor)
+    w = problem.period_weights
+    classes = [_classes(o) for o in problem.options]
+    units = np.array([float(o.units) for o in problem.options])
+    multi = T > 1
+    big = float(problem.max_instances)
+    # columns: routing first, then counts
+    mask = (cap > 0)[:, :, None] & (rates > 0)[:, None, :]
+    dd, jj, tt = np.nonzero(mask)
+    nx = len(dd)
+    cost, upper, kinds = [], [], []  # kinds: (class, j, t or -1)
+    for j in range(J):
+        ub = big
+        g = problem.options[j].group
+        if g in problem.quotas:
+            ub = min(big, float(problem.quotas[g] // max(problem.options[j].units, 1)))
+        c = classes[j]
+        if "reserved" in c and (multi or "on_demand" not in c or c["reserved"] < c["on_demand"]):
+            kinds.append((0, j, -1)); cost.append(c["reserved"]); upper.append(ub)
+        for t in range(T):
+            if "on_demand" in c:
+                kinds.append((1, j, t)); cost.append(c["on_demand"] * w[t]); upper.append(ub)
+            if "spot" in c and (problem.spot_max_fraction is None or problem.spot_max_fraction > 0):
+                kinds.append((2, j, t)); cost.append(c["spot"] * w[t]); upper.append(ub)
+    kind = np.array([k[0] for k in kinds], dtype=int)
+    kj = np.array([k[1] for k in kinds], dtype=int)
+    kt = np.array([k[2] for k in kinds], dtype=int)
+    ncount = len(kinds)
+    n = nx + ncount
+    # rows: cover (d, t) | capacity (j, t) | quota (g, t) | spot cap t
+    cover_id = -np.ones((D, T), dtype=int)
+    dt = np.nonzero(rates > 0)
+    cover_id[dt] = np.arange(len(dt[0]))
+    ncover = len(dt[0])
+    cap_row = ncover + jj * T + tt
+    rows = [cover_id[dd, tt], cap_row]
+    cols = [np.arange(nx), np.arange(nx)]
+    vals = [np.ones(nx), rates[dd, tt] / cap[dd, jj]]
+    lo = [np.ones(ncover), np.full(J * T, -np.inf)]
+    hi = [np.ones(ncover), np.zeros(J * T)]
+    count_cols = nx + np.arange(ncount)
+    # a count column supplies capacity in its period (reserved: in every period)
+    factor = np.where(kind == 2, u * fspot, u)
+    for t in range(T):
+        sel = (kt == t) | (kt == -1)
+        rows.append(ncover + kj[sel] * T + t); cols.append(count_cols[sel])
+        vals.append(-factor[sel])
+    groups = sorted({o.group for o in problem.options})
+    gid = np.array([groups.index(o.group) for o in problem.options])
+    nrow = ncover + J * T
+    quota_groups = [gi for gi, g in enumerate(groups) if g in problem.quotas]
+    qrow = {gi: nrow + k * T for k, gi in enumerate(quota_groups)}
+    for gi in quota_groups:
+        sel_j = gid[kj] == gi
+        for t in range(T):
+            sel = sel_j & ((kt == t) | (kt == -1))
+            rows.append(np.full(int(sel.sum()), qrow[gi] + t)); cols.append(count_cols[sel])
+            vals.append(units[kj[sel]])
+        lo.append(np.full(T, -np.inf)); hi.append(np.full(T, float(problem.quotas[groups[gi]])))
+    nrow += len(quota_groups) * T
+    if problem.spot_max_fraction is not None and (kind == 2).any():
+        phi = float(problem.spot_max_fraction)
+        coef = np.where(kind == 2, (1 - phi) * units[kj], -phi * units[kj])
+        for t in range(T):
+            sel = (kt == t) | (kt == -1)
+            rows.append(np.full(int(sel.sum()), nrow + t)); cols.append(count_cols[sel])
+            vals.append(coef[sel])
+        lo.append(np.full(T, -np.inf)); hi.append(np.zeros(T))
+        nrow += T
+    a = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                          shape=(nrow, n))
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("time_limit", float(max(0.5, time_limit_s)))
+    if threads is not None:
+        h.setOptionValue("threads", int(threads))
+    col_cost = np.concatenate([np.zeros(nx), np.array(cost, dtype=float)])
+    col_lo = np.zeros(n)
+    col_hi = np.concatenate([np.ones(nx), np.array(upper, dtype=float)])
+    h.addCols(n, col_cost, col_lo, col_hi, 0, np.zeros(n, dtype=np.int32),
+              np.zeros(0, dtype=np.int32), np.zeros(0))
+    h.addRows(nrow, np.concatenate(lo), np.concatenate(hi), a.nnz,
+              a.indptr.astype(np.int32), a.indices.astype(np.int32), a.data)
+    h.run()
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        return None
+    sol = h.getSolution()
+    x = np.asarray(sol.col_value)
+    rc = np.asarray(sol.col_dual)
+    reserved = np.zeros(J)
+    sel = kind == 0
+    reserved[kj[sel]] = x[nx:][sel]
+    keep = np.zeros((D, J, T), dtype=bool)
+    rcs = np.full((D, J, T), np.inf)
+    support = x[:nx] > 1e-9
+    rcs[dd, jj, tt] = np.where(support, -np.inf, rc[:nx])
+    keep[dd[support], jj[support], tt[support]] = True
+    order = np.argsort(rcs, axis=1, kind="stable")
+    wide = keep.copy()
+    np.put_along_axis(keep, order[:, :extra + 1, :], True, axis=1)
+    np.put_along_axis(wide, order[:, :extra + 2, :], True, axis=1)
+    return _LpRelaxation(float(h.getInfo().objective_function_value), reserved, keep & mask,
+                         wide & mask)
+
+
+def _period_model(problem: CoverProblem, t: int, reserved: np.ndarray, allowed: np.ndarray):
+    """Period ``t`` alone with the reserved counts fixed: integer on-demand / spot counts and
+    routing over the ``allowed[:, :, t]`` columns.  Returns ``(lp, O, S, X)``."""
+    D, J, _ = problem.shape
+    rates, cap = problem.rates[:, t], problem.capacity
+    u, f = float(problem.max_utilisation), float(problem.spot_capacity_factor)
+    classes = [_classes(o) for o in problem.options]
+    lp = pulp.LpProblem(f"period_{t}", pulp.LpMinimize)
+    O: dict[int, pulp.LpVariable] = {}
+    S: dict[int, pulp.LpVariable] = {}
+    big = int(problem.max_instances)
+    for j in range(J):
+        if "on_demand" in classes[j]:
+            O[j] = pulp.LpVariable(f"O_{j}", 0, big, cat=pulp.LpInteger)
+        if "spot" in classes[j] and (problem.spot_max_fraction is None
+                                     or problem.spot_max_fraction > 0):
+            S[j] = pulp.LpVariable(f"S_{j}", 0, big, cat=pulp.LpInteger)
+    obj = [(v, classes[j]["on_demand"]) for j, v in O.items()]
+    obj += [(v, classes[j]["spot"]) for j, v in S.items()]
+    X: dict[tuple[int, int], pulp.LpVariable] = {}
+    load: dict[int, list] = {}
+    for d in np.nonzero(rates > 0)[0]:
+        d = int(d)
+        cover = []
+        for j in np.nonzero((cap[d] > 0) & allowed[d, :, t])[0]:
+            j = int(j)
+            v = pulp.LpVariable(f"x_{d}_{j}", 0, 1)
+            X[d, j] = v
+            cover.append((v, 1.0))
+            load.setdefault(j, []).append((v, rates[d] / cap[d, j]))
+        lp += pulp.LpConstraint(pulp.LpAffineExpression(cover), pulp.LpConstraintEQ,
+                                f"cover_{d}", 1.0)
+    for j, terms in sorted(load.items()):
+        supply = [(O[j], -u)] if j in O else []
+        supply += [(S[j], -u * f)] if j in S else []
+        lp += pulp.LpConstraint(pulp.LpAffineExpression(terms + supply), pulp.LpConstraintLE,
+                                f"cap_{j}", u * float(reserved[j]))
+    units = np.array([max(o.units, 0) for o in problem.options], dtype=float)
+    for gi, g in enumerate(sorted({o.group for o in problem.options})):
+        members = [j for j, o in enumerate(problem.options) if o.group == g]
+        terms = [(v, units[j]) for j in members for v in (O.get(j), S.get(j)) if v is not None]
+        if g in problem.quotas and terms:
+            room = float(problem.quotas[g]) - float(sum(units[j] * reserved[j] for j in members))
+            lp += pulp.LpConstraint(pulp.LpAffineExpression(terms), pulp.LpConstraintLE,
+                                    f"quota_{gi}", room)
+    if problem.spot_max_fraction is not None and S:
+        phi = float(problem.spot_max_fraction)
+        terms = [(v, (1 - phi) * units[j]) for j, v in S.items()]
+        terms += [(v, -phi * units[j]) for j, v in O.items()]
+        lp += pulp.LpConstraint(pulp.LpAffineExpression(terms), pulp.LpConstraintLE, "spotcap",
+                                phi * float(np.dot(units, reserved)))
+    lp += pulp.LpAffineExpression(obj)
+    return lp, O, S, X
+
+
+def _period_rounding(problem: CoverProblem, relax: _LpRelaxation, time_limit_s: float,
+                     backend: str, threads: int | None, gap_rel: float = 1e-4,
+                     reserved: np.ndarray | None = None, columns: np.ndarray | None = None):
+    """Primal heuristic for per-period routing, from a solved LP relaxation (values in the
+    variables): reserved counts = the LP's, rounded down; then every period alone (a small
+    MILP over the LP's routing support plus the cheapest alternative columns) picks integer
+    on-demand / spot counts and routing; finally each option's reserved level is re-chosen
+    from its resulting count profile where quotas allow.  Returns arrays or ``None``."""
+    start = time.perf_counter()
+    D, J, T = problem.shape
+    if reserved is None:
+        reserved = np.floor(relax.reserved + 1e-6).astype(int)
+    reserved = np.array(reserved, dtype=int)
+    allowed = relax.columns if columns is None else columns
+    on_demand = np.zeros((J, T), dtype=int)
+    spot = np.zeros((J, T), dtype=int)
+    routing = np.zeros((D, J, T))
+    # the heaviest periods first: they are the hardest and decide the most money
+    order = np.argsort(-problem.rates.sum(axis=0), kind="stable")
+    for n, t in enumerate(order):
+        t = int(t)
+        left = time_limit_s - (time.perf_counter() - start)
+        if left <= 0.05:
+            return None
+        per = left / (T - n)
+        lp, Ov, Sv, Xv = _period_model(problem, t, reserved, allowed)
+        res = solve_pulp(lp, time_limit_s=max(0.05, per), backend=backend, gap_rel=gap_rel,
+                         threads=threads)
+        if not res.has_solution:
+            return None
+        for j, v in Ov.items():
+            on_demand[j, t] = int(round(v.varValue or 0.0))
+        for j, v in Sv.items():
+            spot[j, t] = int(round(v.varValue or 0.0))
+        for (d, j), v in Xv.items():
+            val = v.varValue or 0.0
+            if val > 1e-9:
+                routing[d, j, t] = val
+    # re-choose reserved levels from the count profiles (same counts per period: routing,
+    # quotas and spot cap stay satisfied as long as no idle reserved instance breaks a quota)
+    classes = [_classes(o) for o in problem.options]
+    w = problem.period_weights
+    for j in range(J):
+        if "reserved" not in classes[j] or "on_demand" not in classes[j] or T == 1:
+            continue
+        counts = reserved[j] + on_demand[j]
+        r = _best_reserved(counts, w, classes[j]["reserved"], classes[j]["on_demand"])
+        new_od = np.maximum(counts - r, 0)
+        extra_units = (np.maximum(r - counts, 0)) * problem.options[j].units
+        if extra_units.any():
+            g = problem.options[j].group
+            if g in problem.quotas:
+                used = np.zeros(T)
+                for i, o in enumerate(problem.options):
+                    if o.group == g:
+                        used += o.units * (reserved[i] + on_demand[i] + spot[i])
+                if np.any(used + extra_units > problem.quotas[g] + 1e-9):
+                    continue
+        reserved[j], on_demand[j] = r, new_od
+    routing = np.round(routing, 9)
+    sums = routing.sum(axis=1, keepdims=True)
+    routing = np.where(sums > 0, routing / np.where(sums > 0, sums, 1.0), 0.0)
+    return reserved, on_demand, spot, routing
+
+
 def _round_fixed(problem, lp, R, O, S, X, saved, time_limit_s, backend, threads,
                  restore_rhs=()):
     """Fix the routing at the current LP values and solve for integer counts (quotas at their
@@ -623,12 +900,17 @@ def solve_cover(problem: CoverProblem, *, time_limit_s: float | None = 30.0,
                 threads: int | None = None, polish: bool = True) -> CoverSolution:
     """Solve a covering problem; see the module docstring for the formulation.
 
+    Large per-period models (continuous routing, more than one period, more than
+    :data:`DECOMPOSE_COLUMNS` routing columns) go to :func:`_solve_by_periods` first: the LP
+    relaxation solved from arrays gives the bound, per-period MILPs given the LP's reserved
+    counts give the incumbent.  Otherwise, or when that fails:
+
     Stages (continuous routing; with ``slices`` the MILP alone gets the whole limit):
     1. the MILP for a fifth of the time;
     2. if not proven, an incumbent from the LP relaxation (:func:`_lp_rounding`);
-    3. the MILP again for the rest of the time with an objective cutoff just below the best
-       incumbent (PuLP cannot hand HiGHS a start solution; the cutoff prunes the same way, and
-       "infeasible" proves the incumbent within ``gap_rel``).
+    3. the MILP again for the rest of the time with the best incumbent as a MIP start
+       (:func:`solvers.milp.solve_pulp_with_start`; without highspy, an objective cutoff row
+       just below the incumbent, where "infeasible" proves it within ``gap_rel``).
     The bound reported is the best valid one (the MILP's, the LP relaxation's or the cutoff's)
     and the gap is computed from it; "optimal" only when bound and incumbent meet.  With no
     incumbent at all, a greedy cover is returned (method "greedy").
@@ -642,6 +924,11 @@ def solve_cover(problem: CoverProblem, *, time_limit_s: float | None = 30.0,
         d, t = problem.unservable()[0]
         raise ValueError(f"demand {d} (period {t}) has no option that can serve it")
     start = time.perf_counter()
+    if (problem.routing == "per_period" and problem.slices is None and problem.shape[2] > 1
+            and time_limit_s is not None and _routing_columns(problem) > DECOMPOSE_COLUMNS):
+        decomposed = _solve_by_periods(problem, time_limit_s, backend, gap_rel, threads)
+        if decomposed is not None:
+            return decomposed
     lp, R, O, S, X = build_model(problem)
     build_s = time.perf_counter() - start
     remaining = None if time_limit_s is None else max(1.0, time_limit_s - build_s)
@@ -672,31 +959,26 @@ def solve_cover(problem: CoverProblem, *, time_limit_s: float | None = 30.0,
                 cost = objective_of(problem, *arrays[:3])
                 if best_cost is None or cost < best_cost - 1e-9:
                     best, best_cost, method = arrays, cost, "milp+lp-rounding"
-        # stage 3: the MILP again with an objective cutoff just below the incumbent (PuLP
-        # cannot pass HiGHS a start solution; the cutoff prunes the same way).  Infeasible
-        # means no plan is cheaper than cutoff: the incumbent is within gap_rel of optimal.
+        # stage 3: the MILP again, handed the incumbent as a MIP start (highspy's setSolution):
+        # HiGHS prunes with it from the first node and its improvement heuristics (RINS, ...)
+        # start from it.  The start changes no proof: the bound is HiGHS's dual bound.  Without
+        # highspy, an objective cutoff row just below the incumbent does the pruning instead.
         left = time_limit_s - (time.perf_counter() - start)
         if best_cost is not None and left > 0.2 and not proven():
-            cutoff = best_cost * (1.0 - max(gap_rel, 1e-6))
-            lp += pulp.LpConstraint(lp.objective, pulp.LpConstraintLE, "objective_cutoff", cutoff)
-            try:
-                third = solve_pulp(lp, time_limit_s=left, backend=backend, gap_rel=gap_rel,
-                                   threads=threads)
-            finally:
-                del lp.constraints["objective_cutoff"]
-            if third.status == "infeasible":
-                bound = max(bound if bound is not None else -math.inf, cutoff)
-            else:
-                if third.bound is not None:
-                    # solutions above the cutoff are no better than the incumbent
-                    bound = max(bound if bound is not None else -math.inf,
-                                min(third.bound, best_cost))
-                if third.has_solution:
-                    arrays = _extract(problem, R, O, S, X)
-                    cost = objective_of(problem, *arrays[:3])
-                    if cost < best_cost - 1e-9:
-                        best, best_cost = arrays, cost
-                        method = method if method.endswith("+cutoff") else method + "+cutoff"
+            third, improved = _milp_from_start(problem, lp, R, O, S, X, best, best_cost, left,
+                                               backend, gap_rel, threads)
+            if third.status == "infeasible":  # cutoff form: nothing cheaper than the cutoff
+                bound = max(bound if bound is not None else -math.inf,
+                            best_cost * (1.0 - max(gap_rel, 1e-6)))
+            elif third.bound is not None:
+                # solutions above the incumbent are no better than it
+                bound = max(bound if bound is not None else -math.inf,
+                            min(third.bound, best_cost))
+            if improved is not None:
+                cost = objective_of(problem, *improved[:3])
+                if cost < best_cost - 1e-9:
+                    best, best_cost = improved, cost
+                    method = method if method.endswith("+start") else method + "+start"
     total_s = time.perf_counter() - start
     if best is not None:
         if bound is not None and bound > best_cost:  # numerical noise on proven optima
@@ -717,6 +999,133 @@ def solve_cover(problem: CoverProblem, *, time_limit_s: float | None = 30.0,
                       res.time_s, "greedy", time_limit_s)
     return CoverSolution(reserved, on_demand, spot, routing, load_of(problem, routing), cost,
                          res, "greedy")
+
+
+def _start_values(problem: CoverProblem, R, O, S, X, arrays) -> dict:
+    """MIP start (variable -> value) of a solution in array form."""
+    reserved, on_demand, spot, routing = arrays
+    scale = 1.0 if problem.slices is None else float(problem.slices)
+    start: dict = {}
+    for j, v in R.items():
+        start[v] = float(reserved[j])
+    for (j, t), v in O.items():
+        start[v] = float(on_demand[j, t])
+    for (j, t), v in S.items():
+        start[v] = float(spot[j, t])
+    for (d, j, t), v in X.items():
+        start.setdefault(v, float(routing[d, j, t]) * scale)  # shared: one column, all periods
+    return start
+
+
+def _milp_from_start(problem, lp, R, O, S, X, best, best_cost, time_limit_s, backend, gap_rel,
+                     threads):
+    """The MILP with the incumbent ``best`` as a start; returns ``(result, arrays or None)``."""
+    if backend == "highs":
+        try:
+            import highspy  # noqa: F401
+            start = _start_values(problem, R, O, S, X, best)
+            res = solve_pulp_with_start(lp, start, time_limit_s=time_limit_s, gap_rel=gap_rel,
+                                        threads=threads)
+            return res, (_extract(problem, R, O, S, X) if res.has_solution else None)
+        except ImportError:
+            pass
+    cutoff = best_cost * (1.0 - max(gap_rel, 1e-6))
+    lp += pulp.LpConstraint(lp.objective, pulp.LpConstraintLE, "objective_cutoff", cutoff)
+    try:
+        res = solve_pulp(lp, time_limit_s=time_limit_s, backend=backend, gap_rel=gap_rel,
+                         threads=threads)
+    finally:
+        del lp.constraints["objective_cutoff"]
+    return res, (_extract(problem, R, O, S, X) if res.has_solution else None)
+
+
+#: per-period models with more routing columns than this are solved by :func:`_solve_by_periods`
+DECOMPOSE_COLUMNS = 20_000
+#: ... and get the full MILP (with the decomposition's incumbent as a start) for the time left
+#: only up to this many columns (beyond it, building the PuLP model alone eats the time)
+START_MILP_COLUMNS = 150_000
+
+
+def _routing_columns(problem: CoverProblem) -> int:
+    cap, rates = problem.capacity, problem.rates
+    return int((cap > 0).sum(axis=1) @ (rates > 0).sum(axis=1))
+
+
+def _solve_by_periods(problem: CoverProblem, time_limit_s: float, backend: str, gap_rel: float,
+                      threads: int | None) -> CoverSolution | None:
+    """Large per-period models: LP bound, per-period rounding, then (if small enough) the MILP.
+
+    1. The LP relaxation, built from arrays and solved by HiGHS (:func:`_solve_lp_arrays`).
+       Its value is the reported lower bound: every integer cover is feasible for the LP, so
+       no cover costs less (made safe against tolerances by :func:`_safe_bound`).
+    2. An incumbent from :func:`_period_rounding`: reserved counts from the LP, then each
+       period's on-demand / spot counts and routing by a small exact-ish MILP per period.
+    3. With time left and a model of at most :data:`START_MILP_COLUMNS` routing columns, the
+       full MILP with that incumbent as a MIP start; its dual bound is valid too, the larger of
+       the two bounds is kept.
+    Returns ``None`` when a step fails (no highspy, LP not solved, a period infeasible given
+    the rounded reserved counts); the caller then runs the plain MILP path.
+    """
+    start = time.perf_counter()
+    relax = _solve_lp_arrays(problem, 0.4 * time_limit_s, threads)
+    if relax is None:
+        return None
+    bound = _safe_bound(relax.value, problem)
+    left = time_limit_s - (time.perf_counter() - start)
+    big = _routing_columns(problem) > START_MILP_COLUMNS
+    share = 0.9 if big else 0.5
+    period_gap = max(min(gap_rel, 2e-3), 1e-4)
+    pass_start = time.perf_counter()
+    arrays = _period_rounding(problem, relax, share * left, backend, threads, gap_rel=period_gap)
+    if arrays is None:
+        return None
+    pass_s = time.perf_counter() - pass_start
+    best_cost = objective_of(problem, *arrays[:3])
+    method = "lp+period-rounding"
+    # improvement passes (big models, where no MILP follows): start each period from the
+    # reserved levels the last pass settled on, with one more alternative column per demand
+    tried: set = set()  # reserved levels already tried with the wide columns
+    for _ in range(3):
+        left = time_limit_s - (time.perf_counter() - start)
+        gap = relative_gap(best_cost, bound)
+        if not big or left < 1.3 * pass_s + 0.5 or (gap is not None and gap <= gap_rel + 1e-12):
+            break
+        if tuple(arrays[0]) in tried:
+            break
+        tried.add(tuple(arrays[0]))
+        more = _period_rounding(problem, relax, left - 0.5, backend, threads, gap_rel=period_gap,
+                                reserved=arrays[0], columns=relax.wide)
+        if more is None:
+            break
+        cost = objective_of(problem, *more[:3])
+        if cost >= best_cost - 1e-9:
+            break
+        arrays, best_cost = more, cost
+        method = "lp+period-rounding+passes"
+    result = SolveResult("feasible", best_cost, bound, relative_gap(best_cost, bound),
+                         0.0, backend, time_limit_s)
+    left = time_limit_s - (time.perf_counter() - start)
+    gap = relative_gap(best_cost, bound)
+    if not big and left > 1.0 and (gap is None or gap > gap_rel + 1e-12):
+        lp, R, O, S, X = build_model(problem)
+        # the margin covers reading the solution back and building the plan arrays
+        left = time_limit_s - (time.perf_counter() - start) - 1.0
+        if left > 0.5:
+            third, improved = _milp_from_start(problem, lp, R, O, S, X, arrays, best_cost,
+                                               left, backend, gap_rel, threads)
+            if third.bound is not None:
+                bound = max(bound, min(third.bound, best_cost))
+            if improved is not None:
+                cost = objective_of(problem, *improved[:3])
+                if cost < best_cost - 1e-9:
+                    arrays, best_cost, method = improved, cost, method + "+milp"
+    if bound > best_cost:  # numerical noise on proven optima
+        bound = best_cost
+    res = _honest(result, best_cost, bound, time.perf_counter() - start, f"{backend}+{method}",
+                  time_limit_s)
+    reserved, on_demand, spot, routing = arrays
+    return CoverSolution(reserved, on_demand, spot, routing, load_of(problem, routing),
+                         best_cost, res, method)
 
 
 class _Infeasible(Exception):

@@ -145,3 +145,95 @@ def test_large_problem_reports_honest_gap():
     assert np.allclose(sol.routing.sum(axis=1), 1.0, atol=1e-6)
     for t in range(4):
         assert np.all(sol.load[:, t] <= sol.counts(t) + 1e-6)
+
+
+# ---------------------------------------------------------------- large per-period instances
+
+
+def _random_periods_problem(seed=1, D=6, T=3):
+    """Small instance with everything the decomposition must respect: 3 quota groups, two
+    shapes (units 1 and 2), reserved / on-demand / spot, a spot cap and a derated spot."""
+    rng = np.random.default_rng(seed)
+    opts, cols = [], []
+    for g, price in (("a", 1.0), ("b", 1.8), ("c", 3.1)):
+        base = rng.uniform(0.5, 3.0, D) * price ** 0.9
+        for units in (1, 2):
+            cols.append(base * units * rng.uniform(0.8, 1.1, D))
+            opts.append(CoverOption(f"{g}{units}", g, units, {
+                "on_demand": price * units, "reserved": 0.6 * price * units,
+                "spot": 0.35 * price * units}))
+    cap = np.stack(cols, axis=1)
+    cap[rng.random(cap.shape) < 0.2] = 0.0
+    cap[:, 0] = np.maximum(cap[:, 0], 0.3)  # every demand servable
+    curve = 0.5 + 0.5 * np.sin(np.linspace(0, 2 * np.pi, T, endpoint=False))
+    rates = np.outer(rng.uniform(0.5, 6.0, D), 0.1 + curve)
+    return CoverProblem(opts, cap, rates, quotas={"a": 40, "b": 12, "c": 10},
+                        spot_max_fraction=0.3, spot_capacity_factor=0.9)
+
+
+def _assert_feasible(problem, sol):
+    D, J, T = problem.shape
+    assert np.allclose(sol.routing.sum(axis=1)[problem.rates > 0], 1.0)
+    assert np.all(sol.routing[problem.capacity == 0] == 0)
+    units = np.array([o.units for o in problem.options])
+    f = problem.spot_capacity_factor
+    for t in range(T):
+        supply = problem.max_utilisation * (sol.reserved + sol.on_demand[:, t] + f * sol.spot[:, t])
+        assert np.all(sol.load[:, t] <= supply + 1e-6)
+        counts = sol.counts(t)
+        for g, q in problem.quotas.items():
+            assert sum(units[j] * counts[j] for j in range(J)
+                       if problem.options[j].group == g) <= q
+        assert units @ sol.spot[:, t] <= problem.spot_max_fraction * (units @ counts) + 1e-9
+
+
+def test_lp_from_arrays_equals_the_pulp_relaxation():
+    from solvers.binpack import _relaxed, _solve_lp_arrays, build_model
+
+    problem = _random_periods_problem()
+    relax = _solve_lp_arrays(problem, 10.0, None)
+    lp = build_model(problem)[0]
+    assert relax.value == pytest.approx(_relaxed(lp, 10.0, "highs", None).objective, rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_period_decomposition_is_feasible_and_its_bound_is_below_the_optimum(seed, monkeypatch):
+    import solvers.binpack as bp
+
+    problem = _random_periods_problem(seed)
+    exact = solve_cover(problem, time_limit_s=20)
+    assert exact.result.status == "optimal"  # small enough for the plain MILP to prove
+    _assert_feasible(problem, exact)
+    monkeypatch.setattr(bp, "DECOMPOSE_COLUMNS", 0)
+    monkeypatch.setattr(bp, "START_MILP_COLUMNS", 0)  # decomposition alone, no MILP after it
+    sol = solve_cover(problem, time_limit_s=20)
+    assert sol.method.startswith("lp+period-rounding")
+    _assert_feasible(problem, sol)
+    assert sol.cost_per_hour == pytest.approx(objective_of(problem, sol.reserved, sol.on_demand,
+                                                           sol.spot))
+    assert sol.result.bound <= exact.cost_per_hour + 1e-9  # a proven lower bound
+    assert sol.cost_per_hour >= exact.cost_per_hour - 1e-9
+    if sol.result.status == "optimal":
+        assert sol.cost_per_hour == pytest.approx(exact.cost_per_hour)
+    else:
+        assert sol.result.gap > 1e-6
+    # with the MILP after it (model small enough), the optimum is proven again
+    monkeypatch.setattr(bp, "START_MILP_COLUMNS", 10**9)
+    again = solve_cover(problem, time_limit_s=20)
+    assert again.result.status == "optimal"
+    assert again.cost_per_hour == pytest.approx(exact.cost_per_hour)
+
+
+def test_mip_start_is_used_and_changes_no_proof():
+    import pulp
+
+    from solvers.milp import solve_pulp_with_start
+
+    p = pulp.LpProblem("t", pulp.LpMinimize)
+    x = pulp.LpVariable("x", 0, cat="Integer")
+    y = pulp.LpVariable("y", 0, cat="Integer")
+    p += 1.01 * x + 3.67 * y
+    p += 2 * x + 20 * y >= 30
+    for start in ({x: 15, y: 0}, {"y": 2}, {}):  # full, partial (by name), none
+        r = solve_pulp_with_start(p, start)
+        assert r.status == "optimal" and r.objective == pytest.approx(7.34) and r.gap == 0.0
