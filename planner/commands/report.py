@@ -1,0 +1,30 @@
+"""``planner report``: one self-contained HTML capacity-planning report from a plan file
+(every plan kind) or from a sweep's results table (.csv / .parquet)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from hardware.errors import InputError
+
+
+def report_cmd(
+    source: Path = typer.Argument(..., help="A plan (YAML/JSON: FleetPlan, ParallelPlan, ExpertPlacement, "
+                                            "StepPlan, SequencePlan) or sweep results (.csv/.parquet)."),
+    output: Path = typer.Option(..., "-o", "--output", help="The HTML report to write."),
+) -> None:
+    """Write an HTML report (plots inline, no network needed to view it)."""
+    from planner.plan import write_atomic
+    from planner.report import report_file
+
+    if output.suffix.lower() not in (".html", ".htm"):
+        raise InputError(f"the report is HTML, not '{output.suffix or output.name}'", file=str(output),
+                         field="-o/--output", expected="a file ending in .html")
+    html = report_file(source)
+    write_atomic(output, html, protect=[source])
+    typer.echo(f"wrote {output}", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report_cmd)
