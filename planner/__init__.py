@@ -23,6 +23,10 @@ _API = {
     "plan_sequence_parallel": "planner.seqpar:plan_offline",
     "calibrate": "planner.calibrate:run_calibrate",
     "phase_capacity": "planner.parallel:phase_capacity",
+    "run_sweep": "planner.sweep:run_sweep",
+    "load_sweep": "planner.sweep:load_sweep",
+    "report": "planner.report:report_file",
+    "render_report": "planner.report:render_plan",
     # typed requests and plans (pydantic)
     "FleetRequest": "planner.fleet:FleetRequest",
     "ParallelRequest": "planner.parallel:ParallelRequest",

@@ -28,9 +28,13 @@ def test_refuses_to_overwrite_input(tmp_path):
     assert src.read_text() == "x: 1\n"
 
 
-def test_atomic_write_leaves_no_temp_files(tmp_path):
-    dump_plan(envelope("FleetPlan", {"k": 1}), tmp_path / "out.yaml")
+def test_atomic_write_leaves_no_temp_files_and_normal_permissions(tmp_path):
+    import os
+    path = dump_plan(envelope("FleetPlan", {"k": 1}), tmp_path / "out.yaml")
     assert [p.name for p in tmp_path.iterdir()] == ["out.yaml"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
 
 
 def test_bad_plan_files(tmp_path):
