@@ -27,7 +27,6 @@ Units: seconds, tokens.  The simulation is deterministic.
 """
 from __future__ import annotations
 
-import bisect
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -92,7 +91,7 @@ class IterationCostTable:
                       b.flops - (t.flops - b.flops) / 1e3)
             coef_b = ((p.bytes - b.bytes) / 1e6, (c.bytes - b.bytes) / 1e6, (t.bytes - b.bytes) / 1e3,
                       b.bytes - (t.bytes - b.bytes) / 1e3)
-            self._attn.append((b.count, overhead, peak, _FastCurve(ccurve), bw, _FastCurve(mcurve),
+            self._attn.append((b.count, overhead, peak, ccurve, bw, mcurve,
                                coef_f, coef_b))
 
     def attention_s(self, tokens: float, pairs: float, ctx: float) -> float:
@@ -144,25 +143,6 @@ def _grid(n: int, exact: int = _EXACT_TOKENS, points: int = _GRID_POINTS) -> np.
 
 def _attention_ops(ops: list[Op]) -> list[Op]:
     return [o for o in ops if o.kind == "attention"]
-
-
-class _FastCurve:
-    """EfficiencyCurve.at with the logs precomputed (same numbers)."""
-
-    def __init__(self, curve) -> None:
-        self.xs = list(curve.sizes)
-        self.lx = [math.log(x) for x in self.xs]
-        self.ys = list(curve.efficiencies)
-
-    def at(self, size: float) -> float:
-        xs, ys = self.xs, self.ys
-        if size <= xs[0] or len(xs) == 1:
-            return ys[0]
-        if size >= xs[-1]:
-            return ys[-1]
-        i = bisect.bisect_right(xs, size)
-        t = (math.log(size) - self.lx[i - 1]) / (self.lx[i] - self.lx[i - 1])
-        return ys[i - 1] + t * (ys[i] - ys[i - 1])
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import bisect
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 LinkKind = Literal["nvlink", "nvswitch", "pcie", "infiniband", "roce", "ethernet", "xgmi",
                    "ici", "gaudi-roce"]
@@ -27,6 +27,7 @@ class EfficiencyCurve(BaseModel):
     model_config = ConfigDict(frozen=True)
     sizes: tuple[float, ...]
     efficiencies: tuple[float, ...]
+    _log_sizes: tuple[float, ...] = PrivateAttr(default=())  # precomputed: ``at`` runs in hot loops
 
     @model_validator(mode="after")
     def _check(self) -> "EfficiencyCurve":
@@ -36,6 +37,7 @@ class EfficiencyCurve(BaseModel):
             raise ValueError("sizes must be strictly increasing")
         if any(not (0.0 < e <= 1.0) for e in self.efficiencies):
             raise ValueError("efficiencies must lie in (0, 1]")
+        self._log_sizes = tuple(math.log(x) for x in self.sizes)
         return self
 
     @classmethod
@@ -50,8 +52,8 @@ class EfficiencyCurve(BaseModel):
         if size >= xs[-1]:
             return ys[-1]
         i = bisect.bisect_right(xs, size)
-        x0, x1 = math.log(xs[i - 1]), math.log(xs[i])
-        t = (math.log(size) - x0) / (x1 - x0)
+        lx = self._log_sizes
+        t = (math.log(size) - lx[i - 1]) / (lx[i] - lx[i - 1])
         return ys[i - 1] + t * (ys[i] - ys[i - 1])
 
 
