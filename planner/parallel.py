@@ -1248,8 +1248,7 @@ def _plan_label(p: Plan) -> str:
 
 
 # ==================================================================================== explain
-def _shares(sm: ShapeModel, it: Iteration) -> dict[str, float]:
-    ops = sm.breakdown(it)
+def _shares(ops: list[OpTime]) -> dict[str, float]:
     total = sum(o.time_s for o in ops) or 1.0
     comm = sum(o.time_s for o in ops if o.kind == "comm")
     mem = sum(o.time_s for o in ops if o.bound == "memory")
@@ -1257,22 +1256,39 @@ def _shares(sm: ShapeModel, it: Iteration) -> dict[str, float]:
     return {"comm": comm / total, "memory_bound": mem / total, "compute_bound": comp / total, "time_s": total}
 
 
-def characterise(p: Plan, wl: Workload) -> dict[str, Any]:
-    """Where the time goes at the operating point: compute-bound prefill, memory-bound decode,
-    communication share, KV capacity."""
+def operating_point_ops(p: Plan, wl: Workload) -> tuple[list[OpTime], list[OpTime], int]:
+    """Per-op times of one prefill chunk (the mean prompt, up to the token budget) and one decode
+    step (as many sequences as the KV cache holds, at the mean context), plus that batch."""
     pe = p.prefill
     de = p.decode or p.prefill
     chunk = min(pe.sm.limits.max_num_batched_tokens, int(wl.mean_in))
-    pre = _shares(pe.sm, Iteration(tokens=chunk, prefill_pairs=chunk * (chunk + 1) / 2, sampled_tokens=1))
+    pre = pe.sm.breakdown(Iteration(tokens=chunk, prefill_pairs=chunk * (chunk + 1) / 2, sampled_tokens=1))
     batch = max(1, min(de.sm.limits.max_num_seqs,
                        int(de.sm.limits.kv_capacity_tokens // max(1.0, wl.mean_in + wl.mean_out))))
-    dec = _shares(de.sm, Iteration.decode(batch, wl.mean_in + wl.mean_out / 2))
+    dec = de.sm.breakdown(Iteration.decode(batch, wl.mean_in + wl.mean_out / 2))
+    return pre, dec, batch
+
+
+def characterise(p: Plan, wl: Workload) -> dict[str, Any]:
+    """Where the time goes at the operating point: compute-bound prefill, memory-bound decode,
+    communication share, KV capacity."""
+    pre_ops, dec_ops, batch = operating_point_ops(p, wl)
+    pre, dec = _shares(pre_ops), _shares(dec_ops)
+    de = p.decode or p.prefill
     return {"prefill_compute_bound_share": round(pre["compute_bound"], 4),
             "prefill_comm_share": round(pre["comm"], 4),
             "decode_memory_bound_share": round(dec["memory_bound"], 4),
             "decode_comm_share": round(dec["comm"], 4),
             "kv_capacity_sequences": batch * de.sm.lanes,
-            "binding": pe.binding if p.decode is None else f"prefill:{pe.binding} decode:{de.binding}"}
+            "binding": p.prefill.binding if p.decode is None else f"prefill:{p.prefill.binding} decode:{de.binding}"}
+
+
+def op_breakdown(p: Plan, wl: Workload) -> dict[str, list[dict[str, Any]]]:
+    """Per-op time (whole forward, all layers on the latency path) of one prefill chunk and one
+    decode step at the operating point of :func:`operating_point_ops`, with bound and fidelity."""
+    pre_ops, dec_ops, _ = operating_point_ops(p, wl)
+    return {phase: [{"name": o.name, "time_s": _r(o.time_s), "bound": o.bound, "fidelity": o.fidelity}
+                    for o in ops] for phase, ops in (("prefill", pre_ops), ("decode", dec_ops))}
 
 
 def explain(plans: list[Plan], wl: Workload, objective: str) -> list[str]:
@@ -1391,6 +1407,7 @@ def plan_dict(p: Plan, res: SearchResult, rank: int, why: str, launch: dict[str,
         "goodput_per_gpu": _r(p.score("goodput_per_gpu")),
         "why": why,
         "characteristics": characterise(p, res.workload),
+        "op_breakdown": op_breakdown(p, res.workload),
         "launch": launch,
     }
     if p.decode is None:
