@@ -503,6 +503,21 @@ def improve_swaps(weights: np.ndarray, slot_item: np.ndarray, bins: Bins, *,
     return slot_item
 
 
+
+def _spread_spare_copies(c: np.ndarray, left: np.ndarray, w: np.ndarray, capv: np.ndarray) -> None:
+    """Give ``left[b]`` more copies in row ``b`` of ``c`` (in place), one at a time, to the items
+    with the fewest copies (lightest first among equals) below their cap, so that the fillers stay
+    distinct: many copies of one light item would collide in the bins."""
+    rows = np.arange(c.shape[0])
+    key_w = w / (w.max(1, keepdims=True) + 1.0)   # in [0, 1): orders by weight within a count
+    left = np.asarray(left).copy()
+    while np.any(left > 0):
+        key = np.where(c < capv[None, :], c + key_w, np.inf)
+        pick = np.argmin(key, axis=1)
+        act = left > 0
+        c[rows[act], pick[act]] += 1
+        left = left - act
+
 def threshold_counts(weights: np.ndarray, total: int, cap: np.ndarray,
                      threshold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Copy counts that keep every copy at or below ``threshold[b]``, the slots left over going
@@ -522,17 +537,7 @@ def threshold_counts(weights: np.ndarray, total: int, cap: np.ndarray,
     ok = (c.sum(1) <= total) & np.all(w / capv[None, :] <= t * (1 + 1e-12), axis=1)
     if not ok.all():
         c[~ok] = water_fill(w[~ok], total, capv)
-    left = total - c.sum(1)
-    rows = np.arange(B)
-    # spare slots: one more copy each to the lightest items with the fewest copies, so
-    # fillers stay distinct (many copies of one light item would collide in the bins)
-    key_w = w / (w.max(1, keepdims=True) + 1.0)   # in [0, 1): orders by weight within a count
-    while np.any(left > 0):
-        key = np.where(c < capv[None, :], c + key_w, np.inf)
-        pick = np.argmin(key, axis=1)
-        act = left > 0
-        c[rows[act], pick[act]] += 1
-        left = left - act
+    _spread_spare_copies(c, total - c.sum(1), w, capv)  # spare slots
     return c, ok
 
 
@@ -711,14 +716,7 @@ def _filler_counts(w: np.ndarray, total: np.ndarray, capv: np.ndarray) -> np.nda
     B, E = w.shape
     c = np.ones((B, E), dtype=np.int64)
     left = np.asarray(total) - E
-    key_w = w / (w.max(1, keepdims=True) + 1.0)
-    rows = np.arange(B)
-    while np.any(left > 0):
-        key = np.where(c < capv[None, :], c + key_w, np.inf)
-        pick = np.argmin(key, axis=1)
-        act = left > 0
-        c[rows[act], pick[act]] += 1
-        left = left - act
+    _spread_spare_copies(c, left, w, capv)
     return c
 
 
