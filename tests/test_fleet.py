@@ -95,7 +95,7 @@ def test_two_models_share_quota():
 
 def test_unservable_bucket_names_bucket_and_slo():
     req = _hist_request()
-    req["models"][0]["slo"] = {"ttft_s": 1.0, "tpot_s": 0.004}
+    req["models"][0]["slo"] = {"ttft_s": 1.0, "tpot_s": 0.002}
     with pytest.raises(InfeasibleError) as err:
         fl.plan_fleet(req, file="req.yaml")
     msg = str(err.value)
