@@ -276,8 +276,18 @@ def simulate(trace: Trace, cost: IterationCostTable, limits: EngineLimits, *, pr
             dec_cache[0] = np.nonzero(s_dec)[0]
         return dec_cache[0]
 
+    def release(slot: int) -> None:
+        """Free a slot and its KV cache (request finished or preempted)."""
+        nonlocal kv_used
+        kv_used -= int(s_ctx[slot])
+        s_req[slot] = -1
+        s_dec[slot] = False
+        dec_cache[0] = None
+        s_ctx[slot] = 0
+        free_slots.append(slot)
+
     def complete(slot: int, t_end: float) -> None:
-        nonlocal kv_used, done, violations, out_tokens
+        nonlocal done, violations, out_tokens
         r = int(s_req[slot])
         finish[r] = t_end
         o = out_len[r]
@@ -289,12 +299,7 @@ def simulate(trace: Trace, cost: IterationCostTable, limits: EngineLimits, *, pr
                 violations += 1
         else:
             tpot[r] = 0.0
-        kv_used -= int(s_ctx[slot])
-        s_req[slot] = -1
-        s_dec[slot] = False
-        dec_cache[0] = None
-        s_ctx[slot] = 0
-        free_slots.append(slot)
+        release(slot)
         done += 1
 
     def first_token(slot: int, t_end: float) -> None:
@@ -364,12 +369,7 @@ def simulate(trace: Trace, cost: IterationCostTable, limits: EngineLimits, *, pr
                 generated[r] = out_len[r] - int(s_left[slot])
             else:
                 prefilling = [p for p in prefilling if p[0] != slot]
-            kv_used -= int(s_ctx[slot])
-            s_req[slot] = -1
-            s_dec[slot] = False
-            dec_cache[0] = None
-            s_ctx[slot] = 0
-            free_slots.append(slot)
+            release(slot)
             waiting.appendleft((r, in_len[r] + generated[r]))
         if n_dec == 0 and not prefilling:
             if waiting and next_arr >= n and not free_slots:

@@ -17,7 +17,7 @@ def fleet(
 ) -> None:
     """Plan the cheapest GPU mix, TP/PP shapes and routing that meet the SLOs."""
     from planner import fleet as fl
-    from planner.plan import dump_plan, to_json
+    from planner.commands.common import echo_json, write_output
 
     if time_limit is not None and time_limit <= 0:
         raise InputError(f"time limit {time_limit:g} s", field="--time-limit",
@@ -31,11 +31,11 @@ def fleet(
     else:
         req, hashed = fl.request_from_file(request)
         plan = fl.plan_fleet(req, file=str(request), time_limit_s=time_limit, inputs=hashed)
-        inputs = [request] + [m.workload.trace for m in req.models if m.workload.trace]
-    if output is not None:
-        dump_plan(plan, output, protect=inputs)
+        # traces are named relative to the request file
+        inputs = [request] + [request.parent / m.workload.trace for m in req.models if m.workload.trace]
+    write_output(plan, output, inputs)
     if as_json:
-        typer.echo(to_json(plan), nl=False)
+        echo_json(plan)
         return
     solver = plan["solver"]
     gap = "" if solver.get("gap") in (None, 0.0) else f", gap {100 * solver['gap']:.3f}%"
@@ -57,8 +57,6 @@ def fleet(
                    f"(the plan saves {100 * peak['savings_fraction']:.1f}%)")
     if "melange_result" in plan:
         typer.echo(f"melange: {plan['melange_result']}")
-    if output is not None:
-        typer.echo(f"wrote {output}")
 
 
 def register(app: typer.Typer) -> None:
