@@ -23,7 +23,8 @@ from hardware.errors import InfeasibleError, InputError
 from planner import workload as wl
 from planner.plan import envelope, read_structured
 from solvers.binpack import (CoverInfeasible, CoverOption, CoverProblem, CoverSolution,
-                             dominated_options, quota_shortfall, solve_cover)
+                             dominated_options, parallel_workers, quota_shortfall,
+                             solve_cover)
 
 #: shapes tried per GPU type when the request names none (TP within one node, PP 1)
 DEFAULT_TPS = (1, 2, 4, 8)
@@ -123,6 +124,9 @@ class SolverSpec(_Spec):
     routing: Literal["auto", "per_period", "shared"] = "auto"
     gap_rel: float = Field(1e-6, ge=0, lt=1)
     baseline: bool = True
+    workers: int | None = Field(None, ge=1, description=(
+        "processes for the per-period solves of large multi-period problems "
+        "(default: one per available core, at most 4)"))
 
 
 class FleetRequest(_Spec):
@@ -632,7 +636,8 @@ def explain_unservable(fp: FleetProblem) -> None:
 
 
 def _solve(fp: FleetProblem, problem: CoverProblem, time_limit_s: float) -> CoverSolution:
-    return solve_cover(problem, time_limit_s=time_limit_s, gap_rel=fp.request.solver.gap_rel)
+    return solve_cover(problem, time_limit_s=time_limit_s, gap_rel=fp.request.solver.gap_rel,
+                       workers=parallel_workers(fp.request.solver.workers))
 
 
 def _quota_error(fp: FleetProblem, problem: CoverProblem, time_limit_s: float) -> InfeasibleError:

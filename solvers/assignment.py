@@ -33,8 +33,11 @@ Algorithms, all deterministic:
 Lower bounds (:func:`lower_bound`) are proven for every placement with the same bins,
 whatever copy counts it uses: the mean bin time, the capped water-filling bound (an item with
 ``w`` split over at most ``m = min(cap, K)`` bins leaves some bin with at least ``w / m`` of it),
-and, when every item has exactly one copy, the heaviest item plus the lightest items that must
-share its bin.  With a hierarchy, the domain-level bound (the best packing of groups onto
+when every item has exactly one copy, the heaviest item plus the lightest items that must
+share its bin, and :func:`heavy_items_bound`: every copy-count combination of the heaviest
+items and, on few bins, every way of putting their copies into bins, with the other slots
+filled at least as cheaply as :func:`fill_table` / :func:`spread_fill` allow (exact least
+fill from distinct items sharing the spare copies).  With a hierarchy, the domain-level bound (the best packing of groups onto
 domains, divided by the bins per domain) is added by :func:`solve_hierarchical`.
 """
 from __future__ import annotations
@@ -225,23 +228,44 @@ HEAVY_COMBOS = 4096
 AGG_MAX_BINS = 16
 
 
-def heavy_items_bound(weights: np.ndarray, bins: Bins, cap: np.ndarray) -> np.ndarray:
-    """Proven lower bound from the copy counts of the ``m`` heaviest items (``m`` = 3 or 2).
+def heavy_items_bound(weights: np.ndarray, bins: Bins, cap: np.ndarray,
+                      top: int | None = None) -> np.ndarray:
+    """Proven lower bound from the copy counts of the ``m`` heaviest items (``m`` = 3 or 2, or
+    ``top``: :func:`solve_flat` asks for more on rows its heuristics leave above the bound).
 
     For any anti-affine placement, let the ``m`` heaviest items have ``n_1..n_m`` copies (each
     ``<= cap``, and ``sum n + (E - m) <= R`` since every other item needs a copy), pieces
-    ``p_i = w_i / n_i``.  Pigeonhole facts about the ``K`` bins, each holding an item at most
+    ``p_i = w_i / n_i``; the other items then share ``spare = R - sum n - (E - m)`` copies
+    beyond their first.  Pigeonhole facts about the ``K`` bins, each holding an item at most
     once: every piece sits in some bin; two items with ``n_i + n_k > K`` share a bin; three with
     ``n_1 + n_2 + n_3 > 2K`` share one; some bin holds ``ceil(sum n / K)`` of these copies (at
-    least its smallest pieces).  Such a bin also fills its other slots, each with at least the
-    smallest piece another item can have (an item ``f`` has at most ``min(cap, 1 + spare)``
-    copies, ``spare = R - sum n - (E - m)``; the pool also admits the top pieces, a relaxation).
+    least its smallest pieces).  Such a bin also fills its other ``t`` slots (``t >= min(slots)``
+    less the forced copies): ``j`` of them with top pieces (at least the ``j`` smallest; the
+    pool admits the bin's own, a relaxation) and ``t - j`` with distinct other items, which
+    weigh at least ``fill_table[spare, t - j]`` (the exact least total of ``t - j`` pieces of
+    distinct other items sharing ``spare`` extra copies); we take the least over ``j``.
     Finally, for each prefix ``T`` of the top items, the ``h`` bins holding a copy of ``T``
     (``max n_T <= h <= min(K, sum n_T)``) carry all of ``T``'s weight plus the copies filling
     their other ``>= h * min(slots) - sum n_T`` slots, of which at most ``2 * spare_T`` come from
     split items (``spare_T = R - sum n_T - (E - |T|)`` copies beyond one for the others; a split
     item has at most twice as many pieces as extra copies), so the rest are whole distinct
-    items, at least the lightest ones: the busiest of those bins carries at least the average.  The bound is the minimum over all ``n`` of the largest forced load.  It catches what
+    items, at least the lightest ones: the busiest of those bins carries at least the average.
+
+    Patterns (``K <= PATTERN_MAX_BINS``): the set of top items each bin holds is, up to the
+    order of the bins, one of the multisets of ``K`` subsets of the top items whose column sums
+    are ``n``; all are enumerated.  For one pattern, bin ``k`` carries its top load
+    ``L_k = sum_{i in k} p_i`` and ``>= min(slots) - q_k`` other copies (``q_k`` top items in
+    it); take the ``h`` bins with the largest ``L_k``: together they carry ``sum L_k`` plus at
+    least ``spread_fill[spare, sum (min(slots) - q_k)]`` (``fill_table`` for ``h = 1``), the
+    least load of that many slots of ``h`` bins from distinct-per-bin other items sharing
+    ``spare`` extra copies, so the busiest carries at least the average.  A combination ``n``
+    forces the least of these values over its patterns (every placement with counts ``n``
+    realises one of them).  E.g. an item of 5.2x the mean bin load with 4 copies and one of 2.6x
+    with 2 on 4 bins: the two bins holding both carry 2.6 + 7 whole light items each.
+
+    Loads become times on the fastest bin (``speed.max()``), and bins with more slots than
+    ``min(slots)`` only carry more, so every value is a valid bound on the largest bin time.
+    The bound is the minimum over all ``n`` of the largest forced value.  It catches what
     water-filling misses when a few heavy items share few bins (e.g. an item of 8x a bin's mean
     and one of 3.5x on 4 bins with 4 spare slots: the optimum keeps the second item whole).
     """
@@ -253,7 +277,7 @@ def heavy_items_bound(weights: np.ndarray, bins: Bins, cap: np.ndarray) -> np.nd
     spare_total = R - E
     capv = np.broadcast_to(np.asarray(cap), (E,))
     top_cap = int(min(int(np.max(capv)), K, spare_total + 1))
-    m = min(3 if top_cap ** 3 <= HEAVY_COMBOS else 2, E)
+    m = min(3 if top_cap ** 3 <= HEAVY_COMBOS else 2, E) if top is None else min(top, E)
     if m == 0 or top_cap < 1:
         return np.zeros(B)
     order = np.argsort(-w, axis=1, kind="stable")
@@ -270,15 +294,25 @@ def heavy_items_bound(weights: np.ndarray, bins: Bins, cap: np.ndarray) -> np.nd
     p = top[:, None, :] / n[None, :, :]                               # [B, C, m]
     ps = np.sort(p, axis=2)
     smin = int(bins.slots.min())
-    # pool_c[..., t]: sum of the t smallest pieces other slots can hold (t = 0..smin)
-    div = np.minimum(int(np.max(capv)), 1 + np.maximum(spare, 0)).astype(float)  # [C]
-    other = rest[:, :smin][:, None, :] / div[None, :, None]           # [B, C, <=smin]
-    pool = np.sort(np.concatenate([other, ps], axis=2), axis=2)
-    pool_c = np.concatenate([np.zeros((B, C, 1)), np.cumsum(pool, axis=2)], axis=2)
+    # ps_c[..., j]: the j smallest top pieces (a relaxation: the bin's own may be among them)
+    ps_c = np.concatenate([np.zeros((B, C, 1)), np.cumsum(ps, axis=2)], axis=2)
+    cap_rest = int(np.max(capv))   # any other item's cap (a relaxation when caps differ)
+    patterns = K <= PATTERN_MAX_BINS   # the per-bin pattern argument needs fills of h bins
+    F1 = fill_table(rest, cap_rest, max(spare_total, 0), (K if patterns else 1) * smin)
+    s_idx = _spare_index(spare, F1.shape[1])                          # [C]
+    rows_b = np.arange(B)[:, None]
 
     def fill(k: np.ndarray | int) -> np.ndarray:
-        k = np.clip(smin - np.broadcast_to(np.asarray(k), (C,)), 0, pool_c.shape[2] - 1)
-        return np.take_along_axis(pool_c, np.broadcast_to(k[None, :, None], (B, C, 1)), 2)[..., 0]
+        """Least load of the ``smin - k`` other slots of a bin: ``j`` top pieces (the smallest)
+        plus ``smin - k - j`` pieces of distinct other items sharing ``spare`` extra copies."""
+        t = np.clip(smin - np.broadcast_to(np.asarray(k), (C,)), 0, None)          # [C]
+        out = np.full((B, C), np.inf)
+        for j in range(m + 1):
+            ok = t >= j
+            tj = np.where(ok, t - j, 0)
+            cand = ps_c[:, :, j] + F1[rows_b, s_idx[None, :], tj[None, :]]
+            out = np.where(ok[None, :], np.minimum(out, cand), out)
+        return np.where(np.isfinite(out), out, 0.0)
 
     value = ps[:, :, -1] + fill(1)
     for i, k in combinations(range(m), 2):
@@ -293,7 +327,8 @@ def heavy_items_bound(weights: np.ndarray, bins: Bins, cap: np.ndarray) -> np.nd
     # for each prefix T of the top items: the h bins holding a copy of T carry all of T's
     # weight plus the copies filling their other >= h * min(slots) - sum n_T slots; at most
     # 2 * spare_T of those come from split items, so the rest are whole distinct items (the
-    # lightest ones at least); the busiest of the h bins carries at least the average
+    # lightest ones at least), and (spread_fill, few bins) they weigh at least
+    # H[spare_T, slots]; the busiest of the h bins carries at least the average
     hs = np.arange(1, K + 1)
     for jt in range(1, m + 1 if K <= AGG_MAX_BINS else 1):
         nt = n[:, :jt]
@@ -304,11 +339,154 @@ def heavy_items_bound(weights: np.ndarray, bins: Bins, cap: np.ndarray) -> np.nd
         oc = np.concatenate([np.zeros((B, 1)), np.cumsum(others, axis=1)], axis=1)
         whole = np.clip(hs[None, :] * smin - tot_t[:, None] - 2 * spare_t[:, None], 0,
                         others.shape[1])                                           # [C, H]
-        agg = (top[:, :jt].sum(1)[:, None, None] + oc[:, whole]) / hs[None, None, :]
+        filled = oc[:, whole]                                                      # [B, C, H]
+        if patterns:   # few bins (few combinations): the exact spread fill too
+            need = np.clip(hs[None, :] * smin - tot_t[:, None], 0, None)          # [C, H]
+            H = spread_fill(fill_table(others, cap_rest, max(spare_total, 0), int(need.max())))
+            filled = np.maximum(filled, H[np.arange(B)[:, None, None],
+                                          _spare_index(spare_t, H.shape[1])[None, :, None],
+                                          need[None]])
+        agg = (top[:, :jt].sum(1)[:, None, None] + filled) / hs[None, None, :]
         agg = np.where(h_ok[None, :, :], agg, np.inf).min(2)
         value = np.maximum(value, np.where(np.isfinite(agg), agg, 0.0))
+    if patterns:
+        value = np.maximum(value, _pattern_values(top, top_caps, n, top_cap, F1,
+                                                  spread_fill(F1), spare_total, smin, K))
     best = np.where(feasible, value, np.inf).min(1)
     return np.where(np.isfinite(best), best, 0.0) / bins.speed.max()
+
+
+#: extra copies up to which :func:`fill_table` is exact (beyond: every piece at its smallest)
+FILL_EXACT_SPARE = 16
+#: :func:`heavy_items_bound` enumerates which bins hold the heaviest items up to this many bins
+PATTERN_MAX_BINS = 6
+
+
+def fill_table(rest: np.ndarray, cap: int, spare_max: int, t_max: int) -> np.ndarray:
+    """``F[b, s, t]``: the least total of ``t`` pieces of ``t`` distinct items of ``rest[b]``
+    (sorted ascending) when those items have at most ``s`` copies beyond one each in all and
+    at most ``cap`` copies each (an item with ``c`` copies has pieces ``w / c``).
+
+    ``inf`` when ``t`` exceeds the number of items.  Exact for ``s <= S = min(spare_max,
+    FILL_EXACT_SPARE)``; the last index ``S + 1`` holds the relaxation for any ``s`` (every piece
+    ``w / cap``).  Proof of exactness: (1) the ``t`` lightest items are a best choice (swap a
+    chosen item for a lighter unchosen one, copies and all: the sum does not grow); (2) giving
+    an item its ``c``-th extra copy lowers its piece by ``w / (c (c + 1))``, decreasing in
+    ``c``, so (separable convex allocation) the best ``s`` extra copies are the ``s`` largest
+    of these gains over all (item, c), which come from the ``s`` heaviest of the ``t`` items
+    and ``c <= s``; taking the largest gains never skips a larger gain of the same item.
+    Vectorised over rows; ``O(B t_max S^2 log S)``.
+    """
+    r = np.atleast_2d(np.asarray(rest, dtype=float))
+    B, M = r.shape
+    S = int(max(0, min(spare_max, FILL_EXACT_SPARE)))
+    lev = int(max(0, min(S, cap - 1)))
+    ts = np.arange(t_max + 1)
+    pref = np.concatenate([np.zeros((B, 1)), np.cumsum(r, axis=1)], axis=1)     # [B, M + 1]
+    whole = pref[:, np.minimum(ts, M)]                                          # [B, T + 1]
+    out = np.full((B, S + 2, t_max + 1), np.inf)
+    gains = np.zeros((B, t_max + 1, S))
+    if S and lev and M:
+        idx = ts[:, None] - 1 - np.arange(S)[None, :]                           # [T + 1, S]
+        cand = np.where((idx >= 0)[None], r[:, np.clip(idx, 0, M - 1)], 0.0)    # [B, T + 1, S]
+        c = np.arange(1, lev + 1, dtype=float)
+        g = (cand[..., None] / (c * (c + 1))).reshape(B, t_max + 1, -1)
+        g = -np.sort(-g, axis=2)[..., :S]
+        gains[..., :g.shape[2]] = g
+    saved = np.concatenate([np.zeros((B, t_max + 1, 1)), np.cumsum(gains, axis=2)], axis=2)
+    out[:, :S + 1, :] = np.transpose(whole[:, :, None] - saved, (0, 2, 1))
+    out[:, S + 1, :] = whole / max(cap, 1)
+    out[:, :, ts > M] = np.inf
+    return out
+
+
+def spread_fill(F: np.ndarray) -> np.ndarray:
+    """``H[b, s, t] = min_{D <= s} F[b, s - D, t - D]``: the least load of ``t`` slots of *several*
+    bins, each bin holding an item at most once, from items with ``s`` extra copies in all.
+
+    Proof: say item ``f`` has ``c_f = 1 + e_f`` copies, ``a_f = 1 + d_f`` of them in those
+    slots (``d_f <= e_f``); it adds ``w_f (1 + d_f) / (1 + e_f) >= w_f / (1 + e_f - d_f)``
+    (since ``d_f (e_f - d_f) >= 0``).  With ``D = sum d_f <= s`` the slots hold ``t - D``
+    distinct items whose reduced extra copies ``e_f - d_f`` sum to at most ``s - D``: at least
+    ``F[s - D, t - D]``.  The last (relaxed) index of ``F`` gives no bound here (0).
+    """
+    H = F.copy()
+    S = F.shape[1] - 2
+    for D in range(1, S + 1):
+        H[:, D:S + 1, D:] = np.minimum(H[:, D:S + 1, D:], F[:, :S + 1 - D, :-D])
+    H[:, S + 1, :] = 0.0
+    return H
+
+
+def _spare_index(spare: np.ndarray, layers: int) -> np.ndarray:
+    """Index into :func:`fill_table`'s spare axis: exact layer, or the relaxed last one."""
+    s = np.maximum(np.asarray(spare), 0)
+    return np.where(s > layers - 2, layers - 1, s).astype(np.int64)
+
+
+_PATTERNS: dict = {}
+#: most patterns :func:`pattern_top` lets a finer bound enumerate
+PATTERN_LIMIT = 60000
+
+
+def pattern_top(K: int, most: int = 5) -> int:
+    """The most top items (<= ``most``) whose bin patterns on ``K`` bins stay within
+    ``PATTERN_LIMIT`` (multisets of ``K`` subsets: ``C(2^m + K - 1, K)``)."""
+    from math import comb
+
+    m = 1
+    while m < most and comb((1 << (m + 1)) + K - 1, K) <= PATTERN_LIMIT:
+        m += 1
+    return m
+
+
+def _top_patterns(K: int, m: int, top_cap: int, most: int):
+    """Which of the ``m`` top items each of ``K`` interchangeable bins holds: ``bits[P, K, m]``
+    (one multiset of bin contents per pattern) and the copy counts ``n[P, m]`` (1..top_cap,
+    at most ``most`` copies in all),
+    grouped by counts: the distinct count combinations (flat index) and where each group starts."""
+    from itertools import combinations_with_replacement
+
+    key = (K, m, top_cap, most)
+    if key not in _PATTERNS:
+        masks = np.array(list(combinations_with_replacement(range(1 << m), K)), dtype=np.int64)
+        bits = (masks[..., None] >> np.arange(m)) & 1                          # [P, K, m]
+        n = bits.sum(1)
+        keep = np.all((n >= 1) & (n <= top_cap), axis=1) & (n.sum(1) <= most)
+        bits, n = bits[keep], n[keep]
+        combo = np.ravel_multi_index(tuple((n - 1).T), (top_cap,) * m)
+        order = np.argsort(combo, kind="stable")        # patterns grouped by copy counts
+        combo = combo[order]
+        first = np.nonzero(np.r_[True, combo[1:] != combo[:-1]])[0]
+        _PATTERNS[key] = (bits[order].astype(float), n[order], combo[first], first)
+    return _PATTERNS[key]
+
+
+def _pattern_values(top: np.ndarray, top_caps: np.ndarray, n_grid: np.ndarray, top_cap: int,
+                    F1: np.ndarray, Fh: np.ndarray, spare_total: int, smin: int,
+                    K: int) -> np.ndarray:
+    """Per row and copy-count combination of the top items (``n_grid`` rows), the least over
+    the ways of putting those copies into the bins of the largest forced average load of the
+    ``h`` bins with the most top load (see :func:`heavy_items_bound`); ``[B, C]``."""
+    B, m = top.shape
+    bits, n, combos, first = _top_patterns(K, m, top_cap, m + max(spare_total, 0))
+    spare = spare_total - (n.sum(1) - m)                                       # [P]
+    ok = (spare >= 0)[None, :] & np.all(n[None] <= top_caps[:, None, :], axis=2)   # [B, P]
+    load = np.einsum("pkm,bpm->bpk", bits, top[:, None, :] / n[None])           # [B, P, K]
+    q = np.broadcast_to(bits.sum(2), load.shape)
+    order = np.argsort(-load, axis=2, kind="stable")
+    cum_load = np.cumsum(np.take_along_axis(load, order, 2), axis=2)
+    hs = np.arange(1, K + 1)
+    slots = np.clip(hs * smin - np.cumsum(np.take_along_axis(q, order, 2), axis=2), 0,
+                    F1.shape[2] - 1).astype(np.int64)
+    s_idx = _spare_index(spare, F1.shape[1])[None, :, None]
+    rb = np.arange(B)[:, None, None]
+    fill = np.where(hs == 1, F1[rb, s_idx, slots], Fh[rb, s_idx, slots])
+    val = np.where(ok, ((cum_load + fill) / hs).max(2), np.inf)                 # [B, P]
+    out = np.full((B, n_grid.shape[0]), np.inf)    # counts no pattern realises: impossible
+    if first.size:
+        out[:, combos] = np.minimum.reduceat(val, first, axis=1)
+    return out
 
 
 # ----------------------------------------------------------------------------- packing
@@ -578,7 +756,8 @@ def solve_flat(weights: np.ndarray, bins: Bins, *, cap: int | np.ndarray | None 
     """Balance every row: copy counts, anti-affine LPT, swap descent; portfolio over counts.
 
     Rows still more than ``tol`` above their bound are retried with other copy counts
-    (thresholds, piece sizes, the heaviest items' counts enumerated), and, when
+    (thresholds, piece sizes, the heaviest items' counts enumerated, single copy moves), get a
+    finer bound on few bins (more heavy items in :func:`heavy_items_bound`), and, when
     ``cpsat_time_s > 0``, refined with CP-SAT worst row first (the time shared among them).  Deterministic for a given input (the time limit only cuts work short).
     """
     start = time.perf_counter()
@@ -628,23 +807,26 @@ def solve_flat(weights: np.ndarray, bins: Bins, *, cap: int | np.ndarray | None 
     todo = np.nonzero(obj > target)[0]
     if todo.size and (deadline is None or time.perf_counter() < deadline):
         cand_rows, cand_counts = _heavy_count_combos(w[todo], R, capv)
-        keep = np.array([_first_try(tried[todo[i]], c) for i, c in zip(cand_rows, cand_counts)],
-                        dtype=bool)
-        cand_rows, cand_counts = cand_rows[keep], cand_counts[keep]
-        if cand_rows.size:
-            cw = w[todo][cand_rows]
-            cand = improve_swaps(cw, lpt_pack(cw, cand_counts, bins), bins, deadline=deadline,
-                                 target=target[todo][cand_rows])
-            cobj = bin_times(cw, cand, bins).max(1)
-            for i in range(todo.size):
-                mine = np.nonzero(cand_rows == i)[0]
-                if mine.size == 0:
-                    continue
-                k = mine[np.argmin(cobj[mine])]
-                r = todo[i]
-                if cobj[k] < obj[r] * (1 - 1e-12):
-                    slot_item[r], obj[r] = cand[k], cobj[k]
-                    method[r] = "heavy-counts+lpt+swaps"
+        _adopt_best_counts(w, bins, todo, cand_rows, cand_counts, tried, target, deadline,
+                           slot_item, obj, method, "heavy-counts+lpt+swaps")
+    # (d) rows still above target: move one copy from an item that loses little by it to one
+    #     of the items with the largest pieces (e.g. split a mid-sized item that otherwise
+    #     lands whole beside a heavy piece), repacked; a few rounds from the best so far
+    for _ in range(COUNT_MOVE_ROUNDS):
+        todo = np.nonzero(obj > target)[0]
+        if todo.size == 0 or (deadline is not None and time.perf_counter() > deadline):
+            break
+        busy = np.argmax(bin_times(w[todo], slot_item[todo], bins), axis=1)
+        held = bin_sets(slot_item[todo], bins, E)[np.arange(todo.size), busy] > 0   # [n, E]
+        cand_rows, cand_counts = _count_moves(w[todo], item_counts(slot_item[todo], E), capv,
+                                              held)
+        if not _adopt_best_counts(w, bins, todo, cand_rows, cand_counts, tried, target,
+                                  deadline, slot_item, obj, method, "count-moves+lpt+swaps"):
+            break
+    # (e) few bins, rows still above target: a finer bound (more top items in the patterns)
+    todo = np.nonzero(obj > target)[0]
+    if todo.size and K <= PATTERN_MAX_BINS and (deadline is None or time.perf_counter() < deadline):
+        lb[todo] = np.maximum(lb[todo], heavy_items_bound(w[todo], bins, capv, top=pattern_top(K)))
     used_cpsat = False
     if cpsat_time_s > 0:
         cp_end = time.perf_counter() + cpsat_time_s
@@ -670,6 +852,75 @@ def solve_flat(weights: np.ndarray, bins: Bins, *, cap: int | np.ndarray | None 
     res = _aggregate(obj, lb, elapsed, "cp-sat+heuristic" if used_cpsat else "lpt+swaps",
                      time_limit_s)
     return Solution(slot_item, bins, lb, None, method, res)
+
+
+#: rounds of single copy moves between items tried by :func:`solve_flat` on rows above target
+COUNT_MOVE_ROUNDS = 2
+
+
+def _adopt_best_counts(w, bins, todo, cand_rows, cand_counts, tried, target, deadline,
+                       slot_item, obj, method, name) -> bool:
+    """Pack candidate copy counts (``cand_rows`` index ``todo``) with LPT + swaps, skipping
+    count vectors a row has packed already; each row adopts its best candidate when it beats
+    the row's current objective (``slot_item``, ``obj``, ``method`` updated in place).
+    Returns whether any row improved."""
+    keep = np.array([_first_try(tried[todo[i]], c) for i, c in zip(cand_rows, cand_counts)],
+                    dtype=bool)
+    cand_rows, cand_counts = cand_rows[keep], cand_counts[keep]
+    if cand_rows.size == 0:
+        return False
+    cw = w[todo][cand_rows]
+    cand = improve_swaps(cw, lpt_pack(cw, cand_counts, bins), bins, deadline=deadline,
+                         target=target[todo][cand_rows])
+    cobj = bin_times(cw, cand, bins).max(1)
+    improved = False
+    for i in range(todo.size):
+        mine = np.nonzero(cand_rows == i)[0]
+        if mine.size == 0:
+            continue
+        k = mine[np.argmin(cobj[mine])]
+        r = todo[i]
+        if cobj[k] < obj[r] * (1 - 1e-12):
+            slot_item[r], obj[r] = cand[k], cobj[k]
+            method[r] = name
+            improved = True
+    return improved
+
+
+#: items a copy may leave / join per row in :func:`_count_moves`
+COUNT_MOVE_FROM, COUNT_MOVE_TO = 4, 6
+
+
+def _count_moves(w: np.ndarray, counts: np.ndarray, capv: np.ndarray, busy: np.ndarray):
+    """Copy counts one move away from ``counts``: a copy leaves one of the ``COUNT_MOVE_FROM``
+    items whose piece grows least by it (``>= 2`` copies) and joins an item below its cap that
+    is one of the ``COUNT_MOVE_TO`` with the largest pieces or sits in the busiest bin
+    (``busy[b, e]``: splitting it lightens that bin).  Returns (row index per candidate,
+    counts)."""
+    B, E = w.shape
+    c = counts.astype(float)
+    grow = np.where(counts >= 2, w / np.maximum(c - 1, 1) - w / c, np.inf)
+    piece = np.where(counts < capv[None, :], w / c, -np.inf)
+    src = np.argsort(grow, axis=1, kind="stable")[:, :COUNT_MOVE_FROM]
+    dst = np.zeros((B, E), dtype=bool)
+    np.put_along_axis(dst, np.argsort(-piece, axis=1, kind="stable")[:, :COUNT_MOVE_TO], True, 1)
+    dst = (dst | busy) & np.isfinite(piece)
+    rows, out = [], []
+    for b in range(B):
+        for x in src[b]:
+            if not np.isfinite(grow[b, x]):
+                continue
+            for y in np.nonzero(dst[b])[0]:
+                if x == y:
+                    continue
+                new = counts[b].copy()
+                new[x] -= 1
+                new[y] += 1
+                rows.append(b)
+                out.append(new)
+    if not rows:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, E), dtype=np.int64)
+    return np.asarray(rows, dtype=np.int64), np.asarray(out, dtype=np.int64)
 
 
 #: most copy-count combinations of the heaviest items tried per row by :func:`solve_flat`

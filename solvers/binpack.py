@@ -22,10 +22,13 @@ Formulation (no symmetric variables: interchangeable instances are one integer c
 * objective: average $/h over the horizon: ``sum_j p_res R_j + sum_t w_t sum_j (p_od O + p_spot S)``.
 
 Solved with :func:`solvers.milp.solve_pulp` (HiGHS, CBC fallback) under a time limit; the
-result carries the solver's real status, bound and gap.  Large per-period models are solved by
-a decomposition instead (:func:`_solve_by_periods`): the LP relaxation's value is the proven
-bound, per-period MILPs given the LP's reserved counts give the incumbent.  When the limit hits before any
-incumbent, a greedy cover is returned (status "heuristic") with the solver's bound.
+result carries the solver's real status, bound and gap.  Demands with proportional capacity
+rows are merged first (:func:`merge_proportional`, exact for continuous routing).  Large
+per-period models are solved by a decomposition instead (:func:`_solve_by_periods`): the LP
+relaxation's value is the proven bound; per-period MILPs given the LP's reserved counts (each
+over its own LP's support plus the cheapest columns by reduced cost, on several processes when
+asked) give the incumbent.  When the limit hits before any incumbent, a greedy cover is
+returned (status "heuristic") with the solver's bound.
 """
 from __future__ import annotations
 
@@ -615,15 +618,10 @@ class _LpRelaxation:
             basis whose objective equals the dual objective up to its 1e-7 tolerances, which
             :func:`_safe_bound` subtracts).
         reserved: ``[J]`` the LP's reserved counts.
-        columns: ``[D, J, T]`` bool: the routing columns of the LP's support plus, per (demand,
-            period), the cheapest alternative by reduced cost.
-        wide: the same with the two cheapest alternatives (for improvement passes).
     """
 
     value: float
     reserved: np.ndarray
-    columns: np.ndarray
-    wide: np.ndarray
 
 
 def _safe_bound(value: float, problem: CoverProblem) -> float:
@@ -633,19 +631,47 @@ def _safe_bound(value: float, problem: CoverProblem) -> float:
     return float(value) - 1e-7 * abs(float(value)) - 1e-9
 
 
-def _solve_lp_arrays(problem: CoverProblem, time_limit_s: float, threads: int | None,
-                     extra: int = 1) -> _LpRelaxation | None:
-    """Solve the LP relaxation of the per-period model directly through highspy, built from
-    numpy arrays (the PuLP model of a 20 x 20-bucket, 3-model, 24-period instance has 400k
-    columns: building and handing it over through PuLP costs several times the simplex).
+@dataclass
+class _ArrayModel:
+    """The cover model as arrays for highspy (no PuLP): routing columns first, then counts.
 
-    Same rows as :func:`build_model` (covering, capacity, quotas, spot cap), integrality
-    dropped.  Returns ``None`` when highspy is missing or the LP is not solved to optimality.
+    Attributes:
+        dd, jj, tt: ``[nx]`` (demand, option, period) of each routing column.
+        kind, kj, kt: ``[ncount]`` price class (0 reserved, 1 on demand, 2 spot), option and
+            period (-1: reserved, every period) of each count column.
+        cost, col_hi: ``[n]`` objective coefficients ($/h averaged over the horizon) and upper
+            bounds of all columns.
+        a: ``[nrow, n]`` constraint matrix (CSR); ``row_lo``, ``row_hi`` its bounds.
     """
-    try:
-        import highspy
-    except ImportError:
-        return None
+
+    dd: np.ndarray
+    jj: np.ndarray
+    tt: np.ndarray
+    kind: np.ndarray
+    kj: np.ndarray
+    kt: np.ndarray
+    cost: np.ndarray
+    col_hi: np.ndarray
+    a: object
+    row_lo: np.ndarray
+    row_hi: np.ndarray
+
+    @property
+    def nx(self) -> int:
+        return len(self.dd)
+
+
+def _array_model(problem: CoverProblem, *, periods: np.ndarray | None = None,
+                 reserved: np.ndarray | None = None,
+                 allowed: np.ndarray | None = None) -> _ArrayModel:
+    """Build the per-period-routing model (same rows as :func:`build_model`) from numpy arrays.
+
+    ``periods``: keep only these periods (their weights as in the full horizon);
+    ``reserved``: fix the reserved counts (no reserved columns; their capacity, quota units and
+    spot-cap share move to the right-hand sides, their cost is left out); ``allowed`` (``[D, J, T]`` bool): keep
+    only those routing columns (a restriction: its solutions are feasible, its bounds are not
+    bounds of the full problem).
+    """
     from scipy import sparse
 
     D, J, T = problem.shape
@@ -654,22 +680,27 @@ def _solve_lp_arrays(problem: CoverProblem, time_limit_s: float, threads: int | 
     w = problem.period_weights
     classes = [_classes(o) for o in problem.options]
     units = np.array([float(o.units) for o in problem.options])
-    multi = T > 1
     big = float(problem.max_instances)
-    # columns: routing first, then counts
-    mask = (cap > 0)[:, :, None] & (rates > 0)[:, None, :]
+    keep_t = np.zeros(T, dtype=bool)
+    keep_t[np.arange(T) if periods is None else np.asarray(periods, dtype=int)] = True
+    fixed = np.zeros(J) if reserved is None else np.asarray(reserved, dtype=float)
+    mask = (cap > 0)[:, :, None] & (rates > 0)[:, None, :] & keep_t[None, None, :]
+    if allowed is not None:
+        mask &= allowed
     dd, jj, tt = np.nonzero(mask)
     nx = len(dd)
-    cost, upper, kinds = [], [], []  # kinds: (class, j, t or -1)
+    cost, upper, kinds = [], [], []
+    multi = T > 1
     for j in range(J):
         ub = big
         g = problem.options[j].group
         if g in problem.quotas:
             ub = min(big, float(problem.quotas[g] // max(problem.options[j].units, 1)))
         c = classes[j]
-        if "reserved" in c and (multi or "on_demand" not in c or c["reserved"] < c["on_demand"]):
+        if reserved is None and "reserved" in c and (
+                multi or "on_demand" not in c or c["reserved"] < c["on_demand"]):
             kinds.append((0, j, -1)); cost.append(c["reserved"]); upper.append(ub)
-        for t in range(T):
+        for t in np.nonzero(keep_t)[0]:
             if "on_demand" in c:
                 kinds.append((1, j, t)); cost.append(c["on_demand"] * w[t]); upper.append(ub)
             if "spot" in c and (problem.spot_max_fraction is None or problem.spot_max_fraction > 0):
@@ -678,10 +709,10 @@ def _solve_lp_arrays(problem: CoverProblem, time_limit_s: float, threads: int | 
     kj = np.array([k[1] for k in kinds], dtype=int)
     kt = np.array([k[2] for k in kinds], dtype=int)
     ncount = len(kinds)
-    n = nx + ncount
-    # rows: cover (d, t) | capacity (j, t) | quota (g, t) | spot cap t
+    # rows: cover (d, t) | capacity (j, t) | quota (g, t) | spot cap t; unused periods' rows
+    # stay empty (free) so that row numbers do not depend on ``periods``
     cover_id = -np.ones((D, T), dtype=int)
-    dt = np.nonzero(rates > 0)
+    dt = np.nonzero((rates > 0) & keep_t[None, :])
     cover_id[dt] = np.arange(len(dt[0]))
     ncover = len(dt[0])
     cap_row = ncover + jj * T + tt
@@ -689,9 +720,8 @@ def _solve_lp_arrays(problem: CoverProblem, time_limit_s: float, threads: int | 
     cols = [np.arange(nx), np.arange(nx)]
     vals = [np.ones(nx), rates[dd, tt] / cap[dd, jj]]
     lo = [np.ones(ncover), np.full(J * T, -np.inf)]
-    hi = [np.ones(ncover), np.zeros(J * T)]
+    hi = [np.ones(ncover), np.repeat(u * fixed, T)]
     count_cols = nx + np.arange(ncount)
-    # a count column supplies capacity in its period (reserved: in every period)
     factor = np.where(kind == 2, u * fspot, u)
     for t in range(T):
         sel = (kt == t) | (kt == -1)
@@ -700,16 +730,17 @@ def _solve_lp_arrays(problem: CoverProblem, time_limit_s: float, threads: int | 
     groups = sorted({o.group for o in problem.options})
     gid = np.array([groups.index(o.group) for o in problem.options])
     nrow = ncover + J * T
-    quota_groups = [gi for gi, g in enumerate(groups) if g in problem.quotas]
-    qrow = {gi: nrow + k * T for k, gi in enumerate(quota_groups)}
-    for gi in quota_groups:
+    for gi, g in enumerate(groups):
+        if g not in problem.quotas:
+            continue
         sel_j = gid[kj] == gi
         for t in range(T):
             sel = sel_j & ((kt == t) | (kt == -1))
-            rows.append(np.full(int(sel.sum()), qrow[gi] + t)); cols.append(count_cols[sel])
+            rows.append(np.full(int(sel.sum()), nrow + t)); cols.append(count_cols[sel])
             vals.append(units[kj[sel]])
-        lo.append(np.full(T, -np.inf)); hi.append(np.full(T, float(problem.quotas[groups[gi]])))
-    nrow += len(quota_groups) * T
+        room = float(problem.quotas[g]) - float(units[gid == gi] @ fixed[gid == gi])
+        lo.append(np.full(T, -np.inf)); hi.append(np.full(T, room))
+        nrow += T
     if problem.spot_max_fraction is not None and (kind == 2).any():
         phi = float(problem.spot_max_fraction)
         coef = np.where(kind == 2, (1 - phi) * units[kj], -phi * units[kj])
@@ -717,137 +748,188 @@ def _solve_lp_arrays(problem: CoverProblem, time_limit_s: float, threads: int | 
             sel = (kt == t) | (kt == -1)
             rows.append(np.full(int(sel.sum()), nrow + t)); cols.append(count_cols[sel])
             vals.append(coef[sel])
-        lo.append(np.full(T, -np.inf)); hi.append(np.zeros(T))
+        lo.append(np.full(T, -np.inf)); hi.append(np.full(T, phi * float(units @ fixed)))
         nrow += T
     a = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                          shape=(nrow, n))
+                          shape=(nrow, nx + ncount))
+    return _ArrayModel(dd, jj, tt, kind, kj, kt,
+                       np.concatenate([np.zeros(nx), np.array(cost, dtype=float)]),
+                       np.concatenate([np.ones(nx), np.array(upper, dtype=float)]),
+                       a, np.concatenate(lo), np.concatenate(hi))
+
+
+def _run_highs(model: _ArrayModel, *, integer: bool, time_limit_s: float,
+               threads: int | None, gap_rel: float = 1e-4):
+    """Solve an :class:`_ArrayModel` with highspy; returns the ``Highs`` object after ``run``.
+
+    ``integer``: count columns integer (a MILP), else the LP relaxation."""
+    import highspy
+
+    a = model.a
+    n = a.shape[1]
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
-    h.setOptionValue("time_limit", float(max(0.5, time_limit_s)))
+    h.setOptionValue("time_limit", float(max(0.05, time_limit_s)))
     if threads is not None:
         h.setOptionValue("threads", int(threads))
-    col_cost = np.concatenate([np.zeros(nx), np.array(cost, dtype=float)])
-    col_lo = np.zeros(n)
-    col_hi = np.concatenate([np.ones(nx), np.array(upper, dtype=float)])
-    h.addCols(n, col_cost, col_lo, col_hi, 0, np.zeros(n, dtype=np.int32),
+    if integer:
+        h.setOptionValue("mip_rel_gap", float(gap_rel))
+    h.addCols(n, model.cost, np.zeros(n), model.col_hi, 0, np.zeros(n, dtype=np.int32),
               np.zeros(0, dtype=np.int32), np.zeros(0))
-    h.addRows(nrow, np.concatenate(lo), np.concatenate(hi), a.nnz,
-              a.indptr.astype(np.int32), a.indices.astype(np.int32), a.data)
+    h.addRows(a.shape[0], model.row_lo, model.row_hi, a.nnz, a.indptr.astype(np.int32),
+              a.indices.astype(np.int32), a.data)
+    if integer:
+        idx = np.arange(model.nx, n, dtype=np.int32)
+        h.changeColsIntegrality(len(idx), idx,
+                                np.full(len(idx), highspy.HighsVarType.kInteger))
     h.run()
+    return h
+
+
+def _solve_lp_arrays(problem: CoverProblem, time_limit_s: float,
+                     threads: int | None) -> _LpRelaxation | None:
+    """Solve the LP relaxation of the per-period model directly through highspy, built from
+    numpy arrays (the PuLP model of a 20 x 20-bucket, 3-model, 24-period instance has 400k
+    columns: building and handing it over through PuLP costs several times the simplex).
+
+    Returns ``None`` when highspy is missing or the LP is not solved to optimality.
+    """
+    try:
+        import highspy
+    except ImportError:
+        return None
+    m = _array_model(problem)
+    h = _run_highs(m, integer=False, time_limit_s=time_limit_s, threads=threads)
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        return None
+    x = np.asarray(h.getSolution().col_value)
+    reserved = np.zeros(problem.shape[1])
+    sel = m.kind == 0
+    reserved[m.kj[sel]] = x[m.nx:][sel]
+    return _LpRelaxation(float(h.getInfo().objective_function_value), reserved)
+
+
+#: routing columns kept per demand in a period's MILP: the period LP's support plus this many
+#: cheapest columns by reduced cost (measured on the scale benchmark: 3 matches the full
+#: column set's incumbent at a tenth of the time)
+PERIOD_COLUMNS = 3
+
+
+def _period_solve(problem: CoverProblem, t: int, reserved: np.ndarray, time_limit_s: float,
+                  threads: int | None, gap_rel: float):
+    """Period ``t`` alone with the reserved counts fixed: its LP over every routing column,
+    then a MILP over the LP's support plus the :data:`PERIOD_COLUMNS` cheapest columns per
+    demand by reduced cost (a restriction: its solutions are feasible).
+
+    Returns ``(on_demand [J], spot [J], routing [D, J])`` or ``None`` (no incumbent in time,
+    or the period is infeasible given ``reserved``)."""
+    import highspy
+
+    D, J, T = problem.shape
+    full = _array_model(problem, periods=[t], reserved=reserved)
+    h = _run_highs(full, integer=False, time_limit_s=time_limit_s, threads=threads)
     if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
         return None
     sol = h.getSolution()
-    x = np.asarray(sol.col_value)
-    rc = np.asarray(sol.col_dual)
-    reserved = np.zeros(J)
-    sel = kind == 0
-    reserved[kj[sel]] = x[nx:][sel]
-    keep = np.zeros((D, J, T), dtype=bool)
-    rcs = np.full((D, J, T), np.inf)
+    x, rc = np.asarray(sol.col_value), np.asarray(sol.col_dual)
+    nx = full.nx
+    rcs = np.full((D, J), np.inf)
     support = x[:nx] > 1e-9
-    rcs[dd, jj, tt] = np.where(support, -np.inf, rc[:nx])
-    keep[dd[support], jj[support], tt[support]] = True
-    order = np.argsort(rcs, axis=1, kind="stable")
-    wide = keep.copy()
-    np.put_along_axis(keep, order[:, :extra + 1, :], True, axis=1)
-    np.put_along_axis(wide, order[:, :extra + 2, :], True, axis=1)
-    return _LpRelaxation(float(h.getInfo().objective_function_value), reserved, keep & mask,
-                         wide & mask)
+    rcs[full.dd, full.jj] = np.where(support, -np.inf, rc[:nx])
+    allowed = np.zeros((D, J, T), dtype=bool)
+    np.put_along_axis(allowed[:, :, t], np.argsort(rcs, axis=1, kind="stable")[:, :PERIOD_COLUMNS],
+                      True, axis=1)
+    allowed[:, :, t] &= rcs < np.inf
+    model = _array_model(problem, periods=[t], reserved=reserved, allowed=allowed)
+    left = time_limit_s - h.getRunTime()
+    h = _run_highs(model, integer=True, time_limit_s=max(0.05, left), threads=threads,
+                   gap_rel=gap_rel)
+    if h.getInfo().primal_solution_status != 2:  # kSolutionStatusFeasible
+        return None
+    x = np.asarray(h.getSolution().col_value)
+    counts = np.rint(x[model.nx:]).astype(int)
+    on_demand, spot = np.zeros(J, dtype=int), np.zeros(J, dtype=int)
+    on_demand[model.kj[model.kind == 1]] = counts[model.kind == 1]
+    spot[model.kj[model.kind == 2]] = counts[model.kind == 2]
+    routing = np.zeros((D, J))
+    routing[model.dd, model.jj] = np.clip(x[:model.nx], 0.0, 1.0)
+    return on_demand, spot, routing
 
 
-def _period_model(problem: CoverProblem, t: int, reserved: np.ndarray, allowed: np.ndarray):
-    """Period ``t`` alone with the reserved counts fixed: integer on-demand / spot counts and
-    routing over the ``allowed[:, :, t]`` columns.  Returns ``(lp, O, S, X)``."""
-    D, J, _ = problem.shape
-    rates, cap = problem.rates[:, t], problem.capacity
-    u, f = float(problem.max_utilisation), float(problem.spot_capacity_factor)
-    classes = [_classes(o) for o in problem.options]
-    lp = pulp.LpProblem(f"period_{t}", pulp.LpMinimize)
-    O: dict[int, pulp.LpVariable] = {}
-    S: dict[int, pulp.LpVariable] = {}
-    big = int(problem.max_instances)
-    for j in range(J):
-        if "on_demand" in classes[j]:
-            O[j] = pulp.LpVariable(f"O_{j}", 0, big, cat=pulp.LpInteger)
-        if "spot" in classes[j] and (problem.spot_max_fraction is None
-                                     or problem.spot_max_fraction > 0):
-            S[j] = pulp.LpVariable(f"S_{j}", 0, big, cat=pulp.LpInteger)
-    obj = [(v, classes[j]["on_demand"]) for j, v in O.items()]
-    obj += [(v, classes[j]["spot"]) for j, v in S.items()]
-    X: dict[tuple[int, int], pulp.LpVariable] = {}
-    load: dict[int, list] = {}
-    for d in np.nonzero(rates > 0)[0]:
-        d = int(d)
-        cover = []
-        for j in np.nonzero((cap[d] > 0) & allowed[d, :, t])[0]:
-            j = int(j)
-            v = pulp.LpVariable(f"x_{d}_{j}", 0, 1)
-            X[d, j] = v
-            cover.append((v, 1.0))
-            load.setdefault(j, []).append((v, rates[d] / cap[d, j]))
-        lp += pulp.LpConstraint(pulp.LpAffineExpression(cover), pulp.LpConstraintEQ,
-                                f"cover_{d}", 1.0)
-    for j, terms in sorted(load.items()):
-        supply = [(O[j], -u)] if j in O else []
-        supply += [(S[j], -u * f)] if j in S else []
-        lp += pulp.LpConstraint(pulp.LpAffineExpression(terms + supply), pulp.LpConstraintLE,
-                                f"cap_{j}", u * float(reserved[j]))
-    units = np.array([max(o.units, 0) for o in problem.options], dtype=float)
-    for gi, g in enumerate(sorted({o.group for o in problem.options})):
-        members = [j for j, o in enumerate(problem.options) if o.group == g]
-        terms = [(v, units[j]) for j in members for v in (O.get(j), S.get(j)) if v is not None]
-        if g in problem.quotas and terms:
-            room = float(problem.quotas[g]) - float(sum(units[j] * reserved[j] for j in members))
-            lp += pulp.LpConstraint(pulp.LpAffineExpression(terms), pulp.LpConstraintLE,
-                                    f"quota_{gi}", room)
-    if problem.spot_max_fraction is not None and S:
-        phi = float(problem.spot_max_fraction)
-        terms = [(v, (1 - phi) * units[j]) for j, v in S.items()]
-        terms += [(v, -phi * units[j]) for j, v in O.items()]
-        lp += pulp.LpConstraint(pulp.LpAffineExpression(terms), pulp.LpConstraintLE, "spotcap",
-                                phi * float(np.dot(units, reserved)))
-    lp += pulp.LpAffineExpression(obj)
-    return lp, O, S, X
+def _periods_in_parallel(problem: CoverProblem, order: list[int], reserved: np.ndarray,
+                         time_limit_s: float, threads: int | None, gap_rel: float,
+                         workers: int) -> list | None:
+    """:func:`_period_solve` for the periods in ``order`` on ``workers`` processes (HiGHS's
+    branch and bound runs on one core; periods are independent once reserved counts are
+    fixed).  Each period gets time in proportion to its load, less a margin for starting the
+    processes.  Returns the results in ``order`` or ``None``."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # the pool hands each period to the first free worker: simulate that (list scheduling,
+    # times in proportion to load) and scale so the busiest worker ends within the limit
+    load = problem.rates.sum(axis=0)
+    ends = np.zeros(workers)
+    for t in order:
+        ends[np.argmin(ends)] += float(load[t])
+    scale = max(0.1, time_limit_s - 0.5) / float(ends.max())
+    limits = [max(0.05, scale * float(load[t])) for t in order]
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = [pool.submit(_period_solve, problem, t, reserved, tl, threads, gap_rel)
+                   for t, tl in zip(order, limits)]
+        results = [f.result() for f in futures]
+    return None if any(r is None for r in results) else results
+
+
+def parallel_workers(requested: int | None) -> int:
+    """Worker processes for period solves: ``requested`` (``None``: one per available core,
+    at most 4), and 1 inside a daemonic process (which may not start children)."""
+    import multiprocessing
+    import os
+
+    if multiprocessing.current_process().daemon:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, 4) if requested is None else int(requested))
 
 
 def _period_rounding(problem: CoverProblem, relax: _LpRelaxation, time_limit_s: float,
-                     backend: str, threads: int | None, gap_rel: float = 1e-4,
-                     reserved: np.ndarray | None = None, columns: np.ndarray | None = None):
-    """Primal heuristic for per-period routing, from a solved LP relaxation (values in the
-    variables): reserved counts = the LP's, rounded down; then every period alone (a small
-    MILP over the LP's routing support plus the cheapest alternative columns) picks integer
-    on-demand / spot counts and routing; finally each option's reserved level is re-chosen
-    from its resulting count profile where quotas allow.  Returns arrays or ``None``."""
+                     threads: int | None, gap_rel: float = 1e-4,
+                     reserved: np.ndarray | None = None, workers: int = 1):
+    """Primal heuristic for per-period routing, from a solved LP relaxation: reserved counts =
+    the LP's, rounded down; then every period alone (:func:`_period_solve`) picks integer
+    on-demand / spot counts and routing, heavier periods with a larger share of the time;
+    finally each option's reserved level is re-chosen from its resulting count profile where
+    quotas allow.  Returns arrays or ``None``."""
     start = time.perf_counter()
     D, J, T = problem.shape
     if reserved is None:
         reserved = np.floor(relax.reserved + 1e-6).astype(int)
     reserved = np.array(reserved, dtype=int)
-    allowed = relax.columns if columns is None else columns
     on_demand = np.zeros((J, T), dtype=int)
     spot = np.zeros((J, T), dtype=int)
     routing = np.zeros((D, J, T))
-    # the heaviest periods first: they are the hardest and decide the most money
-    order = np.argsort(-problem.rates.sum(axis=0), kind="stable")
-    for n, t in enumerate(order):
-        t = int(t)
+    # the heaviest periods first, each with time in proportion to its load: they are the
+    # hardest and decide the most money
+    load = problem.rates.sum(axis=0)
+    order = [int(t) for t in np.argsort(-load, kind="stable") if load[t] > 0]
+    if workers > 1 and len(order) > 1:
+        got_all = _periods_in_parallel(problem, order, reserved, time_limit_s, threads, gap_rel,
+                                       workers)
+        if got_all is None:
+            return None
+        for t, got in zip(order, got_all):
+            on_demand[:, t], spot[:, t], routing[:, :, t] = got
+    for n, t in enumerate(order if workers <= 1 or len(order) <= 1 else []):
         left = time_limit_s - (time.perf_counter() - start)
         if left <= 0.05:
             return None
-        per = left / (T - n)
-        lp, Ov, Sv, Xv = _period_model(problem, t, reserved, allowed)
-        res = solve_pulp(lp, time_limit_s=max(0.05, per), backend=backend, gap_rel=gap_rel,
-                         threads=threads)
-        if not res.has_solution:
+        share = load[t] / max(float(load[order[n:]].sum()), 1e-300)
+        got = _period_solve(problem, t, reserved, max(0.05, left * share), threads, gap_rel)
+        if got is None:
             return None
-        for j, v in Ov.items():
-            on_demand[j, t] = int(round(v.varValue or 0.0))
-        for j, v in Sv.items():
-            spot[j, t] = int(round(v.varValue or 0.0))
-        for (d, j), v in Xv.items():
-            val = v.varValue or 0.0
-            if val > 1e-9:
-                routing[d, j, t] = val
+        on_demand[:, t], spot[:, t], routing[:, :, t] = got
     # re-choose reserved levels from the count profiles (same counts per period: routing,
     # quotas and spot cap stay satisfied as long as no idle reserved instance breaks a quota)
     classes = [_classes(o) for o in problem.options]
@@ -897,8 +979,12 @@ def _round_fixed(problem, lp, R, O, S, X, saved, time_limit_s, backend, threads,
 
 def solve_cover(problem: CoverProblem, *, time_limit_s: float | None = 30.0,
                 backend: str = "highs", gap_rel: float = 1e-6,
-                threads: int | None = None, polish: bool = True) -> CoverSolution:
+                threads: int | None = None, polish: bool = True,
+                workers: int = 1) -> CoverSolution:
     """Solve a covering problem; see the module docstring for the formulation.
+
+    ``workers``: processes for the per-period solves of :func:`_solve_by_periods` (see
+    :func:`parallel_workers`); 1 keeps everything in this process.
 
     Large per-period models (continuous routing, more than one period, more than
     :data:`DECOMPOSE_COLUMNS` routing columns) go to :func:`_solve_by_periods` first: the LP
@@ -924,9 +1010,22 @@ def solve_cover(problem: CoverProblem, *, time_limit_s: float | None = 30.0,
         d, t = problem.unservable()[0]
         raise ValueError(f"demand {d} (period {t}) has no option that can serve it")
     start = time.perf_counter()
+    merged = merge_proportional(problem)
+    if merged is not None:
+        small, members, scale = merged
+        sol = solve_cover(small, time_limit_s=time_limit_s, backend=backend, gap_rel=gap_rel,
+                          threads=threads, polish=polish, workers=workers)
+        routing = sol.routing[members]  # every member routes like its merged demand
+        res = sol.result
+        res = SolveResult(res.status, res.objective, res.bound, res.gap,
+                          time.perf_counter() - start, res.backend, res.time_limit_s)
+        return CoverSolution(sol.reserved, sol.on_demand, sol.spot, routing,
+                             load_of(problem, routing), sol.cost_per_hour, res,
+                             sol.method + "+merged")
     if (problem.routing == "per_period" and problem.slices is None and problem.shape[2] > 1
             and time_limit_s is not None and _routing_columns(problem) > DECOMPOSE_COLUMNS):
-        decomposed = _solve_by_periods(problem, time_limit_s, backend, gap_rel, threads)
+        decomposed = _solve_by_periods(problem, time_limit_s, backend, gap_rel, threads,
+                                       workers)
         if decomposed is not None:
             return decomposed
     lp, R, O, S, X = build_model(problem)
@@ -1001,6 +1100,45 @@ def solve_cover(problem: CoverProblem, *, time_limit_s: float | None = 30.0,
                          res, "greedy")
 
 
+def merge_proportional(problem: CoverProblem, rtol: float = 1e-9):
+    """Exact presolve for continuous routing: demands whose capacity rows are proportional
+    (``capacity[d] = beta_d * capacity[r]``) are one demand.  A fraction ``x`` of ``d`` on
+    option ``j`` loads it by ``x rate_d / (beta_d capacity[r, j])``, so ``d`` is ``rate_d /
+    beta_d`` more rate of ``r``'s kind; if every member routes like the merged demand, loads,
+    and so counts and costs, are unchanged, and any routing of the members averages into one
+    of the merged demand with the same loads.  Not for slices (whole slices per demand).
+
+    Returns ``(merged problem, member -> merged demand index [D], beta [D])`` or ``None`` when
+    nothing merges."""
+    if problem.slices is not None:
+        return None
+    cap = problem.capacity
+    D = cap.shape[0]
+    top = cap.max(axis=1)
+    if np.any(top <= 0):
+        return None
+    shape = cap / top[:, None]          # each row scaled to max 1: equal iff proportional
+    key = np.round(shape / rtol) * rtol if rtol > 0 else shape
+    _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    if len(first) == D:
+        return None
+    # keep the merged demands in order of their first member (stable, input-ordered plans)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    members = rank[inverse]
+    reps = first[order]
+    beta = top / top[reps][members]
+    rates = np.zeros((len(reps), problem.rates.shape[1]))
+    np.add.at(rates, members, problem.rates / beta[:, None])
+    small = CoverProblem(problem.options, cap[reps], rates, problem.period_weights,
+                         dict(problem.quotas), problem.spot_max_fraction,
+                         problem.spot_capacity_factor, problem.max_utilisation, None,
+                         problem.max_instances, problem.routing, problem.strong_links)
+    return small, members, beta
+
+
 def _start_values(problem: CoverProblem, R, O, S, X, arrays) -> dict:
     """MIP start (variable -> value) of a solution in array form."""
     reserved, on_demand, spot, routing = arrays
@@ -1052,7 +1190,7 @@ def _routing_columns(problem: CoverProblem) -> int:
 
 
 def _solve_by_periods(problem: CoverProblem, time_limit_s: float, backend: str, gap_rel: float,
-                      threads: int | None) -> CoverSolution | None:
+                      threads: int | None, workers: int = 1) -> CoverSolution | None:
     """Large per-period models: LP bound, per-period rounding, then (if small enough) the MILP.
 
     1. The LP relaxation, built from arrays and solved by HiGHS (:func:`_solve_lp_arrays`).
@@ -1076,7 +1214,8 @@ def _solve_by_periods(problem: CoverProblem, time_limit_s: float, backend: str, 
     share = 0.9 if big else 0.5
     period_gap = max(min(gap_rel, 2e-3), 1e-4)
     pass_start = time.perf_counter()
-    arrays = _period_rounding(problem, relax, share * left, backend, threads, gap_rel=period_gap)
+    arrays = _period_rounding(problem, relax, share * left, threads, gap_rel=period_gap,
+                              workers=workers)
     if arrays is None:
         return None
     pass_s = time.perf_counter() - pass_start
@@ -1093,8 +1232,8 @@ def _solve_by_periods(problem: CoverProblem, time_limit_s: float, backend: str, 
         if tuple(arrays[0]) in tried:
             break
         tried.add(tuple(arrays[0]))
-        more = _period_rounding(problem, relax, left - 0.5, backend, threads, gap_rel=period_gap,
-                                reserved=arrays[0], columns=relax.wide)
+        more = _period_rounding(problem, relax, left - 0.5, threads, gap_rel=period_gap,
+                                reserved=arrays[0], workers=workers)
         if more is None:
             break
         cost = objective_of(problem, *more[:3])

@@ -224,6 +224,43 @@ def test_period_decomposition_is_feasible_and_its_bound_is_below_the_optimum(see
     assert again.cost_per_hour == pytest.approx(exact.cost_per_hour)
 
 
+def test_period_decomposition_on_two_processes(monkeypatch):
+    import solvers.binpack as bp
+
+    problem = _random_periods_problem(3)
+    exact = solve_cover(problem, time_limit_s=20)
+    monkeypatch.setattr(bp, "DECOMPOSE_COLUMNS", 0)
+    monkeypatch.setattr(bp, "START_MILP_COLUMNS", 0)
+    sol = solve_cover(problem, time_limit_s=20, workers=2)
+    assert sol.method.startswith("lp+period-rounding")
+    _assert_feasible(problem, sol)
+    assert sol.result.bound <= exact.cost_per_hour + 1e-9 <= sol.cost_per_hour + 2e-9
+
+
+def test_proportional_demands_merge_exactly(monkeypatch):
+    import solvers.binpack as bp
+
+    base = _random_periods_problem(4, D=4)
+    # demands 4..7 have capacity rows 0.5x / 2x / 3x those of 0..3: four merged demands
+    cap = np.concatenate([base.capacity, base.capacity * np.array([0.5, 2.0, 3.0, 1.0])[:, None]])
+    rates = np.concatenate([base.rates, base.rates[::-1] * 0.7])
+    problem = CoverProblem(base.options, cap, rates, quotas=base.quotas,
+                           spot_max_fraction=base.spot_max_fraction,
+                           spot_capacity_factor=base.spot_capacity_factor)
+    small, members, beta = bp.merge_proportional(problem)
+    assert small.shape[0] == 4 and list(members) == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert np.allclose(beta, [1, 1, 1, 1, 0.5, 2.0, 3.0, 1.0])
+    merged = solve_cover(problem, time_limit_s=20)
+    assert merged.method.endswith("+merged")
+    _assert_feasible(problem, merged)
+    monkeypatch.setattr(bp, "merge_proportional", lambda *a, **k: None)
+    plain = solve_cover(problem, time_limit_s=20)
+    assert merged.result.status == plain.result.status == "optimal"
+    assert merged.cost_per_hour == pytest.approx(plain.cost_per_hour, rel=1e-9)
+    # slices are whole per demand: no merging
+    assert bp.merge_proportional(CoverProblem(problem.options, cap, rates, slices=2)) is None
+
+
 def test_mip_start_is_used_and_changes_no_proof():
     import pulp
 
