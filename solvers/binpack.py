@@ -915,20 +915,22 @@ def _period_rounding(problem: CoverProblem, relax: _LpRelaxation, time_limit_s: 
     load = problem.rates.sum(axis=0)
     order = [int(t) for t in np.argsort(-load, kind="stable") if load[t] > 0]
     if workers > 1 and len(order) > 1:
-        got_all = _periods_in_parallel(problem, order, reserved, time_limit_s, threads, gap_rel,
+        results = _periods_in_parallel(problem, order, reserved, time_limit_s, threads, gap_rel,
                                        workers)
-        if got_all is None:
-            return None
-        for t, got in zip(order, got_all):
-            on_demand[:, t], spot[:, t], routing[:, :, t] = got
-    for n, t in enumerate(order if workers <= 1 or len(order) <= 1 else []):
-        left = time_limit_s - (time.perf_counter() - start)
-        if left <= 0.05:
-            return None
-        share = load[t] / max(float(load[order[n:]].sum()), 1e-300)
-        got = _period_solve(problem, t, reserved, max(0.05, left * share), threads, gap_rel)
-        if got is None:
-            return None
+    else:
+        results = []
+        for n, t in enumerate(order):
+            left = time_limit_s - (time.perf_counter() - start)
+            share = load[t] / max(float(load[order[n:]].sum()), 1e-300)
+            got = None if left <= 0.05 else _period_solve(problem, t, reserved,
+                                                           max(0.05, left * share), threads,
+                                                           gap_rel)
+            if got is None:
+                return None
+            results.append(got)
+    if results is None:
+        return None
+    for t, got in zip(order, results):
         on_demand[:, t], spot[:, t], routing[:, :, t] = got
     # re-choose reserved levels from the count profiles (same counts per period: routing,
     # quotas and spot cap stay satisfied as long as no idle reserved instance breaks a quota)
