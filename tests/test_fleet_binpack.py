@@ -237,6 +237,42 @@ def test_period_decomposition_on_two_processes(monkeypatch):
     assert sol.result.bound <= exact.cost_per_hour + 1e-9 <= sol.cost_per_hour + 2e-9
 
 
+def test_independent_periods_are_proven_by_their_own_milps(monkeypatch):
+    """Without a reserved class nothing ties the periods together: the per-period MILPs
+    alone prove the optimum (the sum of their bounds bounds the cover), no full MILP needed."""
+    import solvers.binpack as bp
+
+    base = _random_periods_problem(5, D=6, T=8)
+    opts = [CoverOption(o.name, o.group, o.units,
+                        {c: p for c, p in o.prices.items() if c != "reserved"})
+            for o in base.options]
+    problem = CoverProblem(opts, base.capacity, base.rates, quotas=base.quotas,
+                           spot_max_fraction=base.spot_max_fraction,
+                           spot_capacity_factor=base.spot_capacity_factor)
+    assert bp._periods_independent(problem) and not bp._periods_independent(base)
+    monkeypatch.setattr(bp, "START_MILP_COLUMNS", 0)  # decomposition alone
+    sol = solve_cover(problem, time_limit_s=20)
+    assert sol.method.startswith("lp+period-rounding")
+    _assert_feasible(problem, sol)
+    assert sol.result.status == "optimal" and sol.result.gap == 0.0
+    # each period solved on its own by the plain MILP: the weighted sum of their optima
+    w = problem.period_weights
+    alone = [solve_cover(CoverProblem(opts, problem.capacity, problem.rates[:, [t]],
+                                      quotas=problem.quotas,
+                                      spot_max_fraction=problem.spot_max_fraction,
+                                      spot_capacity_factor=problem.spot_capacity_factor),
+                         time_limit_s=20) for t in range(problem.shape[2])]
+    assert all(a.result.status == "optimal" for a in alone)
+    assert sol.cost_per_hour == pytest.approx(sum(wt * a.cost_per_hour for wt, a in zip(w, alone)),
+                                              rel=1e-9)
+    # the whole-horizon MILP cannot do better (here it cannot even prove it in a few seconds)
+    monkeypatch.setattr(bp, "DECOMPOSE_PERIODS", 10**9)
+    plain = solve_cover(problem, time_limit_s=3)
+    assert plain.method.startswith("milp")
+    assert plain.cost_per_hour >= sol.cost_per_hour - 1e-9
+    assert plain.result.bound <= sol.cost_per_hour + 1e-9
+
+
 def test_proportional_demands_merge_exactly(monkeypatch):
     import solvers.binpack as bp
 
