@@ -759,10 +759,12 @@ def _array_model(problem: CoverProblem, *, periods: np.ndarray | None = None,
 
 
 def _run_highs(model: _ArrayModel, *, integer: bool, time_limit_s: float,
-               threads: int | None, gap_rel: float = 1e-4):
+               threads: int | None, gap_rel: float = 1e-4, start: np.ndarray | None = None):
     """Solve an :class:`_ArrayModel` with highspy; returns the ``Highs`` object after ``run``.
 
-    ``integer``: count columns integer (a MILP), else the LP relaxation."""
+    ``integer``: count columns integer (a MILP), else the LP relaxation.  ``start``: a
+    feasible point (``[n]`` column values) handed to HiGHS as its first incumbent (it prunes
+    from the first node; the start changes no proof)."""
     import highspy
 
     a = model.a
@@ -782,8 +784,44 @@ def _run_highs(model: _ArrayModel, *, integer: bool, time_limit_s: float,
         idx = np.arange(model.nx, n, dtype=np.int32)
         h.changeColsIntegrality(len(idx), idx,
                                 np.full(len(idx), highspy.HighsVarType.kInteger))
+    if start is not None:
+        sol = highspy.HighsSolution()
+        sol.col_value = np.asarray(start, dtype=float)
+        sol.value_valid = True
+        h.setSolution(sol)
     h.run()
     return h
+
+
+def _model_point(model: _ArrayModel, reserved: np.ndarray, on_demand: np.ndarray,
+                 spot: np.ndarray, routing: np.ndarray) -> np.ndarray:
+    """A cover in array form as a column vector of ``model`` (built without fixed reserved
+    counts, over all periods)."""
+    counts = np.where(model.kind == 0, reserved[model.kj],
+                      np.where(model.kind == 1, on_demand[model.kj, model.kt],
+                               spot[model.kj, model.kt]))
+    return np.concatenate([routing[model.dd, model.jj, model.tt], counts.astype(float)])
+
+
+def _model_cover(problem: CoverProblem, model: _ArrayModel, x: np.ndarray) -> tuple:
+    """``(reserved [J], on_demand [J, T], spot [J, T], routing [D, J, T])`` of a column
+    vector of ``model`` (routing normalised per demand and period, as in :func:`_extract`)."""
+    D, J, T = problem.shape
+    counts = np.rint(x[model.nx:]).astype(int)
+    reserved = np.zeros(J, dtype=int)
+    on_demand, spot = np.zeros((J, T), dtype=int), np.zeros((J, T), dtype=int)
+    sel = model.kind == 0
+    reserved[model.kj[sel]] = counts[sel]
+    sel = model.kind == 1
+    on_demand[model.kj[sel], model.kt[sel]] = counts[sel]
+    sel = model.kind == 2
+    spot[model.kj[sel], model.kt[sel]] = counts[sel]
+    routing = np.zeros((D, J, T))
+    routing[model.dd, model.jj, model.tt] = np.clip(x[:model.nx], 0.0, 1.0)
+    routing = np.round(routing, 9)
+    sums = routing.sum(axis=1, keepdims=True)
+    routing = np.where(sums > 0, routing / np.where(sums > 0, sums, 1.0), 0.0)
+    return reserved, on_demand, spot, routing
 
 
 def _solve_lp_arrays(problem: CoverProblem, time_limit_s: float,
@@ -1304,21 +1342,26 @@ def _solve_by_periods(problem: CoverProblem, time_limit_s: float, backend: str, 
     left = time_limit_s - (time.perf_counter() - start)
     gap = relative_gap(best_cost, bound)
     if not big and left > 1.0 and (gap is None or gap > gap_rel + 1e-12):
-        lp, R, O, S, X = build_model(problem)
-        # the margin covers reading the solution back and building the plan arrays
-        left = time_limit_s - (time.perf_counter() - start) - 1.0
+        # the whole-horizon MILP from arrays (no PuLP: handing 100k columns over through
+        # PuLP took seconds past the limit), the incumbent as its start
+        model = _array_model(problem)
+        left = time_limit_s - (time.perf_counter() - start) - 0.5
         if left > 0.5:
-            third, improved = _milp_from_start(problem, lp, R, O, S, X, arrays, best_cost,
-                                               left, backend, gap_rel, threads)
-            if third.bound is not None:
-                bound = max(bound, min(third.bound, best_cost))
-            if improved is not None:
+            # stop a little inside the requested gap: the safety margin taken off HiGHS's
+            # bound must not push the reported gap past the request
+            h = _run_highs(model, integer=True, time_limit_s=left, threads=threads,
+                           gap_rel=0.99 * gap_rel, start=_model_point(model, *arrays))
+            info = h.getInfo()
+            if info.primal_solution_status == 2:  # kSolutionStatusFeasible
+                # solutions dearer than the incumbent are no better than it
+                bound = max(bound, min(_safe_bound(info.mip_dual_bound, problem), best_cost))
+                improved = _model_cover(problem, model, np.asarray(h.getSolution().col_value))
                 cost = objective_of(problem, *improved[:3])
                 if cost < best_cost - 1e-9:
                     arrays, best_cost, method = improved, cost, method + "+milp"
     if bound > best_cost:  # numerical noise on proven optima
         bound = best_cost
-    res = _honest(result, best_cost, bound, time.perf_counter() - start, f"{backend}+{method}",
+    res = _honest(result, best_cost, bound, time.perf_counter() - start, f"highs+{method}",
                   time_limit_s)
     reserved, on_demand, spot, routing = arrays
     return CoverSolution(reserved, on_demand, spot, routing, load_of(problem, routing),
