@@ -994,6 +994,7 @@ def _explain(fp, problem, keep, sol, body) -> list[str]:
                      "greedy cover (status heuristic)")
     notes.append(f"routing: {problem.routing}" + (" (one routing table for all periods; counts "
                  "change per period)" if problem.routing == "shared" else ""))
+    notes.append("solver: " + _method_words(sol.method))
     base = body.get("baseline_single_gpu")
     if base and base.get("gpu"):
         notes.append(f"best single GPU type {base['gpu']} costs {base['cost_per_hour']:.2f} $/h; "
@@ -1004,6 +1005,32 @@ def _explain(fp, problem, keep, sol, body) -> list[str]:
                      f"{m.slo.percentile:g} applied through each bucket's representative request "
                      f"size (the p-th percentile of its lengths)")
     return notes
+
+
+#: plain words for the parts of a cover solution's method (solvers.binpack)
+_METHOD_WORDS = {
+    "milp": "one MILP over the whole horizon",
+    "lp-rounding": "an incumbent rounded from the LP relaxation",
+    "start": "the MILP again from the best incumbent",
+    "lp": "the LP relaxation's bound",
+    "period-rounding": "per-period MILPs with reserved counts fixed from the LP (a period's own "
+                       "MILP bounds prove the plan when no reserved price ties periods together)",
+    "passes": "more passes from the reserved levels the last one settled on",
+    "merged": "demands with proportional capacity rows merged first (exact)",
+    "single-gpu-incumbent": "the best single-GPU-type plan, cheaper than the mix found in time",
+    "greedy": "the greedy cover",
+}
+
+
+def _method_words(method: str) -> str:
+    """``method`` (e.g. ``lp+period-rounding+milp+merged``) in words, steps in order."""
+    parts = method.split("+")
+    # the merge is a presolve: it comes first whatever its place in the name
+    first = [_METHOD_WORDS["merged"]] if "merged" in parts else []
+    # "milp" after the period rounding is the whole-horizon MILP from its incumbent
+    words = [_METHOD_WORDS["start"] if p == "milp" and i > 0 else _METHOD_WORDS.get(p, p)
+             for i, p in enumerate(parts) if p != "merged"]
+    return f"{method}: " + "; then ".join(first + words)
 
 
 # ---------------------------------------------------------------------------------- Mélange I/O

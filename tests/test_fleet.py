@@ -62,6 +62,14 @@ def test_plan_from_histogram_schema_and_stable_names():
     for p in plan["pools"]:
         assert p["capacity_source"].startswith("cost-model:")
         assert p["gpus_per_replica"] == p["shape"]["tp"] * p["shape"]["pp"]
+    # the explanations name the solver's method in words
+    said = [n for n in plan["explanations"] if n.startswith("solver: ")]
+    assert said == ["solver: " + fl._method_words(plan["solver"]["method"])]
+
+
+def test_method_words_put_the_presolve_first():
+    words = fl._method_words("lp+period-rounding+milp+merged")
+    assert words.index("merged first") < words.index("LP relaxation") < words.index("from the best")
 
 
 def test_plan_is_deterministic():
