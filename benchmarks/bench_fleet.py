@@ -9,7 +9,9 @@ Run: ``python -m benchmarks.bench_fleet [melange|scale|traces|all]`` (default al
    against problem size.  Target: proven optimal or gap <= 0.5% within 30 s on 2 cores.
 4. Real traces (Azure LLM inference 2023, code and conversation): Llama-3.1-8B and -70B under
    TPOT 50 ms / TTFT 1 s at p90 across the catalog's GPUs, from the cost models: savings against
-   the best single GPU type, and the per-period plan against provisioning for the peak.
+   the best single GPU type, and the per-period plan against provisioning for the peak.  With
+   on-demand prices alone the periods are independent; a third table adds reserved and spot
+   prices (the scale benchmark's recipe), which tie them together.
 """
 from __future__ import annotations
 
@@ -173,9 +175,20 @@ NVIDIA_GPUS = [g for g in TRACE_GPUS if g != "MI300X"]
 
 
 def bench_traces(period_s: float = 300.0, rate_scale: float = 10.0, gpus: list[str] | None = None,
-                 label: str = "all catalog GPUs") -> None:
+                 label: str = "all catalog GPUs", price_classes: bool = False) -> None:
+    """``price_classes``: add reserved (0.6x) and spot (0.35x, 90% capacity, at most 30% of
+    GPUs) prices to every type, the scale benchmark's recipe: the reserved baseline then ties
+    the periods together (with on-demand prices alone they are independent problems)."""
     gpus = gpus or TRACE_GPUS
+    from hardware.catalog import get_accelerator
     from planner.fleet import FleetRequest, build_problem, plan_from_problem
+
+    def gpu_entry(name: str) -> dict:
+        if not price_classes:
+            return {"name": name}
+        od = get_accelerator(name).price_per_hour
+        return {"name": name, "reserved_price_per_hour": 0.6 * od,
+                "spot_price_per_hour": 0.35 * od}
 
     data = shared_data_dir() / "azure-llm-inference-2023"
     rows = []
@@ -188,7 +201,8 @@ def bench_traces(period_s: float = 300.0, rate_scale: float = 10.0, gpus: list[s
                                          "input_edges": [0, 512, 1024, 2048, 4096, 8192],
                                          "output_edges": [0, 32, 128, 512, 2048]},
                             "slo": {"ttft_s": 1.0, "tpot_s": 0.05, "percentile": 90}}],
-                "gpus": [{"name": g} for g in gpus],
+                "gpus": [gpu_entry(g) for g in gpus],
+                "spot": {"max_fraction": 0.3, "capacity_factor": 0.9} if price_classes else {},
                 "solver": {"time_limit_s": 30},
             })
             start = time.perf_counter()
@@ -212,8 +226,10 @@ def bench_traces(period_s: float = 300.0, rate_scale: float = 10.0, gpus: list[s
                          "save_vs_peak_%": None if not peak.get("feasible") else round(100 * peak["savings_fraction"], 1),
                          "status": plan["solver"]["status"], "gap": plan["solver"]["gap"],
                          "capacity_s": round(cap_s, 1), "total_s": round(wall, 1)})
+    prices = ("catalog on-demand prices with reserved 0.6x and spot 0.35x (at most 30% of GPUs)"
+              if price_classes else "catalog on-demand prices")
     print_table(rows, f"Azure 2023 traces x{rate_scale:g} rate, {period_s:g}-s periods, TPOT 50 ms / "
-                      f"TTFT 1 s at p90, cost-model capacity, catalog on-demand prices, {label}")
+                      f"TTFT 1 s at p90, cost-model capacity, {prices}, {label}")
 
 
 def main(argv: list[str]) -> None:
@@ -225,6 +241,7 @@ def main(argv: list[str]) -> None:
     if what in ("traces", "all"):
         bench_traces()
         bench_traces(gpus=NVIDIA_GPUS, label="NVIDIA only")
+        bench_traces(gpus=NVIDIA_GPUS, label="NVIDIA only", price_classes=True)
 
 
 if __name__ == "__main__":
