@@ -389,6 +389,14 @@ def _add_links(problem: CoverProblem, lp: pulp.LpProblem, R, O, S, X) -> None:
             f"linkx_{d}_{j}_{t}", 0.0)
 
 
+def _clean_routing(routing: np.ndarray) -> np.ndarray:
+    """Routing fractions ``[D, J, T]`` rounded to 1e-9 and renormalised per demand and period:
+    solver dust removed so that plans are reproducible byte for byte."""
+    routing = np.round(routing, 9)
+    sums = routing.sum(axis=1, keepdims=True)
+    return np.where(sums > 0, routing / np.where(sums > 0, sums, 1.0), 0.0)
+
+
 def _extract(problem: CoverProblem, R, O, S, X) -> tuple[np.ndarray, ...]:
     D, J, T = problem.shape
     reserved = np.zeros(J, dtype=int)
@@ -406,10 +414,7 @@ def _extract(problem: CoverProblem, R, O, S, X) -> tuple[np.ndarray, ...]:
         val = (v.varValue or 0.0) / scale
         if val > 1e-9:
             routing[d, j, t] = val
-    # clean numerical dust so that plans are reproducible byte for byte
-    routing = np.round(routing, 9)
-    sums = routing.sum(axis=1, keepdims=True)
-    routing = np.where(sums > 0, routing / np.where(sums > 0, sums, 1.0), 0.0)
+    routing = _clean_routing(routing)
     return reserved, on_demand, spot, routing
 
 
@@ -818,9 +823,7 @@ def _model_cover(problem: CoverProblem, model: _ArrayModel, x: np.ndarray) -> tu
     spot[model.kj[sel], model.kt[sel]] = counts[sel]
     routing = np.zeros((D, J, T))
     routing[model.dd, model.jj, model.tt] = np.clip(x[:model.nx], 0.0, 1.0)
-    routing = np.round(routing, 9)
-    sums = routing.sum(axis=1, keepdims=True)
-    routing = np.where(sums > 0, routing / np.where(sums > 0, sums, 1.0), 0.0)
+    routing = _clean_routing(routing)
     return reserved, on_demand, spot, routing
 
 
@@ -1010,9 +1013,7 @@ def _period_rounding(problem: CoverProblem, relax: _LpRelaxation, time_limit_s: 
                 if np.any(used + extra_units > problem.quotas[g] + 1e-9):
                     continue
         reserved[j], on_demand[j] = r, new_od
-    routing = np.round(routing, 9)
-    sums = routing.sum(axis=1, keepdims=True)
-    routing = np.where(sums > 0, routing / np.where(sums > 0, sums, 1.0), 0.0)
+    routing = _clean_routing(routing)
     return (reserved, on_demand, spot, routing), bound
 
 
@@ -1263,12 +1264,14 @@ def _routing_columns(problem: CoverProblem) -> int:
 
 def _solve_by_periods(problem: CoverProblem, time_limit_s: float, backend: str, gap_rel: float,
                       threads: int | None, workers: int = 1) -> CoverSolution | None:
-    """Large per-period models: LP bound, per-period rounding, then (if small enough) the MILP.
+    """Per-period models with many columns or periods: LP bound, per-period rounding, then (if
+    small enough) the whole-horizon MILP.
 
     1. The LP relaxation, built from arrays and solved by HiGHS (:func:`_solve_lp_arrays`).
        Its value is the reported lower bound: every integer cover is feasible for the LP, so
        no cover costs less (made safe against tolerances by :func:`_safe_bound`).
-    2. An incumbent from :func:`_period_rounding`: reserved counts from the LP, then each
+    2. An incumbent from :func:`_period_rounding`: reserved counts from the LP (rounded down,
+       and where a pass is cheap also to nearest and up: the cheapest cover wins), then each
        period's on-demand / spot counts and routing by a small exact-ish MILP per period.
        Where no option offers reserved instances the periods are independent problems:
        their MILPs then run to the requested gap, and where each ran over all its columns
