@@ -896,15 +896,10 @@ def _period_solve(problem: CoverProblem, t: int, reserved: np.ndarray, time_limi
                    gap_rel=gap_rel)
     if h.getInfo().primal_solution_status != 2:  # kSolutionStatusFeasible
         return None
-    x = np.asarray(h.getSolution().col_value)
-    counts = np.rint(x[model.nx:]).astype(int)
-    on_demand, spot = np.zeros(J, dtype=int), np.zeros(J, dtype=int)
-    on_demand[model.kj[model.kind == 1]] = counts[model.kind == 1]
-    spot[model.kj[model.kind == 2]] = counts[model.kind == 2]
-    routing = np.zeros((D, J))
-    routing[model.dd, model.jj] = np.clip(x[:model.nx], 0.0, 1.0)
+    _, on_demand, spot, routing = _model_cover(problem, model,
+                                               np.asarray(h.getSolution().col_value))
     bound = float(h.getInfo().mip_dual_bound) if model is full else None
-    return on_demand, spot, routing, bound
+    return on_demand[:, t], spot[:, t], routing[:, :, t], bound
 
 
 def _periods_in_parallel(problem: CoverProblem, order: list[int], reserved: np.ndarray,
@@ -1093,8 +1088,7 @@ def solve_cover(problem: CoverProblem, *, time_limit_s: float | None = 30.0,
             and time_limit_s is not None
             and (_routing_columns(problem) > DECOMPOSE_COLUMNS
                  or problem.shape[2] >= DECOMPOSE_PERIODS)):
-        decomposed = _solve_by_periods(problem, time_limit_s, backend, gap_rel, threads,
-                                       workers)
+        decomposed = _solve_by_periods(problem, time_limit_s, gap_rel, threads, workers)
         if decomposed is not None:
             return decomposed
     lp, R, O, S, X = build_model(problem)
@@ -1253,7 +1247,9 @@ def _milp_from_start(problem, lp, R, O, S, X, best, best_cost, time_limit_s, bac
 DECOMPOSE_COLUMNS = 20_000
 DECOMPOSE_PERIODS = 6
 #: ... and get the full MILP (with the decomposition's incumbent as a start) for the time left
-#: only up to this many columns (beyond it, building the PuLP model alone eats the time)
+#: only up to this many columns; beyond it the improvement passes get the time (set when that
+#: MILP went through PuLP, whose hand-over alone ate the limit; not re-measured since it runs
+#: from arrays)
 START_MILP_COLUMNS = 150_000
 
 
@@ -1262,7 +1258,7 @@ def _routing_columns(problem: CoverProblem) -> int:
     return int((cap > 0).sum(axis=1) @ (rates > 0).sum(axis=1))
 
 
-def _solve_by_periods(problem: CoverProblem, time_limit_s: float, backend: str, gap_rel: float,
+def _solve_by_periods(problem: CoverProblem, time_limit_s: float, gap_rel: float,
                       threads: int | None, workers: int = 1) -> CoverSolution | None:
     """Per-period models with many columns or periods: LP bound, per-period rounding, then (if
     small enough) the whole-horizon MILP.
@@ -1341,7 +1337,7 @@ def _solve_by_periods(problem: CoverProblem, time_limit_s: float, backend: str, 
         arrays, best_cost = more, cost
         method = "lp+period-rounding+passes"
     result = SolveResult("feasible", best_cost, bound, relative_gap(best_cost, bound),
-                         0.0, backend, time_limit_s)
+                         0.0, "highs", time_limit_s)
     left = time_limit_s - (time.perf_counter() - start)
     gap = relative_gap(best_cost, bound)
     if not big and left > 1.0 and (gap is None or gap > gap_rel + 1e-12):

@@ -265,7 +265,7 @@ def test_independent_periods_are_proven_by_their_own_milps(monkeypatch):
     assert all(a.result.status == "optimal" for a in alone)
     assert sol.cost_per_hour == pytest.approx(sum(wt * a.cost_per_hour for wt, a in zip(w, alone)),
                                               rel=1e-9)
-    # the whole-horizon MILP cannot do better (here it cannot even prove it in a few seconds)
+    # the whole-horizon MILP cannot do better (measured: it does not prove it in 20 s)
     monkeypatch.setattr(bp, "DECOMPOSE_PERIODS", 10**9)
     plain = solve_cover(problem, time_limit_s=3)
     assert plain.method.startswith("milp")
