@@ -867,13 +867,11 @@ def _savings(base: dict[str, Any], cost: float) -> dict[str, Any]:
     return out
 
 
-def _adopt(problem: CoverProblem, keep: list[int], sol: CoverSolution, other_keep: list[int],
-           other: CoverSolution) -> CoverSolution | None:
-    """``other`` (a solution over a subset of the options, e.g. one GPU type) as a solution of
-    ``problem`` when it is cheaper than ``sol``: the MILP's incumbent is replaced, its bound is
-    kept, and the gap recomputed."""
-    if other.cost_per_hour >= sol.cost_per_hour - 1e-9:
-        return None
+def _embed(problem: CoverProblem, keep: list[int], other_keep: list[int],
+           other: CoverSolution) -> tuple | None:
+    """``other`` (a solution over the options ``other_keep``, e.g. one GPU type's) as arrays
+    ``(reserved, on_demand, spot, routing)`` over ``problem``'s options ``keep``; ``None``
+    when ``other`` uses an option ``problem`` lacks."""
     where = {k: c for c, k in enumerate(keep)}
     if any(k not in where for k in other_keep):
         return None
@@ -888,8 +886,30 @@ def _adopt(problem: CoverProblem, keep: list[int], sol: CoverSolution, other_kee
         on_demand[m] = other.on_demand[c]
         spot[m] = other.spot[c]
         routing[:, m, :] = other.routing[:, c, :]
+    return reserved, on_demand, spot, routing
+
+
+def _adopt(problem: CoverProblem, keep: list[int], sol: CoverSolution, other_keep: list[int],
+           other: CoverSolution) -> CoverSolution | None:
+    """``other`` (a solution over a subset of the options, e.g. one GPU type) as a solution of
+    ``problem`` when it is cheaper than ``sol``: the MILP's incumbent is replaced, its bound is
+    kept, and the gap recomputed."""
+    if other.cost_per_hour >= sol.cost_per_hour - 1e-9:
+        return None
+    arrays = _embed(problem, keep, other_keep, other)
+    if arrays is None:
+        return None
+    return _with_cost_facts(problem, arrays, sol, sol.method + "+single-gpu-incumbent")
+
+
+def _with_cost_facts(problem: CoverProblem, arrays: tuple, sol: CoverSolution,
+                     method: str) -> CoverSolution:
+    """A cover ``arrays`` with solver facts about its cost: ``sol``'s bound and time, the gap
+    recomputed, "optimal" only when the cost meets the bound."""
     from solvers.binpack import load_of, objective_of
     from solvers.milp import SolveResult, relative_gap
+
+    reserved, on_demand, spot, routing = arrays
     cost = objective_of(problem, reserved, on_demand, spot)
     r = sol.result
     gap = relative_gap(cost, r.bound)
@@ -897,7 +917,43 @@ def _adopt(problem: CoverProblem, keep: list[int], sol: CoverSolution, other_kee
     res = SolveResult(status, cost, r.bound, 0.0 if status == "optimal" else gap, r.time_s,
                       r.backend, r.time_limit_s)
     return CoverSolution(reserved, on_demand, spot, routing, load_of(problem, routing), cost, res,
-                         sol.method + "+single-gpu-incumbent")
+                         method)
+
+
+def _replan(fp: FleetProblem, problem: CoverProblem, keep: list[int], sol: CoverSolution,
+            previous: dict[str, Any], previous_file: str | None, keep_within: float,
+            time_limit_s: float) -> tuple[CoverProblem, list[int], CoverSolution, dict[str, Any]]:
+    """The plan nearest to ``previous`` within ``keep_within`` of the cheapest one (``sol``):
+    ``(problem, keep, solution, replan section)`` over every option (none pruned: the plan in
+    place may use one the cheapest search dropped as dominated)."""
+    from planner.replan import previous_counts, transition
+    from solvers.binpack import closest_cover, units_changed
+
+    full, full_keep = _cover_problem(fp, prune=False)
+    cheapest = _embed(full, full_keep, keep, sol)
+    before, retired = previous_counts(previous, full, full_keep, fp.options, previous_file)
+    gone = sum(r["gpus"] for r in retired)
+    cap = sol.cost_per_hour * (1.0 + keep_within)
+    near = closest_cover(full, before, cost_cap=cap, start=cheapest, time_limit_s=time_limit_s,
+                         gap_rel=fp.request.solver.gap_rel)
+    names = [fp.options[j].group_id for j in full_keep]
+    section = {
+        "previous": {"file": Path(previous_file).name if previous_file else None,
+                     "inputs_sha256": (previous.get("metadata") or {}).get("inputs_sha256"),
+                     "cost_per_hour": previous.get("cost_per_hour")},
+        "keep_within": keep_within,
+        "cheapest_cost_per_hour": sol.cost_per_hour,
+        "cost_per_hour": near.cost_per_hour,
+        "extra_cost_per_hour": near.cost_per_hour - sol.cost_per_hour,
+        "gpus_changed": near.result.objective + gone,
+        "gpus_changed_by_cheapest": units_changed(full, before, cheapest[:3]) + gone,
+        "retired_pools": retired,
+        "solver": near.result.to_dict(),
+        "transition": transition(full, names, before, (near.reserved, near.on_demand, near.spot),
+                                 retired),
+    }
+    return full, full_keep, _with_cost_facts(full, (near.reserved, near.on_demand, near.spot,
+                                                    near.routing), sol, sol.method + "+closest"), section
 
 
 def _peak_provisioning(fp: FleetProblem, cost: float, time_limit_s: float) -> dict[str, Any] | None:
@@ -918,8 +974,15 @@ def _peak_provisioning(fp: FleetProblem, cost: float, time_limit_s: float) -> di
 
 
 def plan_fleet(req: FleetRequest | dict, *, file: str | None = None,
-               time_limit_s: float | None = None, inputs: Any = None) -> dict[str, Any]:
+               time_limit_s: float | None = None, inputs: Any = None,
+               previous: dict[str, Any] | None = None, previous_file: str | None = None,
+               keep_within: float | None = None) -> dict[str, Any]:
     """Plan a fleet; returns the ``FleetPlan`` as plain data (envelope included).
+
+    ``previous``: the ``FleetPlan`` in place (as read by :func:`planner.plan.load_plan`): the
+    plan is then the one nearest to it among those costing at most ``1 + keep_within``
+    (default :data:`planner.replan.DEFAULT_KEEP_WITHIN`) times the cheapest (see
+    :mod:`planner.replan`), with a ``replan`` section saying what moves and in which order.
 
     Raises:
         InputError: malformed request or workload.
@@ -932,13 +995,20 @@ def plan_fleet(req: FleetRequest | dict, *, file: str | None = None,
             raise _validation_error(exc, file) from None
     fp = build_problem(req, file=file)
     return plan_from_problem(fp, time_limit_s=time_limit_s,
-                             inputs=inputs if inputs is not None else req.model_dump(mode="json"))
+                             inputs=inputs if inputs is not None else req.model_dump(mode="json"),
+                             previous=previous, previous_file=previous_file,
+                             keep_within=keep_within)
 
 
 def plan_from_problem(fp: FleetProblem, *, time_limit_s: float | None = None,
-                      inputs: Any = None) -> dict[str, Any]:
+                      inputs: Any = None, previous: dict[str, Any] | None = None,
+                      previous_file: str | None = None,
+                      keep_within: float | None = None) -> dict[str, Any]:
+    from planner.replan import DEFAULT_KEEP_WITHIN, check_keep_within
+
     req = fp.request
     limit = time_limit_s or req.solver.time_limit_s
+    keep_within = check_keep_within(DEFAULT_KEEP_WITHIN if keep_within is None else keep_within)
     problem, keep, sol = solve_problem(fp, time_limit_s=limit)
     base_limit = max(1.0, min(limit / 4, 10.0))
     base = None
@@ -949,6 +1019,10 @@ def plan_from_problem(fp: FleetProblem, *, time_limit_s: float | None = None,
             adopted = _adopt(problem, keep, sol, *best_single)
             if adopted is not None:
                 sol = adopted
+    replan = None
+    if previous is not None:
+        problem, keep, sol, replan = _replan(fp, problem, keep, sol, previous, previous_file,
+                                             keep_within, limit)
     cost = sol.cost_per_hour
     T = problem.shape[2]
     tokens = _tokens_per_hour(fp)
@@ -971,6 +1045,8 @@ def plan_from_problem(fp: FleetProblem, *, time_limit_s: float | None = None,
                                    "periods": T}},
     }
     body["gpus"] = {g: n for g, n in body["gpus"].items() if n > 0}
+    if replan is not None:
+        body["replan"] = replan
     if T > 1:
         body["periods"] = _periods(fp, problem, keep, sol)
         body["period_s"] = fp.period_s
@@ -995,6 +1071,14 @@ def _explain(fp, problem, keep, sol, body) -> list[str]:
     notes.append(f"routing: {problem.routing}" + (" (one routing table for all periods; counts "
                  "change per period)" if problem.routing == "shared" else ""))
     notes.append("solver: " + _method_words(sol.method))
+    rp = body.get("replan")
+    if rp is not None:
+        notes.append(f"re-planned against {rp['previous']['file'] or 'the plan in place'}: "
+                     f"{rp['gpus_changed']:g} GPUs change (the cheapest plan would change "
+                     f"{rp['gpus_changed_by_cheapest']:g}) for {rp['extra_cost_per_hour']:+.2f} $/h, "
+                     f"within {100 * rp['keep_within']:g}% of the cheapest; grow "
+                     f"{len(rp['transition']['grow_first'])} pools first, shrink "
+                     f"{len(rp['transition']['shrink_after'])} after the routing switch")
     base = body.get("baseline_single_gpu")
     if base and base.get("gpu"):
         notes.append(f"best single GPU type {base['gpu']} costs {base['cost_per_hour']:.2f} $/h; "
@@ -1019,6 +1103,7 @@ _METHOD_WORDS = {
     "merged": "demands with proportional capacity rows merged first (exact)",
     "single-gpu-incumbent": "the best single-GPU-type plan, cheaper than the mix found in time",
     "greedy": "the greedy cover",
+    "closest": "the plan nearest to the one in place within the cost allowance (re-planning)",
 }
 
 

@@ -1396,6 +1396,85 @@ def quota_shortfall(problem: CoverProblem, *, time_limit_s: float | None = 10.0
             if (v.varValue or 0) > 0.5}
 
 
+def units_changed(problem: CoverProblem, a: tuple, b: tuple) -> float:
+    """Quota units (GPUs) that differ between two covers' counts ``(reserved [J], on_demand
+    [J, T], spot [J, T])``, added plus removed per option and price class; per-period classes
+    are averaged over the horizon with the period weights, reserved counts (held throughout)
+    count once."""
+    units = np.array([float(o.units) for o in problem.options])
+    w = problem.period_weights
+    total = float(units @ np.abs(np.asarray(a[0], float) - np.asarray(b[0], float)))
+    for k in (1, 2):
+        total += float(units @ (np.abs(np.asarray(a[k], float) - np.asarray(b[k], float)) @ w))
+    return total
+
+
+def closest_cover(problem: CoverProblem, previous: tuple, *, cost_cap: float, start: tuple,
+                  time_limit_s: float | None = 30.0, gap_rel: float = 1e-6,
+                  threads: int | None = None) -> CoverSolution:
+    """The cover nearest to ``previous`` among those costing at most ``cost_cap`` $/h: stable
+    re-planning (a new plan that moves as few instances as its cost allowance permits).
+
+    Same variables and rows as :func:`build_model`, plus one deviation column per count,
+    ``dev >= |count - previous count|``; the objective is :func:`units_changed` against
+    ``previous`` (a count in a class the problem no longer offers is a fixed removal, a
+    constant), and the cost becomes a row, ``cost <= cost_cap``.
+
+    Args:
+        previous: ``(reserved [J], on_demand [J, T], spot [J, T])`` counts of the cover in
+            place, over this problem's options.
+        cost_cap: average $/h allowed (e.g. the cheapest cover's cost times 1.02).
+        start: ``(reserved, on_demand, spot, routing)`` of a cover within the cap (e.g. the
+            cheapest one found): the MIP start, and the answer when the solver finds nothing
+            better in time.
+    Returns a :class:`CoverSolution` whose ``result`` is about the units changed (status,
+    objective = units changed, bound, gap), not about cost."""
+    begin = time.perf_counter()
+    D, J, T = problem.shape
+    lp, R, O, S, X = build_model(problem)
+    cost = lp.objective
+    lp += pulp.LpConstraint(cost, pulp.LpConstraintLE, "cost_cap", float(cost_cap))
+    units = [float(o.units) for o in problem.options]
+    w = problem.period_weights
+    prev_r, prev_od, prev_spot = (np.asarray(a, dtype=float) for a in previous)
+    terms, constant = [], 0.0
+    for name, variables, prev, weight in (
+            ("r", {(j, -1): v for j, v in R.items()}, lambda j, t: prev_r[j], lambda t: 1.0),
+            ("o", O, lambda j, t: prev_od[j, t], lambda t: w[t]),
+            ("s", S, lambda j, t: prev_spot[j, t], lambda t: w[t])):
+        for (j, t), v in variables.items():
+            dev = pulp.LpVariable(f"dev_{name}_{j}_{t}", 0, None)
+            p = float(prev(j, t))
+            lp += pulp.LpConstraint(dev - v, pulp.LpConstraintGE, f"up_{name}_{j}_{t}", -p)
+            lp += pulp.LpConstraint(dev + v, pulp.LpConstraintGE, f"down_{name}_{j}_{t}", p)
+            terms.append((dev, units[j] * weight(t)))
+    # counts in classes the problem does not offer must all go
+    for j in range(J):
+        constant += 0.0 if j in R else units[j] * prev_r[j]
+        for t in range(T):
+            constant += 0.0 if (j, t) in O else units[j] * prev_od[j, t] * w[t]
+            constant += 0.0 if (j, t) in S else units[j] * prev_spot[j, t] * w[t]
+    lp.setObjective(pulp.LpAffineExpression(terms, constant=constant))
+    values = _start_values(problem, R, O, S, X, start)
+    result = solve_pulp_with_start(lp, values, time_limit_s=time_limit_s, gap_rel=gap_rel,
+                                   threads=threads)
+    arrays = _extract(problem, R, O, S, X) if result.has_solution else None
+    if arrays is None or objective_of(problem, *arrays[:3]) > cost_cap * (1 + 1e-9) + 1e-9:
+        arrays = start  # nothing (within the cap) in time: the start stands
+    moved = units_changed(problem, previous, arrays[:3])
+    bound = result.bound
+    if bound is not None:
+        bound = min(max(bound, 0.0), moved)
+    gap = relative_gap(moved, bound) if moved > 1e-9 else (0.0 if bound is not None else None)
+    status = "optimal" if gap is not None and gap <= 1e-6 else (
+        "feasible" if result.has_solution else "heuristic")
+    res = SolveResult(status, moved, bound, 0.0 if status == "optimal" else gap,
+                      time.perf_counter() - begin, result.backend, time_limit_s)
+    reserved, on_demand, spot, routing = arrays
+    return CoverSolution(reserved, on_demand, spot, routing, load_of(problem, routing),
+                         objective_of(problem, reserved, on_demand, spot), res, "closest-milp")
+
+
 def dominated_options(problem: CoverProblem) -> list[int]:
     """Options that can be dropped without changing the optimum.
 

@@ -310,3 +310,62 @@ def test_mip_start_is_used_and_changes_no_proof():
     for start in ({x: 15, y: 0}, {"y": 2}, {}):  # full, partial (by name), none
         r = solve_pulp_with_start(p, start)
         assert r.status == "optimal" and r.objective == pytest.approx(7.34) and r.gap == 0.0
+
+
+# ---------------------------------------------------------------- stable re-planning
+
+
+def _counts(sol):
+    return sol.reserved, sol.on_demand, sol.spot
+
+
+def _arrays(sol):
+    return sol.reserved, sol.on_demand, sol.spot, sol.routing
+
+
+def test_closest_cover_keeps_a_cover_that_is_still_cheapest():
+    from solvers.binpack import closest_cover
+
+    problem = _random_periods_problem(seed=3)
+    sol = solve_cover(problem, time_limit_s=20)
+    near = closest_cover(problem, _counts(sol), cost_cap=sol.cost_per_hour, start=_arrays(sol))
+    assert near.result.status == "optimal" and near.result.objective == 0.0
+    for a, b in zip(_counts(near), _counts(sol)):
+        assert np.array_equal(a, b)
+
+
+def test_closest_cover_moves_fewer_units_than_the_cheapest_within_its_cap():
+    from solvers.binpack import closest_cover, units_changed
+
+    before = _random_periods_problem(seed=4)
+    old = solve_cover(before, time_limit_s=20)
+    after = _random_periods_problem(seed=4)
+    after.rates = after.rates * 1.15  # the load grew
+    new = solve_cover(after, time_limit_s=20)
+    cheapest_moves = units_changed(after, _counts(old), _counts(new))
+    for allowance in (0.0, 0.05, 0.5):
+        cap = new.cost_per_hour * (1 + allowance)
+        near = closest_cover(after, _counts(old), cost_cap=cap, start=_arrays(new))
+        _assert_feasible(after, near)
+        assert near.cost_per_hour <= cap + 1e-9
+        assert near.result.objective == pytest.approx(units_changed(after, _counts(old), _counts(near)))
+        assert near.result.objective <= cheapest_moves + 1e-9
+        assert near.result.bound <= near.result.objective + 1e-9
+    # a generous allowance keeps strictly more in place on this instance
+    tight = closest_cover(after, _counts(old), cost_cap=new.cost_per_hour, start=_arrays(new))
+    loose = closest_cover(after, _counts(old), cost_cap=new.cost_per_hour * 1.5, start=_arrays(new))
+    assert loose.result.objective < tight.result.objective
+
+
+def test_closest_cover_drops_what_is_no_longer_offered():
+    from solvers.binpack import closest_cover, units_changed
+
+    problem = _toy(slices=None)
+    sol = solve_cover(problem)
+    # the cover in place also ran 2 spot A100s, a class the problem no longer offers
+    spot = sol.spot.copy()
+    spot[1, 0] = 2
+    near = closest_cover(problem, (sol.reserved, sol.on_demand, spot), cost_cap=100.0,
+                         start=_arrays(sol))
+    assert near.result.objective == pytest.approx(2.0)  # both must go; nothing else moves
+    assert units_changed(problem, _counts(sol), _counts(near)) == 0

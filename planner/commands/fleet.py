@@ -14,6 +14,11 @@ def fleet(
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON on stdout (only JSON)."),
     time_limit: float = typer.Option(None, "--time-limit", help="Solver time limit in seconds."),
     melange: Path = typer.Option(None, "--melange", help="Solve a Mélange config JSON directly."),
+    previous: Path = typer.Option(None, "--previous", help="The FleetPlan in place: re-plan "
+                                  "moving as few GPUs as the cost allowance permits."),
+    keep_within: float = typer.Option(None, "--keep-within", help="With --previous: share of "
+                                      "the cheapest plan's cost that may be spent to keep pools "
+                                      "in place (default 0.02)."),
 ) -> None:
     """Plan the cheapest GPU mix, TP/PP shapes and routing that meet the SLOs."""
     from planner import fleet as fl
@@ -25,14 +30,26 @@ def fleet(
     if (request is None) == (melange is None):
         raise InputError("give a request file or --melange CONFIG.json (exactly one)",
                          field="REQUEST", expected="planner fleet REQUEST.yaml -o plan.yaml")
+    if keep_within is not None and previous is None:
+        raise InputError("--keep-within needs --previous", field="--keep-within",
+                         expected="planner fleet REQUEST.yaml --previous plan.yaml --keep-within 0.02")
     if melange is not None:
+        if previous is not None:
+            raise InputError("--previous works with a fleet request, not --melange",
+                             field="--previous", expected="planner fleet REQUEST.yaml --previous plan.yaml")
         plan = fl.plan_melange(melange, time_limit_s=time_limit)
         inputs = [melange]
     else:
+        from planner.plan import load_plan
+
+        before = None if previous is None else load_plan(previous, kinds=["FleetPlan"])
         req, hashed = fl.request_from_file(request)
-        plan = fl.plan_fleet(req, file=str(request), time_limit_s=time_limit, inputs=hashed)
+        plan = fl.plan_fleet(req, file=str(request), time_limit_s=time_limit, inputs=hashed,
+                             previous=before, previous_file=None if previous is None else str(previous),
+                             keep_within=keep_within)
         # traces are named relative to the request file
         inputs = [request] + [request.parent / m.workload.trace for m in req.models if m.workload.trace]
+        inputs += [previous] if previous is not None else []
     write_output(plan, output, inputs)
     if as_json:
         echo_json(plan)
@@ -55,6 +72,17 @@ def fleet(
     if peak.get("feasible"):
         typer.echo(f"provisioning every period for the peak: {peak['cost_per_hour']:.2f} $/h "
                    f"(the plan saves {100 * peak['savings_fraction']:.1f}%)")
+    rp = plan.get("replan")
+    if rp is not None:
+        tr = rp["transition"]
+        typer.echo(f"re-plan: {rp['gpus_changed']:g} GPUs change (cheapest plan: "
+                   f"{rp['gpus_changed_by_cheapest']:g}) for {rp['extra_cost_per_hour']:+.2f} $/h")
+        for step in tr["grow_first"]:
+            typer.echo(f"  grow   {step['pool']}: {step['from']} -> {step['to']}")
+        if tr["grow_first"] or tr["shrink_after"]:
+            typer.echo("  then switch the routing table")
+        for step in tr["shrink_after"]:
+            typer.echo(f"  shrink {step['pool']}: {step['from']} -> {step['to']}")
     if "melange_result" in plan:
         typer.echo(f"melange: {plan['melange_result']}")
 

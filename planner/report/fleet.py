@@ -3,7 +3,8 @@ headroom per pool, the per-period plan against the load curve, savings against s
 
 Reads only the plan's stable names (``cost_per_hour``, ``pools``, ``routing``, ``solver``,
 ``baseline_single_gpu``) plus optional sections (``periods``, ``peak_provisioning``, ``workload``,
-``slo``, ``capacity``, ``explanations``); anything absent is said to be absent, never filled in.
+``slo``, ``capacity``, ``explanations``, ``replan``); anything absent is said to be absent,
+never filled in.
 """
 from __future__ import annotations
 
@@ -270,6 +271,19 @@ def render(plan: dict[str, Any], source: str) -> str:
                    [(g.get("gpu"), g.get("feasible"), P.as_float(g.get("cost_per_hour")),
                      g.get("status") or g.get("reason")) for g in base.get("per_gpu") or []])),
     ]
+    rp = plan.get("replan")
+    if rp:
+        tr = rp.get("transition") or {}
+        steps = ([("1. grow", s.get("pool"), s.get("from"), s.get("to")) for s in tr.get("grow_first") or []]
+                 + [("2. switch routing", "-", "-", "-")]
+                 + [("3. shrink", s.get("pool"), s.get("from"), s.get("to")) for s in tr.get("shrink_after") or []])
+        sections.append(("Re-plan against the plan in place", H.cards([
+            ("GPUs changed", H.num(rp.get("gpus_changed"))),
+            ("the cheapest plan would change", H.num(rp.get("gpus_changed_by_cheapest"))),
+            ("extra cost", H.num(rp.get("extra_cost_per_hour"), "$/h")),
+            ("allowance", H.pct(rp.get("keep_within"))),
+            ("$/h during the switch", H.num(tr.get("cost_per_hour_during_switch"), "$/h"))])
+            + H.table(["step", "pool", "from", "to"], steps)))
     if plan.get("melange_result"):
         sections.append(("Mélange-format result", H.pre(str(plan["melange_result"]))))
     title = f"Fleet plan: {H.num(plan.get('cost_per_hour'), '$/h')}"
