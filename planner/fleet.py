@@ -127,6 +127,9 @@ class SolverSpec(_Spec):
     workers: int | None = Field(None, ge=1, description=(
         "processes for the per-period solves of large multi-period problems "
         "(default: one per available core, at most 4)"))
+    break_even: bool = Field(False, description=(
+        "also find, per GPU type, the price at which it enters or leaves the cheapest plan "
+        "(a few more MILPs per type)"))
 
 
 class FleetRequest(_Spec):
@@ -920,6 +923,26 @@ def _with_cost_facts(problem: CoverProblem, arrays: tuple, sol: CoverSolution,
                          method)
 
 
+def _break_evens(fp: FleetProblem, problem: CoverProblem, sol: CoverSolution,
+                 time_limit_s: float) -> list[dict[str, Any]]:
+    """Per GPU type, the on-demand $/GPU-h at which it leaves (used) or enters (unused) the
+    cheapest plan, every price class of the type scaled alike (:mod:`solvers.sensitivity`)."""
+    from solvers.sensitivity import all_break_evens
+
+    limit = max(1.0, min(time_limit_s, 10.0))
+    found = all_break_evens(problem, sol, lambda p: _solve(fp, p, limit))
+    out = []
+    for b in found:
+        price = fp.prices[b.group]["on_demand"]
+        out.append({"gpu": b.group, "used": bool(b.used), "on_demand_price_per_gpu_hour": price,
+                    "break_even_price_per_gpu_hour": None if b.factor is None else price * b.factor,
+                    "factor": b.factor,
+                    "meaning": ("leaves the cheapest plan above this price" if b.used else
+                                "enters the cheapest plan at or below this price"),
+                    "exact": bool(b.exact), "milps": b.solves, "note": b.reason})
+    return out
+
+
 def _replan(fp: FleetProblem, problem: CoverProblem, keep: list[int], sol: CoverSolution,
             previous: dict[str, Any], previous_file: str | None, keep_within: float,
             time_limit_s: float) -> tuple[CoverProblem, list[int], CoverSolution, dict[str, Any]]:
@@ -1019,6 +1042,7 @@ def plan_from_problem(fp: FleetProblem, *, time_limit_s: float | None = None,
             adopted = _adopt(problem, keep, sol, *best_single)
             if adopted is not None:
                 sol = adopted
+    breaks = _break_evens(fp, problem, sol, limit) if req.solver.break_even else None
     replan = None
     if previous is not None:
         problem, keep, sol, replan = _replan(fp, problem, keep, sol, previous, previous_file,
@@ -1047,6 +1071,8 @@ def plan_from_problem(fp: FleetProblem, *, time_limit_s: float | None = None,
     body["gpus"] = {g: n for g, n in body["gpus"].items() if n > 0}
     if replan is not None:
         body["replan"] = replan
+    if breaks is not None:
+        body["break_even_prices"] = breaks
     if T > 1:
         body["periods"] = _periods(fp, problem, keep, sol)
         body["period_s"] = fp.period_s
@@ -1079,6 +1105,15 @@ def _explain(fp, problem, keep, sol, body) -> list[str]:
                      f"within {100 * rp['keep_within']:g}% of the cheapest; grow "
                      f"{len(rp['transition']['grow_first'])} pools first, shrink "
                      f"{len(rp['transition']['shrink_after'])} after the routing switch")
+    for b in body.get("break_even_prices") or []:
+        if b["break_even_price_per_gpu_hour"] is None:
+            notes.append(f"{b['gpu']}: {'used' if b['used'] else 'unused'} at any price "
+                         f"({b['note']})")
+            continue
+        notes.append(f"{b['gpu']}: {b['meaning'].replace('this price', '')}"
+                     f"{b['break_even_price_per_gpu_hour']:.3f} $/GPU-h on demand (now "
+                     f"{b['on_demand_price_per_gpu_hour']:.3f}; its reserved and spot prices "
+                     f"scaled alike){'' if b['exact'] else ' (estimate: a MILP was not proven)'}")
     base = body.get("baseline_single_gpu")
     if base and base.get("gpu"):
         notes.append(f"best single GPU type {base['gpu']} costs {base['cost_per_hour']:.2f} $/h; "

@@ -232,3 +232,28 @@ def test_dominated_shapes_dropped_exactly():
             CoverOption("tp2-long", "g", 2, {"on_demand": 2.0})]
     cap = np.array([[10.0, 18.0, 18.0], [1.0, 1.5, 2.5]])  # tp2-long beats 2 x tp1 on long requests
     assert dominated_options(CoverProblem(opts, cap, [5.0, 1.0])) == [1]
+
+
+def test_break_even_prices_hold_when_checked_by_resolving():
+    req = _hist_request()
+    req["solver"]["break_even"] = True
+    plan = fl.plan_fleet(req)
+    jsonschema.validate(plan, SCHEMA)
+    found = {b["gpu"]: b for b in plan["break_even_prices"]}
+    assert set(found) == {o["gpu"] for o in plan["baseline_single_gpu"]["per_gpu"]}
+    assert any(n.startswith(tuple(found)) and "$/GPU-h" in n for n in plan["explanations"])
+    for b in found.values():
+        if b["break_even_price_per_gpu_hour"] is None or not b["exact"]:
+            continue
+        f = b["factor"]
+        for scale, expect_used in ((0.995, True), (1.005, False)):
+            check = _hist_request()
+            check["solver"]["baseline"] = False
+            for g in check["gpus"]:
+                if g["name"] == b["gpu"] or b["gpu"].startswith(g["name"]):
+                    g["price_per_hour"] = b["on_demand_price_per_gpu_hour"] * f * scale
+                    for k in ("reserved_price_per_hour", "spot_price_per_hour"):
+                        if k in g:
+                            g[k] *= f * scale
+            used = any(p["gpu"] == b["gpu"] for p in fl.plan_fleet(check)["pools"])
+            assert used == expect_used, (b, scale)

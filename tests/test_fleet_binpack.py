@@ -369,3 +369,45 @@ def test_closest_cover_drops_what_is_no_longer_offered():
                          start=_arrays(sol))
     assert near.result.objective == pytest.approx(2.0)  # both must go; nothing else moves
     assert units_changed(problem, _counts(sol), _counts(near)) == 0
+
+
+# ---------------------------------------------------------------- price break-even
+
+
+def test_break_even_prices_on_the_melange_toy():
+    """Toy: 3 x A10G ($1.01) + 1 x A100 ($3.67) = $6.70.  Each break-even factor is checked by
+    solving just below and just above it."""
+    from solvers.sensitivity import all_break_evens, scaled
+
+    problem = _toy(slices=None)
+    ref = solve_cover(problem)
+    found = {b.group: b for b in all_break_evens(problem, ref, lambda p: solve_cover(p))}
+    assert set(found) == {"A10G", "A100"}
+    for group, b in found.items():
+        assert b.used and b.exact and b.factor is not None and b.factor > 1.0
+        cheaper = solve_cover(scaled(problem, group, b.factor * 0.999))
+        dearer = solve_cover(scaled(problem, group, b.factor * 1.001))
+        uses = lambda s: any(s.counts(0)[j] > 0 for j, o in enumerate(problem.options)  # noqa: E731
+                             if o.group == group)
+        assert uses(cheaper) and not uses(dearer)
+
+
+def test_break_even_of_an_unused_type_is_where_it_enters():
+    from solvers.sensitivity import price_break_even, scaled
+
+    problem = _toy(slices=None)
+    # a third type, twice the A100's speed at 3x its price: unused today
+    opts = problem.options + [CoverOption("B", "B", 1, {"on_demand": 3 * 3.67})]
+    cap = np.concatenate([problem.capacity, 2 * problem.capacity[:, 1:2]], axis=1)
+    problem = CoverProblem(opts, cap, problem.rates)
+    ref = solve_cover(problem)
+    assert ref.counts(0)[2] == 0
+    b = price_break_even(problem, "B", ref, lambda p: solve_cover(p))
+    assert not b.used and b.exact and 0 < b.factor < 1
+    assert solve_cover(scaled(problem, "B", b.factor * 0.999)).counts(0)[2] > 0
+    assert solve_cover(scaled(problem, "B", b.factor * 1.001)).counts(0)[2] == 0
+    # a type that can serve nothing (no bucket within the SLO) never enters, even free
+    useless = CoverProblem(opts, np.concatenate([problem.capacity[:, :2], 0 * problem.capacity[:, 1:2]], axis=1),
+                           problem.rates)
+    lazy = price_break_even(useless, "B", solve_cover(useless), lambda p: solve_cover(p))
+    assert lazy.factor == 0.0 and "even at no cost" in lazy.reason

@@ -100,3 +100,11 @@ def test_refuses_to_overwrite_input(tmp_path, capsys):
     req.write_text(EXAMPLE.read_text().replace("trace_small.csv", str(REPO / "examples" / "trace_small.csv")))
     code, _, err = run(["fleet", req, "-o", req], capsys)
     assert code == 2 and "refusing to overwrite" in err
+
+
+def test_break_even_flag(capsys):
+    code, stdout, err = run(["fleet", EXAMPLE, "--json", "--break-even", "--time-limit", "10"], capsys)
+    assert code == 0, err
+    plan = json.loads(stdout)
+    gpus = {b["gpu"] for b in plan["break_even_prices"]}
+    assert gpus == {g["gpu"] for g in plan["baseline_single_gpu"]["per_gpu"]}

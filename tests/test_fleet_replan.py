@@ -1,4 +1,4 @@
-"""Stable re-planning (``planner fleet --previous``): the nearest plan within the allowance."""
+"""Re-planning against the plan in place (``--previous``) and break-even prices (``--break-even``)."""
 from __future__ import annotations
 
 import copy
@@ -152,3 +152,14 @@ def test_report_shows_the_transition():
     for step in steps:
         assert step["pool"] in html
     assert "switch routing" in html
+
+
+def test_report_shows_break_even_prices():
+    from planner.report.fleet import render
+
+    req = _request(20.0)
+    req["solver"]["break_even"] = True
+    plan = fl.plan_fleet(req)
+    html = render(plan, "plan.yaml")
+    assert "Break-even prices per GPU type" in html
+    assert all(b["gpu"] in html for b in plan["break_even_prices"])

@@ -19,6 +19,8 @@ def fleet(
     keep_within: float = typer.Option(None, "--keep-within", help="With --previous: share of "
                                       "the cheapest plan's cost that may be spent to keep pools "
                                       "in place (default 0.02)."),
+    break_even: bool = typer.Option(False, "--break-even", help="Also find, per GPU type, the "
+                                    "price at which it enters or leaves the cheapest plan."),
 ) -> None:
     """Plan the cheapest GPU mix, TP/PP shapes and routing that meet the SLOs."""
     from planner import fleet as fl
@@ -44,6 +46,8 @@ def fleet(
 
         before = None if previous is None else load_plan(previous, kinds=["FleetPlan"])
         req, hashed = fl.request_from_file(request)
+        if break_even:
+            req = req.model_copy(update={"solver": req.solver.model_copy(update={"break_even": True})})
         plan = fl.plan_fleet(req, file=str(request), time_limit_s=time_limit, inputs=hashed,
                              previous=before, previous_file=None if previous is None else str(previous),
                              keep_within=keep_within)
@@ -72,6 +76,11 @@ def fleet(
     if peak.get("feasible"):
         typer.echo(f"provisioning every period for the peak: {peak['cost_per_hour']:.2f} $/h "
                    f"(the plan saves {100 * peak['savings_fraction']:.1f}%)")
+    for b in plan.get("break_even_prices") or []:
+        price = b["break_even_price_per_gpu_hour"]
+        typer.echo(f"  {b['gpu']}: " + (f"{'leaves above' if b['used'] else 'enters at or below'} "
+                                        f"{price:.3f} $/GPU-h (now {b['on_demand_price_per_gpu_hour']:.3f})"
+                                        if price is not None else b["note"]))
     rp = plan.get("replan")
     if rp is not None:
         tr = rp["transition"]

@@ -3,8 +3,8 @@ headroom per pool, the per-period plan against the load curve, savings against s
 
 Reads only the plan's stable names (``cost_per_hour``, ``pools``, ``routing``, ``solver``,
 ``baseline_single_gpu``) plus optional sections (``periods``, ``peak_provisioning``, ``workload``,
-``slo``, ``capacity``, ``explanations``, ``replan``); anything absent is said to be absent,
-never filled in.
+``slo``, ``capacity``, ``explanations``, ``replan``, ``break_even_prices``); anything absent is
+said to be absent, never filled in.
 """
 from __future__ import annotations
 
@@ -271,6 +271,14 @@ def render(plan: dict[str, Any], source: str) -> str:
                    [(g.get("gpu"), g.get("feasible"), P.as_float(g.get("cost_per_hour")),
                      g.get("status") or g.get("reason")) for g in base.get("per_gpu") or []])),
     ]
+    breaks = plan.get("break_even_prices") or []
+    if breaks:
+        sections.append(("Break-even prices per GPU type", H.table(
+            ["GPU type", "used", "on-demand $/GPU-h now", "break-even $/GPU-h", "meaning", "exact"],
+            [(b.get("gpu"), b.get("used"), P.as_float(b.get("on_demand_price_per_gpu_hour")),
+              P.as_float(b.get("break_even_price_per_gpu_hour")), b.get("meaning") if b.get(
+                  "break_even_price_per_gpu_hour") is not None else b.get("note"), b.get("exact"))
+             for b in breaks])))
     rp = plan.get("replan")
     if rp:
         tr = rp.get("transition") or {}
