@@ -108,3 +108,36 @@ def test_emit_bad_inputs(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["emit", str(other), "--format", "vllm", "-o", str(tmp_path / "y")])
     assert "unsupported plan kind" in capsys.readouterr().err
+
+
+def test_replan_gets_a_transition_script_that_grows_before_it_shrinks(tmp_path):
+    from planner.emit.kubernetes import emit_fleet_kubernetes
+
+    def _request(rate):
+        return {"models": [{"name": "m8b", "model": "llama-3.1-8b",
+                            "workload": {"histogram": {"input_edges": [0, 512, 2048, 8192],
+                                                       "output_edges": [0, 128, 512],
+                                                       "shares": [[0.3, 0.2], [0.2, 0.15], [0.1, 0.05]]},
+                                         "rate_rps": rate},
+                            "slo": {"ttft_s": 1.0, "tpot_s": 0.05}}],
+                "gpus": [{"name": g} for g in ("A10G", "L4", "A100-80GB", "H100-SXM")]}
+
+    plan = fl.plan_fleet(_request(23.0), previous=fl.plan_fleet(_request(25.0)), keep_within=0.0)
+    tr = plan["replan"]["transition"]
+    assert tr["grow_first"] and tr["shrink_after"]  # this load step moves pools both ways
+    written = emit_fleet_kubernetes(plan, tmp_path)
+    script = (tmp_path / "transition.sh").read_text()
+    assert tmp_path / "transition.sh" in written
+    lines = [ln for ln in script.splitlines() if ln.startswith("kubectl")]
+    kinds = [ln.split()[1] for ln in lines]
+    # every apply / scale-up and rollout wait comes before any scale-down or delete
+    grows = len(tr["grow_first"])
+    assert all(k in ("apply", "scale") for k in kinds[:grows])
+    assert kinds[grows:2 * grows] == ["rollout"] * grows
+    assert all(k in ("scale", "delete") for k in kinds[2 * grows:])
+    manifests = {p.name for p in tmp_path.glob("*.yaml")}
+    for step, line in zip(tr["grow_first"], lines):
+        if step["from"] == 0:  # a new pool is applied from the manifest written beside it
+            assert line.split()[-1] in manifests
+    for step, line in zip(tr["shrink_after"], lines[2 * grows:]):
+        assert (line.split()[1] == "delete") == (step["to"] == 0)

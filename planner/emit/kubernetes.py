@@ -4,6 +4,9 @@ Each Deployment runs ``count`` replicas of the pool's ``vllm serve`` command wit
 per replica as the GPU resource limit, a node selector on the GPU product label published by
 NVIDIA GPU feature discovery (``nvidia.com/gpu.product``), shared memory for TP/PP workers, and
 labels that a Service per model can select.  Output is plain YAML (``kubectl apply -f DIR``).
+A re-plan (a plan with a ``replan`` section, ``planner fleet --previous``) also gets
+``transition.sh``: the move from the plan in place in an order that keeps the SLOs (grow, wait
+for the rollouts, switch the routing, then shrink).
 """
 from __future__ import annotations
 
@@ -112,9 +115,48 @@ def emit_fleet_kubernetes(plan: dict[str, Any], out_dir: Path, *, image: str = D
         path.write_text(yaml.safe_dump(deployment(pool, image=image, namespace=namespace),
                                        sort_keys=False), encoding="utf-8")
         written.append(path)
+    if plan.get("replan"):
+        path = out_dir / "transition.sh"
+        path.write_text(transition_script(plan, namespace=namespace), encoding="utf-8")
+        path.chmod(0o755)
+        written.append(path)
     for model in sorted({p["model"] for p in plan.get("pools", [])}):
         path = out_dir / f"service-{slug(model)}.yaml"
         path.write_text(yaml.safe_dump(service(model, namespace=namespace), sort_keys=False),
                         encoding="utf-8")
         written.append(path)
     return written
+
+
+def transition_script(plan: dict[str, Any], *, namespace: str | None = None) -> str:
+    """A shell script moving the cluster from the plan in place to ``plan`` (its ``replan``
+    section): new pools are applied from their manifests and growing ones scaled up, every
+    rollout awaited, then (after the routing switch) shrinking pools scaled down and vanished
+    ones deleted.  Deployment names are the pools' slugs, as :func:`deployment` names them."""
+    tr = plan["replan"]["transition"]
+    ns = f" -n {namespace}" if namespace else ""
+    lines = ["#!/bin/sh",
+             "# Move from the plan in place to this one without breaking the SLOs "
+             "(planner fleet --previous).",
+             f"# Counts are period {tr['period']}'s; GPUs changed: "
+             f"{plan['replan']['gpus_changed']:g}; $/h while both are up: "
+             f"{tr['cost_per_hour_during_switch']:.2f}.",
+             "set -eu", 'cd "$(dirname "$0")"  # the manifests sit next to this script', "",
+             "# 1. grow first"]
+    for step in tr["grow_first"]:
+        name = slug(step["pool"])
+        if step["from"] == 0:
+            lines.append(f"kubectl apply{ns} -f {name}.yaml")
+        else:
+            lines.append(f"kubectl scale{ns} deployment/{name} --replicas={step['to']}")
+    for step in tr["grow_first"]:
+        lines.append(f"kubectl rollout status{ns} deployment/{slug(step['pool'])} --timeout=30m")
+    lines += ["", "# 2. switch the router to this plan's routing table (plan.routing)", "",
+              "# 3. then shrink"]
+    for step in tr["shrink_after"]:
+        name = slug(step["pool"])
+        if step["to"] == 0:
+            lines.append(f"kubectl delete{ns} deployment/{name} --ignore-not-found")
+        else:
+            lines.append(f"kubectl scale{ns} deployment/{name} --replicas={step['to']}")
+    return "\n".join(lines) + "\n"
