@@ -1,6 +1,6 @@
 """Fleet planner benchmarks, side by side with Mélange's published / measured numbers.
 
-Run: ``python -m benchmarks.bench_fleet [melange|scale|traces|all]`` (default all).
+Run: ``python -m benchmarks.bench_fleet [melange|scale|traces|replan|all]`` (default all).
 
 1. Mélange's toy example: expect exactly 3 x A10G + 1 x A100-80GB = $6.70/h.
 2. The 4-type 10x10-bucket instance at slice factors 1, 4, 16: $196.19/h, proven optimal, each
@@ -12,6 +12,10 @@ Run: ``python -m benchmarks.bench_fleet [melange|scale|traces|all]`` (default al
    the best single GPU type, and the per-period plan against provisioning for the peak.  With
    on-demand prices alone the periods are independent; a third table adds reserved and spot
    prices (the scale benchmark's recipe), which tie them together.
+5. Re-planning (``replan``): the same traces cut into one-minute windows, each planned as it
+   comes, AIBrix's loop.  Re-optimising every window from scratch (what AIBrix's optimizer does)
+   against planning each window against the plan in place (``--previous``) with a cost
+   allowance: GPUs moved over the hour against the extra $/h.
 """
 from __future__ import annotations
 
@@ -232,6 +236,76 @@ def bench_traces(period_s: float = 300.0, rate_scale: float = 10.0, gpus: list[s
                       f"TTFT 1 s at p90, cost-model capacity, {prices}, {label}")
 
 
+# ------------------------------------------------------------------------------- 5: re-planning
+
+
+def _window(fp, t: int):
+    """The fleet problem of period ``t`` alone (one live window)."""
+    from dataclasses import replace
+
+    loads = [replace(ld, rates_rps=ld.rates_rps[[min(t, len(ld.rates_rps) - 1)]],
+                     shares=ld.shares[[min(t, len(ld.shares) - 1)]]) for ld in fp.loads]
+    return replace(fp, rates=fp.rates[:, [t]], period_weights=np.ones(1), loads=loads)
+
+
+def _gpus_moved(a: dict, b: dict) -> int:
+    """GPUs added plus removed between two plans' pools (per pool and price class)."""
+    count = lambda plan: {p["id"]: p["count"] * p["gpus_per_replica"] for p in plan["pools"]}  # noqa: E731
+    ca, cb = count(a), count(b)
+    return sum(abs(ca.get(k, 0) - cb.get(k, 0)) for k in set(ca) | set(cb))
+
+
+def bench_replan(window_s: float = 60.0, rate_scale: float = 10.0,
+                 allowances: tuple = (0.0, 0.02, 0.05)) -> None:
+    """Plan every window of the traces in turn: from scratch (AIBrix's loop: the cheapest plan
+    for each window, whatever ran before) or against the plan in place within an allowance."""
+    from planner.fleet import FleetRequest, build_problem, plan_from_problem
+
+    data = shared_data_dir() / "azure-llm-inference-2023"
+    rows = []
+    for trace in ("code", "conv"):
+        for model in ("llama-3.1-8b", "llama-3.1-70b"):
+            req = FleetRequest.model_validate({
+                "models": [{"name": model, "model": model,
+                            "workload": {"trace": str(data / f"AzureLLMInferenceTrace_{trace}.csv"),
+                                         "period_s": window_s, "rate_scale": rate_scale,
+                                         "input_edges": [0, 512, 1024, 2048, 4096, 8192],
+                                         "output_edges": [0, 32, 128, 512, 2048]},
+                            "slo": {"ttft_s": 1.0, "tpot_s": 0.05, "percentile": 90}}],
+                "gpus": [{"name": g} for g in NVIDIA_GPUS],
+                "solver": {"time_limit_s": 10, "baseline": False},
+            })
+            fp = build_problem(req)
+            windows = [_window(fp, t) for t in range(fp.rates.shape[1])]
+            start = time.perf_counter()
+            cheapest = [plan_from_problem(w) for w in windows]
+            scratch_s = time.perf_counter() - start
+            policies = [("from scratch (AIBrix's loop)", cheapest, scratch_s)]
+            for allowance in allowances:
+                start = time.perf_counter()
+                plans = [cheapest[0]]
+                for w in windows[1:]:
+                    plans.append(plan_from_problem(w, previous=plans[-1], keep_within=allowance))
+                policies.append((f"against the plan in place, within {100 * allowance:g}%",
+                                 plans, time.perf_counter() - start))
+            for name, plans, wall in policies:
+                moved = [_gpus_moved(a, b) for a, b in zip(plans, plans[1:])]
+                extra = [p["cost_per_hour"] / c["cost_per_hour"] - 1 if c["cost_per_hour"] > 0
+                         else 0.0 for p, c in zip(plans, cheapest)]
+                rows.append({"trace": trace, "model": model, "windows": len(plans), "policy": name,
+                             "gpus_moved": sum(moved),
+                             "windows_with_moves": sum(1 for m in moved if m),
+                             "mean_$/h": round(float(np.mean([p["cost_per_hour"] for p in plans])), 3),
+                             "mean_extra_%": round(100 * float(np.mean(extra)), 2),
+                             "max_extra_%": round(100 * float(np.max(extra)), 2),
+                             "proven_windows": sum(1 for p in plans
+                                                   if p.get("replan", {}).get("solver", p["solver"])["status"] == "optimal"),
+                             "plan_s_per_window": round(wall / len(plans), 3)})
+    print_table(rows, f"Re-planning one-minute windows of the Azure 2023 traces x{rate_scale:g}, "
+                      f"NVIDIA GPUs, on-demand prices, TPOT 50 ms / TTFT 1 s at p90: GPUs moved over "
+                      f"the hour against the extra cost over each window's cheapest plan")
+
+
 def main(argv: list[str]) -> None:
     what = argv[0] if argv else "all"
     if what in ("melange", "all"):
@@ -242,6 +316,8 @@ def main(argv: list[str]) -> None:
         bench_traces()
         bench_traces(gpus=NVIDIA_GPUS, label="NVIDIA only")
         bench_traces(gpus=NVIDIA_GPUS, label="NVIDIA only", price_classes=True)
+    if what in ("replan", "all"):
+        bench_replan()
 
 
 if __name__ == "__main__":
