@@ -1108,7 +1108,7 @@ def _explain(fp, problem, keep, sol, body) -> list[str]:
     for b in body.get("break_even_prices") or []:
         if b["break_even_price_per_gpu_hour"] is None:
             notes.append(f"{b['gpu']}: {'used' if b['used'] else 'unused'} at any price "
-                         f"({b['note']})")
+                         f"({b['note']})")  # e.g. nothing else serves some bucket
             continue
         notes.append(f"{b['gpu']}: {b['meaning'].replace('this price', '')}"
                      f"{b['break_even_price_per_gpu_hour']:.3f} $/GPU-h on demand (now "

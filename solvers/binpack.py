@@ -1430,24 +1430,25 @@ def closest_cover(problem: CoverProblem, previous: tuple, *, cost_cap: float, st
     Returns a :class:`CoverSolution` whose ``result`` is about the units changed (status,
     objective = units changed, bound, gap), not about cost."""
     begin = time.perf_counter()
-    D, J, T = problem.shape
+    _, J, T = problem.shape
     lp, R, O, S, X = build_model(problem)
-    cost = lp.objective
-    lp += pulp.LpConstraint(cost, pulp.LpConstraintLE, "cost_cap", float(cost_cap))
+    lp += pulp.LpConstraint(lp.objective, pulp.LpConstraintLE, "cost_cap", float(cost_cap))
     units = [float(o.units) for o in problem.options]
     w = problem.period_weights
     prev_r, prev_od, prev_spot = (np.asarray(a, dtype=float) for a in previous)
+    target = {}  # count variable -> (previous count, weight of one unit of change)
+    for j, v in R.items():
+        target[v] = (prev_r[j], units[j])
+    for (j, t), v in O.items():
+        target[v] = (prev_od[j, t], units[j] * w[t])
+    for (j, t), v in S.items():
+        target[v] = (prev_spot[j, t], units[j] * w[t])
     terms, constant = [], 0.0
-    for name, variables, prev, weight in (
-            ("r", {(j, -1): v for j, v in R.items()}, lambda j, t: prev_r[j], lambda t: 1.0),
-            ("o", O, lambda j, t: prev_od[j, t], lambda t: w[t]),
-            ("s", S, lambda j, t: prev_spot[j, t], lambda t: w[t])):
-        for (j, t), v in variables.items():
-            dev = pulp.LpVariable(f"dev_{name}_{j}_{t}", 0, None)
-            p = float(prev(j, t))
-            lp += pulp.LpConstraint(dev - v, pulp.LpConstraintGE, f"up_{name}_{j}_{t}", -p)
-            lp += pulp.LpConstraint(dev + v, pulp.LpConstraintGE, f"down_{name}_{j}_{t}", p)
-            terms.append((dev, units[j] * weight(t)))
+    for v, (p, weight) in target.items():
+        dev = pulp.LpVariable(f"dev_{v.name}", 0, None)
+        lp += pulp.LpConstraint(dev - v, pulp.LpConstraintGE, f"up_{v.name}", -float(p))
+        lp += pulp.LpConstraint(dev + v, pulp.LpConstraintGE, f"down_{v.name}", float(p))
+        terms.append((dev, weight))
     # counts in classes the problem does not offer must all go
     for j in range(J):
         constant += 0.0 if j in R else units[j] * prev_r[j]

@@ -114,7 +114,7 @@ def price_break_even(problem: CoverProblem, group: str, reference: CoverSolution
         exact &= free.result.status == "optimal"
         per_unit = group_spend(problem, free, group)
         if per_unit <= 0 or free.cost_per_hour >= c_without * (1 - TIE_RTOL):
-            return BreakEven(group, False, 0.0, exact, solves, "not worth using even at no cost")
+            return BreakEven(group, False, None, exact, solves, "not worth using even at no cost")
         rest, factor = free.cost_per_hour, 0.0
     tol = TIE_RTOL * max(abs(c_without), 1e-9)
     for _ in range(max_steps):

@@ -410,4 +410,4 @@ def test_break_even_of_an_unused_type_is_where_it_enters():
     useless = CoverProblem(opts, np.concatenate([problem.capacity[:, :2], 0 * problem.capacity[:, 1:2]], axis=1),
                            problem.rates)
     lazy = price_break_even(useless, "B", solve_cover(useless), lambda p: solve_cover(p))
-    assert lazy.factor == 0.0 and "even at no cost" in lazy.reason
+    assert lazy.factor is None and "even at no cost" in lazy.reason
