@@ -407,7 +407,8 @@ def test_break_even_of_an_unused_type_is_where_it_enters():
     assert solve_cover(scaled(problem, "B", b.factor * 0.999)).counts(0)[2] > 0
     assert solve_cover(scaled(problem, "B", b.factor * 1.001)).counts(0)[2] == 0
     # a type that can serve nothing (no bucket within the SLO) never enters, even free
-    useless = CoverProblem(opts, np.concatenate([problem.capacity[:, :2], 0 * problem.capacity[:, 1:2]], axis=1),
+    useless = CoverProblem(opts, np.concatenate([problem.capacity[:, :2],
+                                                 0 * problem.capacity[:, 1:2]], axis=1),
                            problem.rates)
     lazy = price_break_even(useless, "B", solve_cover(useless), lambda p: solve_cover(p))
     assert lazy.factor is None and "even at no cost" in lazy.reason

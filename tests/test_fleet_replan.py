@@ -11,7 +11,7 @@ import yaml
 
 from hardware.errors import InputError
 from planner import fleet as fl
-from planner.cli import main
+from test_fleet_cli import run as _run  # the CLI runner the fleet CLI tests use
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = json.loads((REPO / "planner" / "schemas" / "fleet_plan.schema.json").read_text())
@@ -109,16 +109,6 @@ def test_bad_previous_plans_are_one_clear_error():
         fl.plan_fleet(_request(), previous={"kind": "FleetPlan"})
     with pytest.raises(InputError, match="keep-within"):
         fl.plan_fleet(_request(), previous=before, keep_within=1.5)
-
-
-def _run(argv, capsys):
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_previous_and_keep_within(tmp_path, capsys):

@@ -143,20 +143,21 @@ def transition_script(plan: dict[str, Any], *, namespace: str | None = None) -> 
              f"{tr['cost_per_hour_during_switch']:.2f}.",
              "set -eu", 'cd "$(dirname "$0")"  # the manifests sit next to this script', "",
              "# 1. grow first"]
-    for step in tr["grow_first"]:
-        name = slug(step["pool"])
-        if step["from"] == 0:
-            lines.append(f"kubectl apply{ns} -f {name}.yaml")
-        else:
-            lines.append(f"kubectl scale{ns} deployment/{name} --replicas={step['to']}")
+    lines += [_kubectl(step, ns) for step in tr["grow_first"]]
     for step in tr["grow_first"]:
         lines.append(f"kubectl rollout status{ns} deployment/{slug(step['pool'])} --timeout=30m")
     lines += ["", "# 2. switch the router to this plan's routing table (plan.routing)", "",
               "# 3. then shrink"]
-    for step in tr["shrink_after"]:
-        name = slug(step["pool"])
-        if step["to"] == 0:
-            lines.append(f"kubectl delete{ns} deployment/{name} --ignore-not-found")
-        else:
-            lines.append(f"kubectl scale{ns} deployment/{name} --replicas={step['to']}")
+    lines += [_kubectl(step, ns) for step in tr["shrink_after"]]
     return "\n".join(lines) + "\n"
+
+
+def _kubectl(step: dict[str, Any], ns: str) -> str:
+    """The kubectl line of one transition step: a new pool is applied from its manifest, a
+    vanished one deleted, any other scaled."""
+    name = slug(step["pool"])
+    if step["from"] == 0:
+        return f"kubectl apply{ns} -f {name}.yaml"
+    if step["to"] == 0:
+        return f"kubectl delete{ns} deployment/{name} --ignore-not-found"
+    return f"kubectl scale{ns} deployment/{name} --replicas={step['to']}"

@@ -282,9 +282,11 @@ def render(plan: dict[str, Any], source: str) -> str:
     rp = plan.get("replan")
     if rp:
         tr = rp.get("transition") or {}
-        steps = ([("1. grow", s.get("pool"), s.get("from"), s.get("to")) for s in tr.get("grow_first") or []]
+        steps = ([("1. grow", s.get("pool"), s.get("from"), s.get("to"))
+                  for s in tr.get("grow_first") or []]
                  + [("2. switch routing", "-", "-", "-")]
-                 + [("3. shrink", s.get("pool"), s.get("from"), s.get("to")) for s in tr.get("shrink_after") or []])
+                 + [("3. shrink", s.get("pool"), s.get("from"), s.get("to"))
+                    for s in tr.get("shrink_after") or []])
         sections.append(("Re-plan against the plan in place", H.cards([
             ("GPUs changed", H.num(rp.get("gpus_changed"))),
             ("the cheapest plan would change", H.num(rp.get("gpus_changed_by_cheapest"))),
