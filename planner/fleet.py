@@ -130,6 +130,16 @@ class SolverSpec(_Spec):
     break_even: bool = Field(False, description=(
         "also find, per GPU type, the price at which it enters or leaves the cheapest plan "
         "(a few more MILPs per type)"))
+    slo_factors: list[float] = Field(default_factory=list, description=(
+        "also plan with every SLO multiplied by each factor (0.8 = 20% tighter) and report "
+        "the cost: what a tighter or looser SLO costs (capacities recomputed per factor)"))
+
+    @field_validator("slo_factors")
+    @classmethod
+    def _factors(cls, v: list[float]) -> list[float]:
+        if any(not (0 < f <= 10) for f in v):
+            raise ValueError("SLO factors must be in (0, 10]")
+        return sorted(set(v))
 
 
 class FleetRequest(_Spec):
@@ -943,6 +953,36 @@ def _break_evens(fp: FleetProblem, problem: CoverProblem, sol: CoverSolution,
     return out
 
 
+def _slo_sensitivity(fp: FleetProblem, cost: float, time_limit_s: float) -> list[dict[str, Any]]:
+    """The cheapest plan's cost with every model's SLOs (TTFT, TPOT, end-to-end) multiplied by
+    each of ``solver.slo_factors``: capacities are recomputed from the cost model at the new
+    SLOs, the mix is solved again (no baselines).  Models whose capacity comes from measured
+    profiles (measured at one SLO) make the comparison meaningless: then each factor says so."""
+    req = fp.request
+    out = []
+    for f in req.solver.slo_factors:
+        row: dict[str, Any] = {"factor": f}
+        if any(m.profiles for m in req.models):
+            out.append({**row, "feasible": None, "reason": "capacity from measured profiles, "
+                        "which do not change with the SLO"})
+            continue
+        models = [m.model_copy(update={"slo": m.slo.model_copy(update={
+            k: (None if getattr(m.slo, k) is None else getattr(m.slo, k) * f)
+            for k in ("ttft_s", "tpot_s", "e2e_s")})}) for m in req.models]
+        variant = req.model_copy(update={"models": models, "solver": req.solver.model_copy(
+            update={"slo_factors": [], "break_even": False, "baseline": False})})
+        try:
+            _, _, sol = solve_problem(build_problem(variant, file=fp.file), time_limit_s=time_limit_s)
+        except InfeasibleError as exc:
+            out.append({**row, "feasible": False, "reason": exc.message})
+            continue
+        out.append({**row, "feasible": True, "cost_per_hour": sol.cost_per_hour,
+                    "delta_per_hour": sol.cost_per_hour - cost,
+                    "delta_fraction": (sol.cost_per_hour - cost) / cost if cost > 0 else None,
+                    "status": sol.result.status, "gap": sol.result.gap})
+    return out
+
+
 def _replan(fp: FleetProblem, problem: CoverProblem, keep: list[int], sol: CoverSolution,
             previous: dict[str, Any], previous_file: str | None, keep_within: float,
             time_limit_s: float) -> tuple[CoverProblem, list[int], CoverSolution, dict[str, Any]]:
@@ -1043,6 +1083,7 @@ def plan_from_problem(fp: FleetProblem, *, time_limit_s: float | None = None,
             if adopted is not None:
                 sol = adopted
     breaks = _break_evens(fp, problem, sol, limit) if req.solver.break_even else None
+    slo_costs = _slo_sensitivity(fp, sol.cost_per_hour, limit) if req.solver.slo_factors else None
     replan = None
     if previous is not None:
         problem, keep, sol, replan = _replan(fp, problem, keep, sol, previous, previous_file,
@@ -1073,6 +1114,8 @@ def plan_from_problem(fp: FleetProblem, *, time_limit_s: float | None = None,
         body["replan"] = replan
     if breaks is not None:
         body["break_even_prices"] = breaks
+    if slo_costs is not None:
+        body["slo_sensitivity"] = slo_costs
     if T > 1:
         body["periods"] = _periods(fp, problem, keep, sol)
         body["period_s"] = fp.period_s
@@ -1114,6 +1157,14 @@ def _explain(fp, problem, keep, sol, body) -> list[str]:
                      f"{b['break_even_price_per_gpu_hour']:.3f} $/GPU-h on demand (now "
                      f"{b['on_demand_price_per_gpu_hour']:.3f}; its reserved and spot prices "
                      f"scaled alike){'' if b['exact'] else ' (estimate: a MILP was not proven)'}")
+    for v in body.get("slo_sensitivity") or []:
+        what = f"every SLO x{v['factor']:g} ({'tighter' if v['factor'] < 1 else 'looser'})"
+        if not v["feasible"]:
+            notes.append(f"{what}: no plan ({v['reason']})")
+        else:
+            notes.append(f"{what}: {v['cost_per_hour']:.2f} $/h ({v['delta_per_hour']:+.2f} $/h"
+                         + (f", {100 * v['delta_fraction']:+.1f}%" if v["delta_fraction"] is not None
+                            else "") + f"; {v['status']})")
     base = body.get("baseline_single_gpu")
     if base and base.get("gpu"):
         notes.append(f"best single GPU type {base['gpu']} costs {base['cost_per_hour']:.2f} $/h; "

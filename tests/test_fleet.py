@@ -198,9 +198,13 @@ def test_aibrix_profiles_as_capacity(shared_data, tmp_path):
                                  {"gpu": "a40", "file": str(prof / "simulator-llama2-7b-a40.json")}]}],
         "gpus": [{"name": "a100", "price_per_hour": 3.67}, {"name": "a40", "price_per_hour": 1.1}],
     }
+    req["solver"] = {"slo_factors": [0.8]}
     plan = fl.plan_fleet(req)
     assert plan["solver"]["status"] == "optimal"
     assert all(p["capacity_source"].startswith("profile:") for p in plan["pools"])
+    # measured tables hold at one SLO: a tighter SLO cannot be costed from them, and it says so
+    assert plan["slo_sensitivity"] == [{"factor": 0.8, "feasible": None, "reason": (
+        "capacity from measured profiles, which do not change with the SLO")}]
     table = fl.load_profile(fl.ProfileSpec(gpu="a100", file=str(prof / "simulator-llama2-7b-a100.json")))
     # conservative lookup: the cell at the next ticks up; beyond the table (or a 0) = cannot serve
     assert table.lookup(100, 4) == pytest.approx(table.tputs[0, 0])
@@ -257,3 +261,23 @@ def test_break_even_prices_hold_when_checked_by_resolving():
                             g[k] *= f * scale
             used = any(p["gpu"] == b["gpu"] for p in fl.plan_fleet(check)["pools"])
             assert used == expect_used, (b, scale)
+
+
+def test_slo_sensitivity_costs_tighter_and_looser_slos():
+    req = _hist_request()
+    req["solver"]["slo_factors"] = [1.25, 0.8, 0.001]
+    plan = fl.plan_fleet(req)
+    jsonschema.validate(plan, SCHEMA)
+    rows = {v["factor"]: v for v in plan["slo_sensitivity"]}
+    assert list(rows) == [0.001, 0.8, 1.25]  # sorted
+    assert rows[0.001]["feasible"] is False and "SLO" in rows[0.001]["reason"]
+    tight, loose = rows[0.8], rows[1.25]
+    assert tight["feasible"] and loose["feasible"]
+    if tight["status"] == loose["status"] == plan["solver"]["status"] == "optimal":
+        assert tight["cost_per_hour"] >= plan["cost_per_hour"] - 1e-9 >= loose["cost_per_hour"] - 2e-9
+    # the same as planning at the tighter SLOs directly
+    direct = _hist_request()
+    direct["models"][0]["slo"] = {"ttft_s": 0.8, "tpot_s": 0.04}
+    direct["solver"]["baseline"] = False
+    assert fl.plan_fleet(direct)["cost_per_hour"] == pytest.approx(tight["cost_per_hour"])
+    assert any(n.startswith("every SLO x0.8 (tighter)") for n in plan["explanations"])

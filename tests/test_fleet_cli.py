@@ -108,3 +108,12 @@ def test_break_even_flag(capsys):
     plan = json.loads(stdout)
     gpus = {b["gpu"] for b in plan["break_even_prices"]}
     assert gpus == {g["gpu"] for g in plan["baseline_single_gpu"]["per_gpu"]}
+
+
+def test_slo_factor_flag(capsys):
+    code, stdout, err = run(["fleet", EXAMPLE, "--json", "--slo-factor", "0.8", "--time-limit", "10"],
+                            capsys)
+    assert code == 0, err
+    assert [v["factor"] for v in json.loads(stdout)["slo_sensitivity"]] == [0.8]
+    code, _, err = run(["fleet", EXAMPLE, "--slo-factor", "-1"], capsys)
+    assert code == 2 and "--slo-factor" in err and len(err.strip().splitlines()) == 1

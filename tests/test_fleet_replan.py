@@ -1,4 +1,5 @@
-"""Re-planning against the plan in place (``--previous``) and break-even prices (``--break-even``)."""
+"""Fleet plan extras: re-planning against the plan in place (``--previous``), break-even prices
+(``--break-even``) and what an SLO costs (``--slo-factor``)."""
 from __future__ import annotations
 
 import copy
@@ -153,3 +154,12 @@ def test_report_shows_break_even_prices():
     html = render(plan, "plan.yaml")
     assert "Break-even prices per GPU type" in html
     assert all(b["gpu"] in html for b in plan["break_even_prices"])
+
+
+def test_report_shows_what_slos_cost():
+    from planner.report.fleet import render
+
+    req = _request(20.0)
+    req["solver"]["slo_factors"] = [0.8]
+    html = render(fl.plan_fleet(req), "plan.yaml")
+    assert "What a tighter or looser SLO costs" in html

@@ -21,8 +21,13 @@ def fleet(
                                       "in place (default 0.02)."),
     break_even: bool = typer.Option(False, "--break-even", help="Also find, per GPU type, the "
                                     "price at which it enters or leaves the cheapest plan."),
+    slo_factor: list[float] = typer.Option(None, "--slo-factor", help="Also plan with every SLO "
+                                           "times this factor (repeat: --slo-factor 0.8 "
+                                           "--slo-factor 1.25) and report the cost."),
 ) -> None:
     """Plan the cheapest GPU mix, TP/PP shapes and routing that meet the SLOs."""
+    from pydantic import ValidationError
+
     from planner import fleet as fl
     from planner.commands.common import echo_json, write_output
 
@@ -46,8 +51,16 @@ def fleet(
 
         before = None if previous is None else load_plan(previous, kinds=["FleetPlan"])
         req, hashed = fl.request_from_file(request)
-        if break_even:
-            req = req.model_copy(update={"solver": req.solver.model_copy(update={"break_even": True})})
+        if break_even or slo_factor:
+            extra = {"break_even": True} if break_even else {}
+            if slo_factor:
+                extra["slo_factors"] = list(slo_factor)
+            try:
+                solver = fl.SolverSpec.model_validate({**req.solver.model_dump(), **extra})
+            except ValidationError:
+                raise InputError(f"SLO factors {list(slo_factor)}", field="--slo-factor",
+                                 expected="factors in (0, 10], e.g. 0.8 for 20% tighter SLOs") from None
+            req = req.model_copy(update={"solver": solver})
         plan = fl.plan_fleet(req, file=str(request), time_limit_s=time_limit, inputs=hashed,
                              previous=before, previous_file=None if previous is None else str(previous),
                              keep_within=keep_within)
@@ -81,6 +94,9 @@ def fleet(
         typer.echo(f"  {b['gpu']}: " + (f"{'leaves above' if b['used'] else 'enters at or below'} "
                                         f"{price:.3f} $/GPU-h (now {b['on_demand_price_per_gpu_hour']:.3f})"
                                         if price is not None else b["note"]))
+    for v in plan.get("slo_sensitivity") or []:
+        typer.echo(f"  SLOs x{v['factor']:g}: " + (f"{v['cost_per_hour']:.2f} $/h ({v['delta_per_hour']:+.2f})"
+                                                    if v["feasible"] else f"no plan: {v['reason']}"))
     rp = plan.get("replan")
     if rp is not None:
         tr = rp["transition"]

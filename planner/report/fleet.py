@@ -3,8 +3,8 @@ headroom per pool, the per-period plan against the load curve, savings against s
 
 Reads only the plan's stable names (``cost_per_hour``, ``pools``, ``routing``, ``solver``,
 ``baseline_single_gpu``) plus optional sections (``periods``, ``peak_provisioning``, ``workload``,
-``slo``, ``capacity``, ``explanations``, ``replan``, ``break_even_prices``); anything absent is
-said to be absent, never filled in.
+``slo``, ``capacity``, ``explanations``, ``replan``, ``break_even_prices``,
+``slo_sensitivity``); anything absent is said to be absent, never filled in.
 """
 from __future__ import annotations
 
@@ -279,6 +279,14 @@ def render(plan: dict[str, Any], source: str) -> str:
               P.as_float(b.get("break_even_price_per_gpu_hour")), b.get("meaning") if b.get(
                   "break_even_price_per_gpu_hour") is not None else b.get("note"), b.get("exact"))
              for b in breaks])))
+    slo_rows = plan.get("slo_sensitivity") or []
+    if slo_rows:
+        sections.append(("What a tighter or looser SLO costs", H.table(
+            ["SLO factor", "feasible", "$/h", "change $/h", "change", "status / reason"],
+            [(v.get("factor"), v.get("feasible"), P.as_float(v.get("cost_per_hour")),
+              P.as_float(v.get("delta_per_hour")), H.pct(v.get("delta_fraction"))
+              if v.get("delta_fraction") is not None else "-", v.get("status") or v.get("reason"))
+             for v in slo_rows])))
     rp = plan.get("replan")
     if rp:
         tr = rp.get("transition") or {}
