@@ -339,3 +339,80 @@ def max_rate_under_slo(model: ModelSpec, accel: Accelerator, *, tp: int, pp: int
         else:
             hi, binding = mid, why
     return CapacityEstimate(best[0], lo, best[2], best[1], binding, ctx.fidelity)
+
+
+def kv_transfer_s(model: ModelSpec, input_len, kv_bytes: float, link: LinkModel, parallel_links: int):
+    """Seconds to move a prompt's KV cache (all layers, ``input_len`` tokens; a number or an
+    array) from a prefill to a decode instance over ``link``: each of the ``parallel_links``
+    prefill GPUs sends its shard at once, plus one message latency and the launch overhead."""
+    per_token = model.kv_bytes_per_token(kv_bytes)
+    bandwidth = link.effective_bandwidth(1e8) * max(1, parallel_links)
+    return link.collective_overhead_s + link.latency_s + input_len * per_token / bandwidth
+
+
+def max_rate_disaggregated(model: ModelSpec, accel: Accelerator, *, phase: str, tp: int, pp: int = 1,
+                           input_len: int, output_len: int, ttft_slo_s: float | None = None,
+                           tpot_slo_s: float | None = None, dtype: str = "bf16",
+                           kv_dtype: str | None = None, node: NodeType | None = None,
+                           efficiency: DeviceEfficiency | None = None,
+                           max_num_seqs: int = DEFAULT_MAX_NUM_SEQS,
+                           kv_link: LinkModel | None = None) -> CapacityEstimate:
+    """Largest sustained request rate of ONE prefill-only or decode-only instance (prefill /
+    decode disaggregation) under the SLOs, in :func:`max_rate_under_slo`'s steady-state model.
+
+    * ``phase="decode"``: ``b`` sequences decode in steps of ``t_dec(b)`` with no prefill in
+      between, so TPOT = ``t_dec(b)`` and, by Little's law, rate = ``b / (output_len t_dec(b))``;
+      ``b`` grows (bisection) while TPOT holds, the KV cache (prompt and output of every
+      sequence) fits and ``b <= max_num_seqs * pp``.
+    * ``phase="prefill"``: prompts are prefilled one at a time in ``t_pf``; at utilisation
+      ``rho = rate t_pf`` one waits behind the others as in the colocated model,
+      ``t_pf / (1 - rho)``; its KV then moves to a decode instance (:func:`kv_transfer_s` over
+      ``kv_link``, default the instance's own scale-up link) and waits for a decode step to
+      join, at most one TPOT (``tpot_slo_s / 2`` is set aside on average; without a TPOT SLO,
+      nothing).  So ``rho <= 1 - t_pf / (ttft_slo - t_kv - tpot_slo / 2)``; without a TTFT SLO
+      the instance runs at ``rho = 0.95``.
+
+    Returns rate 0.0 with the binding constraint when even an idle instance misses the SLO or
+    the weights do not fit.
+    """
+    if phase not in ("prefill", "decode"):
+        raise InputError(f"unknown phase {phase!r}", field="phase", expected="prefill | decode")
+    try:
+        ctx = make_context(model, accel, Parallel(tp, pp, 1), dtype=dtype, kv_dtype=kv_dtype, node=node,
+                           efficiency=efficiency)
+    except InputError:
+        return CapacityEstimate(0.0, 0, math.inf, math.inf, "fit", "analytical")
+    mem = memory_for(ctx)
+    if not mem.fits:
+        return CapacityEstimate(0.0, 0, math.inf, math.inf, "fit", ctx.fidelity)
+    if phase == "prefill":
+        t_pf = prefill_time_s(ctx, 1, input_len)
+        t_kv = float(kv_transfer_s(model, input_len, ctx.kv_bytes, kv_link or ctx.links["tp"], tp))
+        if ttft_slo_s is None:
+            rho, binding = 0.95, "throughput"
+        else:
+            budget = ttft_slo_s - t_kv - (tpot_slo_s or 0.0) / 2
+            if budget <= t_pf:
+                return CapacityEstimate(0.0, 1, t_pf + t_kv, 0.0, "ttft", ctx.fidelity)
+            rho, binding = min(0.95, 1.0 - t_pf / budget), "ttft"
+        return CapacityEstimate(rho / t_pf, 1, t_pf / (1.0 - rho) + t_kv, 0.0, binding, ctx.fidelity)
+    kv_cap = max_kv_tokens(ctx, mem) // (input_len + output_len)
+    limit = min(kv_cap, max_num_seqs * pp)
+    if limit < 1:
+        return CapacityEstimate(0.0, 0, math.inf, math.inf, "memory", ctx.fidelity)
+
+    def tpot(b: int) -> float:
+        return decode_step_s(ctx, b, input_len + output_len / 2)
+
+    if tpot_slo_s is not None and tpot(1) > tpot_slo_s:
+        return CapacityEstimate(0.0, 0, 0.0, tpot(1), "tpot", ctx.fidelity)
+    lo, hi = 1, limit
+    if tpot_slo_s is None or tpot(hi) <= tpot_slo_s:
+        lo, binding = hi, "memory" if kv_cap <= max_num_seqs * pp else "max_num_seqs"
+    else:
+        binding = "tpot"
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if tpot(mid) <= tpot_slo_s else (lo, mid)
+    t = tpot(lo)
+    return CapacityEstimate(lo / (output_len * t), lo, 0.0, t, binding, ctx.fidelity)

@@ -100,6 +100,9 @@ class ModelEntry(_Spec):
     dtype: str = "bf16"
     kv_dtype: str | None = None
     max_num_seqs: int | None = Field(None, ge=1)
+    disaggregation: Literal["off", "auto"] = Field("off", description=(
+        "auto: also offer prefill/decode disaggregated bundles (a prefill and a decode "
+        "instance ratio on one GPU type, KV moved between them), chosen jointly with the mix"))
 
 
 class GPUEntry(_Spec):
@@ -351,13 +354,21 @@ class Option:
     capacity: np.ndarray  # [I*J] req/s per replica
     source: str  # "profile:<file>" or "cost-model:<fidelity>"
     details: list[dict[str, Any]] = field(default_factory=list)  # per bucket: binding, ttft, tpot
+    #: a disaggregated bundle: ((role, tp, pp, instances), ...) for "prefill" and "decode"; one
+    #: "replica" of the option is the whole bundle (``tp``/``pp`` are the prefill role's)
+    roles: tuple[tuple[str, int, int, int], ...] = ()
 
     @property
     def gpus(self) -> int:
+        if self.roles:
+            return sum(tp * pp * n for _, tp, pp, n in self.roles)
         return self.tp * self.pp
 
     @property
     def group_id(self) -> str:
+        if self.roles:
+            parts = "-".join(f"{n}{role[0]}-tp{tp}-pp{pp}" for role, tp, pp, n in self.roles)
+            return f"{self.model}/{self.gpu}/pd-{parts}"
         return f"{self.model}/{self.gpu}/tp{self.tp}-pp{self.pp}"
 
 
@@ -422,6 +433,80 @@ def cost_model_options(entry: ModelEntry, index: int, load: ModelLoad, gpus: lis
             if any_fit:
                 options.append(Option(index, name, accel.name, tp, pp, cap,
                                       f"cost-model:{fidelity}", details))
+        if entry.disaggregation == "auto":
+            fitting = [(o.tp, o.pp) for o in options if o.gpu == accel.name and not o.roles]
+            options += _bundles(entry, index, name, spec, accel, fitting, rep_in, rep_out, active)
+    return options
+
+
+#: (prefill instances, decode instances) per disaggregated bundle
+PD_RATIOS = ((1, 1), (1, 2), (2, 1), (1, 3), (3, 1))
+#: prefill / decode shapes per GPU type considered for bundles: the smallest that fit
+PD_SHAPES = 2
+
+
+def _bundles(entry: ModelEntry, index: int, name: str, spec, accel, fitting: list[tuple[int, int]],
+             rep_in: np.ndarray, rep_out: np.ndarray, active: np.ndarray) -> list[Option]:
+    """Prefill/decode bundles on one GPU type: ``nP`` prefill instances of one shape feeding
+    ``nD`` decode instances of another (:data:`PD_RATIOS`, the :data:`PD_SHAPES` smallest
+    fitting shapes each).  A bundle serves a bucket at ``min(nP cap_P, nD cap_D)`` req/s
+    (:func:`costmodels.serving.max_rate_disaggregated`); loads of buckets add on that one
+    figure, which is conservative (the prefill and decode sides are each loaded at most that
+    much).  The KV moves over the link tier a group of the bundle's size crosses (the node's
+    scale-up fabric when it fits one node, its scale-out network otherwise)."""
+    from costmodels.comm import LinkModel
+    from costmodels.serving import max_rate_disaggregated
+    from hardware.catalog import default_node_for
+    from hardware.topology import Cluster
+
+    shapes = sorted(fitting, key=lambda s: (s[0] * s[1], s))[:PD_SHAPES]
+    if not shapes:
+        return []
+    node = default_node_for(accel)
+    n_buckets = rep_in.shape[0]
+    buckets = np.nonzero(active)[0]
+
+    def caps(phase: str, shape: tuple[int, int], link: LinkModel | None = None) -> dict:
+        out = {}
+        for b in buckets:
+            ttft, tpot = _effective_slo(entry.slo, rep_out[b])
+            kwargs = {"max_num_seqs": entry.max_num_seqs} if entry.max_num_seqs else {}
+            out[b] = max_rate_disaggregated(
+                spec, accel, phase=phase, tp=shape[0], pp=shape[1], input_len=int(rep_in[b]),
+                output_len=int(rep_out[b]), ttft_slo_s=ttft, tpot_slo_s=tpot, dtype=entry.dtype,
+                kv_dtype=entry.kv_dtype, node=node, kv_link=link, **kwargs)
+        return out
+
+    decode = {sh: caps("decode", sh) for sh in shapes}
+    prefill: dict = {}  # (shape, tier) -> capacities: the KV link depends on the bundle's size
+    options = []
+    for sp in shapes:
+        for sd in shapes:
+            for n_p, n_d in PD_RATIOS:
+                gpus = n_p * sp[0] * sp[1] + n_d * sd[0] * sd[1]
+                tier = Cluster(node, -(-gpus // node.gpus_per_node),
+                               accel.scale_up).tier_for_group(gpus)
+                if (sp, tier.name) not in prefill:
+                    prefill[sp, tier.name] = caps("prefill", sp, LinkModel.from_link(tier.link))
+                pre, dec = prefill[sp, tier.name], decode[sd]
+                cap = np.zeros(n_buckets)
+                details = [dict() for _ in range(n_buckets)]
+                for b in buckets:
+                    p_rate, d_rate = n_p * pre[b].rate_rps, n_d * dec[b].rate_rps
+                    cap[b] = max(0.0, min(p_rate, d_rate))
+                    ttft, tpot = _effective_slo(entry.slo, rep_out[b])
+                    details[b] = {"binding": ("prefill:" + pre[b].binding) if p_rate <= d_rate
+                                  else ("decode:" + dec[b].binding),
+                                  "ttft_s": pre[b].ttft_s + (tpot or 0.0) / 2,
+                                  "tpot_s": dec[b].tpot_s, "max_batch": dec[b].max_batch,
+                                  "ttft_slo_s": ttft, "tpot_slo_s": tpot}
+                if cap.max() <= 0:
+                    continue
+                fidelity = pre[buckets[0]].fidelity
+                options.append(Option(index, name, accel.name, sp[0], sp[1], cap,
+                                      f"cost-model:{fidelity}:disaggregated", details,
+                                      roles=(("prefill", sp[0], sp[1], n_p),
+                                             ("decode", sd[0], sd[1], n_d))))
     return options
 
 
@@ -766,8 +851,32 @@ def _pools(fp: FleetProblem, problem: CoverProblem, keep: list[int], sol: CoverS
                     entry["slo_headroom"] = {"binding": key, "fraction_at_capacity": float(head),
                                              "predicted_s": float(det[f"{key}_s"]),
                                              "slo_s": float(det[f"{key}_slo_s"])}
-            pools.append(entry)
+            pools.extend(_role_pools(entry, o, fp.prices[o.gpu][cls]) if o.roles else [entry])
     return pools
+
+
+def _role_pools(entry: dict[str, Any], o: Option, price_per_gpu: float) -> list[dict[str, Any]]:
+    """A disaggregated bundle's pool as one pool per role (what deploys: each role its own
+    engines), ``count`` and cost per role; ``bundles`` and ``group`` tie them together."""
+    out = []
+    for role, tp, pp, n in o.roles:
+        e = dict(entry)
+        bundles = entry["count"]
+        per_replica = price_per_gpu * tp * pp
+        e.update({"id": f"{o.group_id}/{role}/{entry['price_class']}", "role": role,
+                  "bundles": bundles, "shape": {"tp": tp, "pp": pp}, "gpus_per_replica": tp * pp,
+                  "count": bundles * n, "gpus": bundles * n * tp * pp,
+                  "price_per_replica_hour": per_replica,
+                  "cost_per_hour": entry["cost_per_hour"] * n * tp * pp / o.gpus})
+        if "counts_by_period" in e:
+            e["counts_by_period"] = [c * n for c in entry["counts_by_period"]]
+        engine = dict(e.get("engine") or {})
+        engine["kv_transfer"] = role  # the engine joins a KV-transfer group (emit adds the flags)
+        if role == "prefill":
+            engine.pop("max_num_seqs", None)  # the decode batch cap is the decode side's
+        e["engine"] = engine
+        out.append(e)
+    return out
 
 
 def _routing(fp: FleetProblem, problem: CoverProblem, keep: list[int], sol: CoverSolution
@@ -1013,7 +1122,7 @@ def _replan(fp: FleetProblem, problem: CoverProblem, keep: list[int], sol: Cover
         "retired_pools": retired,
         "solver": near.result.to_dict(),
         "transition": transition(full, names, before, (near.reserved, near.on_demand, near.spot),
-                                 retired),
+                                 retired, roles=[fp.options[j].roles for j in full_keep]),
     }
     return full, full_keep, _with_cost_facts(full, (near.reserved, near.on_demand, near.spot,
                                                     near.routing), sol, sol.method + "+closest"), section
@@ -1169,6 +1278,12 @@ def _explain(fp, problem, keep, sol, body) -> list[str]:
     if base and base.get("gpu"):
         notes.append(f"best single GPU type {base['gpu']} costs {base['cost_per_hour']:.2f} $/h; "
                      f"the mix saves {100 * base['savings_fraction']:.1f}%")
+    bundles = sorted({p["group"] for p in body.get("pools", []) if p.get("role")})
+    if bundles:
+        notes.append(f"prefill/decode disaggregated bundles in the plan: {', '.join(bundles)}; a "
+                     "bundle serves a bucket at the lesser of its prefill and decode sides' rates "
+                     "(decode with no prefill stalls; TTFT = prefill queue + prefill + KV transfer "
+                     "+ half a TPOT to join a decode step); route requests through a P/D proxy")
     for i, m in enumerate(fp.request.models):
         srcs = body["capacity"][m.name or m.model]
         notes.append(f"{m.name or m.model}: capacity from {', '.join(srcs)}; SLO percentile "

@@ -48,7 +48,7 @@ from costmodels.memory import (MemoryBreakdown, activation_bytes, attention_dp_m
 from costmodels.model import ModelSpec, dtype_bytes, load_model
 from costmodels.ops import Iteration, Op, Parallel, attention_dp_forward_ops, forward_ops, layer_ops
 from costmodels.roofline import OpTime, op_time
-from costmodels.serving import CostContext, links_for, make_context
+from costmodels.serving import CostContext, kv_transfer_s, links_for, make_context
 from hardware.accelerator import Accelerator
 from hardware.catalog import default_node_for, get_accelerator, get_node
 from hardware.errors import InfeasibleError, InputError
@@ -810,9 +810,7 @@ def kv_transfer_times_s(model: ModelSpec, input_len: np.ndarray, kv_bytes: float
     The KV of all layers (``model.kv_bytes_for_sequence``) moves over ``parallel_links`` GPU
     links at once (each prefill GPU sends its shard), plus one message latency and overhead.
     """
-    per_token = model.kv_bytes_per_token(kv_bytes)
-    bw = link.effective_bandwidth(1e8) * max(1, parallel_links)
-    return link.collective_overhead_s + link.latency_s + input_len.astype(float) * per_token / bw
+    return kv_transfer_s(model, input_len.astype(float), kv_bytes, link, parallel_links)
 
 
 def pick_pp_splits(model: ModelSpec, pool: Pool, shapes: list[Shape], *, dtype: str, kv_dtype: str | None,

@@ -55,6 +55,8 @@ def previous_counts(previous: dict[str, Any], problem: CoverProblem, keep: list[
     for i, p in enumerate(pools):
         try:
             group, cls, count = str(p["group"]), str(p["price_class"]), int(p["count"])
+            # one role of a disaggregated bundle: the option's count is in whole bundles
+            per_unit = count // max(int(p["bundles"]), 1) if "bundles" in p else 1
         except (KeyError, TypeError, ValueError):
             raise InputError(f"pool {i} lacks group, price_class or an integer count",
                              file=file, field=f"pools[{i}]",
@@ -73,17 +75,20 @@ def previous_counts(previous: dict[str, Any], problem: CoverProblem, keep: list[
                             "gpus": float(series.mean()) * per_replica,
                             "cost_per_hour": float(p.get("cost_per_hour") or 0.0)})
             continue
-        counts[cls][col] = series
+        counts[cls][col] = series // max(per_unit, 1)  # both roles of a bundle agree
     reserved = counts["reserved"].max(axis=1)
     return (reserved, counts["on_demand"], counts["spot"]), retired
 
 
 def transition(problem: CoverProblem, names: list[str], before: tuple, after: tuple,
-               retired: list[dict[str, Any]], period: int = 0) -> dict[str, Any]:
+               retired: list[dict[str, Any]], period: int = 0,
+               roles: list[tuple] | None = None) -> dict[str, Any]:
     """How to move from ``before`` to ``after`` counts in ``period`` without breaking SLOs:
     every pool that grows (or is new) first, then the routing switch, then every pool that
     shrinks (or goes); ``cost_per_hour_during_switch`` is the $/h while both are up (each pool
-    at the larger of its two counts).  ``names[c]``: pool group of option ``c``."""
+    at the larger of its two counts).  ``names[c]``: pool group of option ``c``; ``roles[c]``:
+    its disaggregated roles (``(role, tp, pp, instances)``, empty for a plain replica), each a
+    pool of its own (as the plan lists them)."""
     grow, shrink = [], []
     overlap = sum(r["cost_per_hour"] for r in retired)
     for c, opt in enumerate(problem.options):
@@ -91,11 +96,15 @@ def transition(problem: CoverProblem, names: list[str], before: tuple, after: tu
             a = int(before[k][c] if k == 0 else before[k][c, period])
             b = int(after[k][c] if k == 0 else after[k][c, period])
             overlap += max(a, b) * opt.prices.get(cls, 0.0)
-            step = {"pool": f"{names[c]}/{cls}", "from": a, "to": b}
-            if b > a:
-                grow.append(step)
-            elif b < a:
-                shrink.append(step)
+            bundle = roles[c] if roles else ()
+            parts = ([(f"{names[c]}/{role}/{cls}", n) for role, _, _, n in bundle]
+                     or [(f"{names[c]}/{cls}", 1)])
+            for pool, n in parts:
+                step = {"pool": pool, "from": a * n, "to": b * n}
+                if b > a:
+                    grow.append(step)
+                elif b < a:
+                    shrink.append(step)
     shrink += [{"pool": r["pool"], "from": r["count"], "to": 0} for r in retired]
     return {"period": period, "grow_first": grow,
             "then": "switch the routing table to this plan's",

@@ -8,6 +8,7 @@ Flag names follow vLLM's engine-argument reference (docs.vllm.ai "Engine Argumen
 """
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 from typing import Any
@@ -71,11 +72,15 @@ def shell_line(args: list[str]) -> str:
 def pool_command(pool: dict[str, Any], *, port: int = 8000) -> list[str]:
     """The ``vllm serve`` command of one FleetPlan pool (one replica)."""
     engine = pool.get("engine") or {}
+    extra = []
+    if engine.get("kv_transfer"):  # a prefill or decode role of a disaggregated bundle
+        from planner.emit.disagg import NIXL_CONFIG
+        extra = ["--kv-transfer-config", json.dumps(NIXL_CONFIG, separators=(",", ":"))]
     return vllm_serve_command(pool.get("serve_model") or pool["model"], tp=pool["shape"]["tp"],
                               pp=pool["shape"].get("pp", 1), max_num_seqs=engine.get("max_num_seqs"),
                               max_model_len=engine.get("max_model_len"),
                               dtype=engine.get("dtype"), kv_cache_dtype=engine.get("kv_cache_dtype"),
-                              port=port)
+                              port=port, extra_args=extra)
 
 
 def slug(text: str) -> str:
@@ -102,6 +107,9 @@ def emit_fleet_vllm(plan: dict[str, Any], out_dir: Path) -> list[Path]:
                 f"# pool {pool['id']}: {pool['count']} replica(s) x {pool['gpus_per_replica']} "
                 f"{pool['gpu']} GPU(s), price class {pool['price_class']}\n"
                 f"# run this on each replica (GPUs {pool['gpus_per_replica']} per replica)\n"
+                + (f"# {pool['role']} role of a disaggregated bundle ({pool['group']}): KV moves "
+                   f"over NIXL; route requests through a prefill/decode proxy\n"
+                   if pool.get("role") else "") +
                 f"exec {cmd}\n")
         path = out_dir / f"{name}.sh"
         path.write_text(text, encoding="utf-8")

@@ -30,7 +30,8 @@ def fidelity_layer(source: str) -> str:
 def _pool_label(p: dict[str, Any]) -> str:
     shape = p.get("shape") or {}
     sh = f"tp{shape.get('tp', '?')}-pp{shape.get('pp', '?')}" if shape else ""
-    return f"{p.get('count', '?')} x {p.get('gpu', '?')} {sh} {p.get('price_class', '')}".strip()
+    role = f" {p['role']}" if p.get("role") else ""
+    return f"{p.get('count', '?')} x {p.get('gpu', '?')} {sh}{role} {p.get('price_class', '')}".strip()
 
 
 def _cost_plot(pools: list[dict[str, Any]]) -> str:
