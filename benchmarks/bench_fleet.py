@@ -1,6 +1,6 @@
 """Fleet planner benchmarks, side by side with Mélange's published / measured numbers.
 
-Run: ``python -m benchmarks.bench_fleet [melange|scale|traces|replan|all]`` (default all).
+Run: ``python -m benchmarks.bench_fleet [melange|scale|traces|replan|disagg|all]`` (default all).
 
 1. Mélange's toy example: expect exactly 3 x A10G + 1 x A100-80GB = $6.70/h.
 2. The 4-type 10x10-bucket instance at slice factors 1, 4, 16: $196.19/h, proven optimal, each
@@ -16,6 +16,8 @@ Run: ``python -m benchmarks.bench_fleet [melange|scale|traces|replan|all]`` (def
    comes, AIBrix's loop.  Re-optimising every window from scratch (what AIBrix's optimizer does)
    against planning each window against the plan in place (``--previous``) with a cost
    allowance: GPUs moved over the hour against the extra $/h.
+6. Disaggregation (``disagg``): the traces' fleets with prefill/decode bundles offered against
+   plain replicas only, at TPOT 50 and 30 ms.
 """
 from __future__ import annotations
 
@@ -179,19 +181,19 @@ NVIDIA_GPUS = [g for g in TRACE_GPUS if g != "MI300X"]
 
 
 def _trace_request(trace: str, model: str, period_s: float, rate_scale: float, gpus: list[dict],
-                   **extra):
-    """Fleet request for an Azure 2023 trace ("code" or "conv"): TPOT 50 ms / TTFT 1 s at p90,
-    a 5 x 4 bucket grid; ``extra``: further top-level sections (spot, solver)."""
+                   tpot_s: float = 0.05, disaggregation: str = "off", **extra):
+    """Fleet request for an Azure 2023 trace ("code" or "conv"): TPOT ``tpot_s`` / TTFT 1 s at
+    p90, a 5 x 4 bucket grid; ``extra``: further top-level sections (spot, solver)."""
     from planner.fleet import FleetRequest
 
     data = shared_data_dir() / "azure-llm-inference-2023"
     return FleetRequest.model_validate({
-        "models": [{"name": model, "model": model,
+        "models": [{"name": model, "model": model, "disaggregation": disaggregation,
                     "workload": {"trace": str(data / f"AzureLLMInferenceTrace_{trace}.csv"),
                                  "period_s": period_s, "rate_scale": rate_scale,
                                  "input_edges": [0, 512, 1024, 2048, 4096, 8192],
                                  "output_edges": [0, 32, 128, 512, 2048]},
-                    "slo": {"ttft_s": 1.0, "tpot_s": 0.05, "percentile": 90}}],
+                    "slo": {"ttft_s": 1.0, "tpot_s": tpot_s, "percentile": 90}}],
         "gpus": gpus, **extra})
 
 
@@ -308,6 +310,45 @@ def bench_replan(window_s: float = 60.0, rate_scale: float = 10.0,
                       f"the hour against the extra cost over each window's cheapest plan")
 
 
+# ------------------------------------------------------------------- 6: disaggregated bundles
+
+
+def bench_disagg(period_s: float = 300.0, rate_scale: float = 10.0) -> None:
+    """The traces' fleets with prefill/decode bundles offered (``disaggregation: auto``) against
+    plain replicas only, at TPOT 50 and 30 ms (TTFT 1 s, p90), NVIDIA GPUs, on-demand prices."""
+    from planner.fleet import build_problem, plan_from_problem
+
+    rows = []
+    for trace in ("code", "conv"):
+        for model in ("llama-3.1-8b", "llama-3.1-70b"):
+            for tpot in (0.05, 0.03):
+                costs = {}
+                for dis in ("off", "auto"):
+                    req = _trace_request(trace, model, period_s, rate_scale,
+                                         [{"name": g} for g in NVIDIA_GPUS], tpot_s=tpot,
+                                         disaggregation=dis,
+                                         solver={"time_limit_s": 30, "baseline": False})
+                    start = time.perf_counter()
+                    fp = build_problem(req)
+                    plan = plan_from_problem(fp)
+                    costs[dis] = (plan, time.perf_counter() - start, len(fp.options))
+                off, auto = costs["off"][0], costs["auto"][0]
+                roles = sorted({p["group"].split("/", 1)[1] for p in auto["pools"] if p.get("role")})
+                rows.append({"trace": trace, "model": model, "tpot_ms": round(1000 * tpot),
+                             "replicas_only_$/h": round(off["cost_per_hour"], 2),
+                             "status_off": off["solver"]["status"],
+                             "with_bundles_$/h": round(auto["cost_per_hour"], 2),
+                             "status_auto": auto["solver"]["status"],
+                             "gap_auto": auto["solver"]["gap"],
+                             "saving_%": round(100 * (1 - auto["cost_per_hour"] / off["cost_per_hour"]), 1),
+                             "bundles_used": ", ".join(roles) or "-",
+                             "options_off/auto": f"{costs['off'][2]}/{costs['auto'][2]}",
+                             "plan_s_off/auto": f"{costs['off'][1]:.1f}/{costs['auto'][1]:.1f}"})
+    print_table(rows, f"Prefill/decode bundles chosen jointly with the mix: Azure 2023 traces "
+                      f"x{rate_scale:g}, {period_s:g}-s periods, NVIDIA GPUs, on-demand prices, "
+                      f"TTFT 1 s at p90, analytical capacities")
+
+
 def main(argv: list[str]) -> None:
     what = argv[0] if argv else "all"
     if what in ("melange", "all"):
@@ -320,6 +361,8 @@ def main(argv: list[str]) -> None:
         bench_traces(gpus=NVIDIA_GPUS, label="NVIDIA only", price_classes=True)
     if what in ("replan", "all"):
         bench_replan()
+    if what in ("disagg", "all"):
+        bench_disagg()
 
 
 if __name__ == "__main__":
