@@ -460,9 +460,12 @@ def _bundles(entry: ModelEntry, index: int, name: str, spec, accel, fitting: lis
     from hardware.topology import Cluster
 
     shapes = sorted(fitting, key=lambda s: (s[0] * s[1], s))[:PD_SHAPES]
+    try:
+        node = default_node_for(accel)
+    except InputError:  # no node type known for this GPU: no link to move the KV over
+        return []
     if not shapes:
         return []
-    node = default_node_for(accel)
     n_buckets = rep_in.shape[0]
     buckets = np.nonzero(active)[0]
 
