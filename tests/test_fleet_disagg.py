@@ -10,6 +10,7 @@ import pytest
 from costmodels.model import load_model
 from costmodels.serving import max_rate_disaggregated, max_rate_under_slo
 from hardware.catalog import get_accelerator
+from hardware.errors import InputError
 from planner import fleet as fl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +38,7 @@ def test_phase_capacities_follow_the_steady_state_model():
     # a TTFT below the prefill time itself cannot be met at any rate
     short = _caps(0.03, ttft=0.01)[1]
     assert short.rate_rps == 0.0 and short.binding == "ttft"
-    with pytest.raises(Exception, match="phase"):
+    with pytest.raises(InputError, match="phase"):
         max_rate_disaggregated(load_model("llama-3.1-8b"), get_accelerator("H100-SXM"),
                                phase="both", tp=1, input_len=10, output_len=10)
 
