@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shlex
+import subprocess
 
 import pytest
 import yaml
@@ -141,3 +142,101 @@ def test_replan_gets_a_transition_script_that_grows_before_it_shrinks(tmp_path):
             assert line.split()[-1] in manifests
     for step, line in zip(tr["shrink_after"], lines[2 * grows:]):
         assert (line.split()[1] == "delete") == (step["to"] == 0)
+
+
+def _day_plan(counts: dict[str, list[int]], period_s: float = 3600.0) -> dict:
+    """A minimal FleetPlan dict: one pool per entry of ``counts`` (its per-period counts)."""
+    pools = []
+    for pid, series in counts.items():
+        pools.append({"id": pid, "model": "m", "gpu": "L4", "shape": {"tp": 1, "pp": 1},
+                      "gpus_per_replica": 1, "price_class": "on_demand", "count": max(series),
+                      "cost_per_hour": 1.0, "counts_by_period": series})
+    return {"apiVersion": "planner/v1", "kind": "FleetPlan", "period_s": period_s, "pools": pools}
+
+
+def _keda_replicas(manifest: dict, minute: int) -> int:
+    """What KEDA would hold at ``minute`` of the day: the largest active cron trigger's
+    count, else ``minReplicaCount`` (a window [start, end) that may wrap past midnight)."""
+    def minute_of(cron: str) -> int:
+        m, h, *rest = cron.split()
+        assert rest == ["*", "*", "*"]
+        return int(h) * 60 + int(m)
+
+    active = [int(t["metadata"]["desiredReplicas"]) for t in manifest["spec"]["triggers"]
+              if (minute - minute_of(t["metadata"]["start"])) % 1440
+              < (minute_of(t["metadata"]["end"]) - minute_of(t["metadata"]["start"])) % 1440]
+    return max([manifest["spec"]["minReplicaCount"], *active])
+
+
+def test_day_plan_keda_triggers_cover_every_period_and_grow_before_shrinking(tmp_path):
+    from planner.emit.kubernetes import emit_fleet_kubernetes
+
+    counts = {"m/L4/a/on_demand": [0, 0, 1, 3, 3, 2, 0, 1] * 3,
+              "m/L4/b/on_demand": [2] * 23 + [4],          # grows into the last period
+              "m/L4/c/reserved": [1] * 24}                 # constant: no ScaledObject
+    plan = _day_plan(counts)
+    lead_s, day_start_s = 900, 6 * 3600 + 30 * 60
+    emit_fleet_kubernetes(plan, tmp_path, day_start_s=day_start_s, lead_s=lead_s,
+                          timezone="Europe/Paris")
+    keda = {yaml.safe_load(p.read_text())["spec"]["scaleTargetRef"]["name"]: yaml.safe_load(p.read_text())
+            for p in (tmp_path / "keda").glob("*.yaml")}
+    assert set(keda) == {slug("m/L4/a/on_demand"), slug("m/L4/b/on_demand")}
+    for pid in ("m/L4/a/on_demand", "m/L4/b/on_demand"):
+        manifest, series = keda[slug(pid)], counts[pid]
+        assert manifest["apiVersion"] == "keda.sh/v1alpha1" and manifest["kind"] == "ScaledObject"
+        assert all(t["metadata"]["timezone"] == "Europe/Paris" for t in manifest["spec"]["triggers"])
+        for minute in range(1440):
+            period = int((minute * 60 - day_start_s) // 3600) % 24
+            into = (minute * 60 - day_start_s) % 3600
+            following = series[(period + 1) % 24]
+            want = series[period] if into < 3600 - lead_s else max(series[period], following)
+            # the period's count holds all period long, the next one's from lead_s before it
+            assert _keda_replicas(manifest, minute) == want, (pid, minute)
+    # a Deployment per pool still goes to the top folder (kubectl apply -f DIR needs no KEDA)
+    assert len(list(tmp_path.glob("*.yaml"))) == 3 + 1  # + the model's Service
+
+
+def test_schedule_script_scales_to_each_period_growing_first(tmp_path):
+    from planner.emit.kubernetes import emit_fleet_kubernetes
+
+    counts = {"m/L4/a/on_demand": [1, 3, 0, 2], "m/L4/b/on_demand": [2, 1, 1, 3]}
+    plan = _day_plan(counts, period_s=900.0)  # 1 hour: no daily cron triggers
+    written = emit_fleet_kubernetes(plan, tmp_path)
+    assert not (tmp_path / "keda").exists()
+    assert tmp_path / "schedule.sh" in written
+    script = (tmp_path / "schedule.sh").read_text()
+    assert subprocess.run(["sh", "-n", str(tmp_path / "schedule.sh")]).returncode == 0
+    bad = subprocess.run([str(tmp_path / "schedule.sh"), "9"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "usage" in bad.stderr
+    blocks = script.split(";;")[:-2]  # the last two: the usage branch, then esac
+    assert len(blocks) == 4 and "usage" in script.split(";;")[-2]
+    for t, block in enumerate(blocks):
+        lines = [ln.strip() for ln in block.splitlines() if ln.strip().startswith("kubectl")]
+        targets = {ln.split()[2].split("/")[1]: int(ln.split("=")[1])
+                   for ln in lines if ln.split()[1] == "scale"}
+        assert targets == {slug(pid): series[t] for pid, series in counts.items()}
+        kinds = [ln.split()[1] for ln in lines]
+        grows = [pid for pid, s in counts.items() if s[t] > s[t - 1]]
+        # scale-ups, then their rollouts (not for a pool scaled to zero), then the rest
+        assert kinds[:len(grows)] == ["scale"] * len(grows)
+        assert kinds[len(grows):2 * len(grows)] == ["rollout"] * len(grows)
+        assert all(k == "scale" for k in kinds[2 * len(grows):])
+
+
+def test_emit_schedule_options_are_checked(tmp_path, capsys):
+    path = tmp_path / "plan.yaml"
+    dump_plan(_day_plan({"m/L4/a/on_demand": [0, 1] * 12}), path)
+    for argv, field in ((["--day-start", "25:00"], "--day-start"),
+                        (["--day-start", "6h"], "--day-start"),
+                        (["--lead-s", "3600"], "--lead-s"),
+                        (["--lead-s", "-5"], "--lead-s")):
+        with pytest.raises(SystemExit) as exc:
+            main(["emit", str(path), "--format", "kubernetes", "-o", str(tmp_path / "k"), *argv])
+        assert exc.value.code == 2
+        assert field in capsys.readouterr().err
+    try:
+        main(["emit", str(path), "--format", "kubernetes", "-o", str(tmp_path / "k"),
+              "--day-start", "23:30", "--lead-s", "300"])
+    except SystemExit as exc:
+        assert not exc.code
+    assert len(list((tmp_path / "k" / "keda").glob("*.yaml"))) == 1

@@ -7,6 +7,16 @@ labels that a Service per model can select.  Output is plain YAML (``kubectl app
 A re-plan (a plan with a ``replan`` section, ``planner fleet --previous``) also gets
 ``transition.sh``: the move from the plan in place in an order that keeps the SLOs (grow, wait
 for the rollouts, switch the routing, then shrink).
+
+A plan over several periods (a load curve) also gets the scaling between them:
+``schedule.sh PERIOD`` scales every pool to that period's counts (growing pools first, their
+rollouts awaited, then shrinking ones), for a pipeline or a cron job to call at each boundary;
+and where the periods tile one day on whole minutes, ``keda/`` holds a KEDA ``ScaledObject``
+per pool whose count varies: one cron trigger per run of periods at one count, starting
+``lead_s`` early (a vLLM replica needs minutes to load its weights) and ending with the run, so
+that around a boundary both counts hold (KEDA scales to the largest active trigger): growth
+before shrinkage again.  KEDA manifests sit in their own folder so that ``kubectl apply -f DIR``
+works on clusters without KEDA's CRDs.
 """
 from __future__ import annotations
 
@@ -33,6 +43,10 @@ GPU_PRODUCTS = {
     "Gaudi3": ("habana.ai/gaudi", "habana.ai/gaudi.product", "HL-325L"),
 }
 DEFAULT_IMAGE = "vllm/vllm-openai:latest"
+#: seconds a scale-up starts before its period (KEDA cron triggers): pulling the image and
+#: loading the weights of a 70B model take minutes; ten is a safe default, ``--lead-s`` sets it
+DEFAULT_LEAD_S = 600
+SECONDS_PER_DAY = 86_400
 
 
 def gpu_product(gpu: str) -> tuple[str, str, str]:
@@ -107,8 +121,14 @@ def service(model: str, *, port: int = 8000, namespace: str | None = None) -> di
 
 
 def emit_fleet_kubernetes(plan: dict[str, Any], out_dir: Path, *, image: str = DEFAULT_IMAGE,
-                          namespace: str | None = None) -> list[Path]:
-    """``<pool>.yaml`` (a Deployment) per pool and ``service-<model>.yaml`` per model."""
+                          namespace: str | None = None, day_start_s: float = 0.0,
+                          timezone: str = "Etc/UTC", lead_s: float = DEFAULT_LEAD_S) -> list[Path]:
+    """``<pool>.yaml`` (a Deployment) per pool and ``service-<model>.yaml`` per model; for a
+    re-plan ``transition.sh``; for a plan over several periods ``schedule.sh`` and, where
+    :func:`scaled_objects` applies, ``keda/<pool>.yaml``.
+
+    ``day_start_s``: the time of day period 0 starts (seconds after midnight in
+    ``timezone``); ``lead_s``: how early a KEDA scale-up starts."""
     written = []
     for pool in plan.get("pools", []):
         path = out_dir / f"{slug(pool['id'])}.yaml"
@@ -120,6 +140,19 @@ def emit_fleet_kubernetes(plan: dict[str, Any], out_dir: Path, *, image: str = D
         path.write_text(transition_script(plan, namespace=namespace), encoding="utf-8")
         path.chmod(0o755)
         written.append(path)
+    if _varying_pools(plan):
+        path = out_dir / "schedule.sh"
+        path.write_text(schedule_script(plan, namespace=namespace), encoding="utf-8")
+        path.chmod(0o755)
+        written.append(path)
+        keda = scaled_objects(plan, day_start_s=day_start_s, timezone=timezone, lead_s=lead_s,
+                              namespace=namespace)
+        if keda:
+            (out_dir / "keda").mkdir(exist_ok=True)
+            for name, manifest in keda:
+                path = out_dir / "keda" / f"{name}.yaml"
+                path.write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
+                written.append(path)
     for model in sorted({p["model"] for p in plan.get("pools", [])}):
         path = out_dir / f"service-{slug(model)}.yaml"
         path.write_text(yaml.safe_dump(service(model, namespace=namespace), sort_keys=False),
@@ -161,3 +194,98 @@ def _kubectl(step: dict[str, Any], ns: str) -> str:
     if step["to"] == 0:
         return f"kubectl delete{ns} deployment/{name} --ignore-not-found"
     return f"kubectl scale{ns} deployment/{name} --replicas={step['to']}"
+
+
+def _varying_pools(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """Pools whose replica count changes between the plan's periods."""
+    return [p for p in plan.get("pools", [])
+            if len(set(p.get("counts_by_period") or [])) > 1]
+
+
+def schedule_script(plan: dict[str, Any], *, namespace: str | None = None) -> str:
+    """``schedule.sh PERIOD``: scale every pool whose count varies to period ``PERIOD``'s
+    count.  Pools that grow from the period before are scaled first and their rollouts
+    awaited; only then do the others shrink (the same order as a re-plan's transition).
+    Counts are absolute, so running a period twice, or out of turn, is harmless."""
+    ns = f" -n {namespace}" if namespace else ""
+    pools = _varying_pools(plan)
+    n_periods = len(pools[0]["counts_by_period"])
+    period_s = float(plan.get("period_s") or 0.0)
+    lines = ["#!/bin/sh",
+             "# Scale the fleet to one period of the plan: ./schedule.sh PERIOD",
+             f"# {n_periods} periods of {period_s:g} s; call it at each period's start "
+             "(period i starts i x period_s after period 0).",
+             "# Pools with one count throughout keep their Deployment's replicas.",
+             "set -eu", 'case "${1:-}" in']
+    for t in range(n_periods):
+        before = (t - 1) % n_periods
+        grow = [p for p in pools if p["counts_by_period"][t] > p["counts_by_period"][before]]
+        rest = [p for p in pools if p["counts_by_period"][t] <= p["counts_by_period"][before]]
+        body = [f"kubectl scale{ns} deployment/{slug(p['id'])} "
+                f"--replicas={p['counts_by_period'][t]}" for p in grow]
+        body += [f"kubectl rollout status{ns} deployment/{slug(p['id'])} --timeout=30m"
+                 for p in grow if p["counts_by_period"][t] > 0]
+        body += [f"kubectl scale{ns} deployment/{slug(p['id'])} "
+                 f"--replicas={p['counts_by_period'][t]}" for p in rest]
+        lines.append(f"  {t})  # starts at {t * period_s:g} s")
+        lines += [f"    {b}" for b in body] + ["    ;;"]
+    lines += ['  *) echo "usage: $0 PERIOD (0..' + str(n_periods - 1) + ')" >&2; exit 2 ;;',
+              "esac"]
+    return "\n".join(lines) + "\n"
+
+
+def _cron(seconds: float) -> str:
+    """Daily cron expression ("M H * * *") of a time of day in seconds (whole minutes)."""
+    minute = int(round(seconds / 60.0)) % (24 * 60)
+    return f"{minute % 60} {minute // 60} * * *"
+
+
+def scaled_objects(plan: dict[str, Any], *, day_start_s: float = 0.0, timezone: str = "Etc/UTC",
+                   lead_s: float = DEFAULT_LEAD_S, namespace: str | None = None
+                   ) -> list[tuple[str, dict[str, Any]]]:
+    """KEDA ``ScaledObject`` manifests (``(name, manifest)``) for the pools whose count varies,
+    or ``[]`` when the plan's periods do not tile one day on whole minutes (cron triggers
+    repeat daily; ``schedule.sh`` covers every other case).
+
+    Per pool: ``minReplicaCount`` = its smallest count over the day, one cron trigger per run
+    of consecutive periods at a larger count, from the run's start less ``lead_s`` to its end.
+    """
+    pools = _varying_pools(plan)
+    if not pools:
+        return []
+    n_periods = len(pools[0]["counts_by_period"])
+    period_s = float(plan.get("period_s") or 0.0)
+    if abs(period_s * n_periods - SECONDS_PER_DAY) > 1e-6:
+        return []
+    starts = [day_start_s + t * period_s for t in range(n_periods + 1)]
+    if any(abs(s / 60.0 - round(s / 60.0)) > 1e-9 for s in starts + [s - lead_s for s in starts]):
+        return []
+    out = []
+    for pool in pools:
+        counts = [int(c) for c in pool["counts_by_period"]]
+        low = min(counts)
+        triggers = []
+        t = 0
+        while t < n_periods:
+            end = t
+            while end + 1 < n_periods and counts[end + 1] == counts[t]:
+                end += 1
+            if counts[t] > low:
+                triggers.append({"type": "cron", "metadata": {
+                    "timezone": timezone, "start": _cron(starts[t] - lead_s),
+                    "end": _cron(starts[end + 1]), "desiredReplicas": str(counts[t])}})
+            t = end + 1
+        name = slug(pool["id"])
+        meta: dict[str, Any] = {"name": name,
+                                "labels": {"app.kubernetes.io/managed-by": "llm-placement-planner"},
+                                "annotations": {"planner/pool-id": pool["id"],
+                                                "planner/replicas-by-period":
+                                                    ",".join(str(c) for c in counts)}}
+        if namespace:
+            meta["namespace"] = namespace
+        out.append((name, {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+                           "metadata": meta,
+                           "spec": {"scaleTargetRef": {"name": name},
+                                    "minReplicaCount": low, "maxReplicaCount": max(counts),
+                                    "triggers": triggers}}))
+    return out
