@@ -6,6 +6,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+import yaml
 
 from costmodels.model import load_model
 from costmodels.serving import max_rate_disaggregated, max_rate_under_slo
@@ -89,6 +90,23 @@ def test_bundle_pools_emit_kv_transfer_and_replan_cleanly(tmp_path):
     emit_fleet_kubernetes(plan, tmp_path)
     for p in roles:  # one script and one Deployment per role pool
         assert (tmp_path / f"{slug(p['id'])}.sh").exists() and (tmp_path / f"{slug(p['id'])}.yaml").exists()
+    # clients reach plain replicas only; each bundle role has its own Service for the router
+    docs = [yaml.safe_load(f.read_text()) for f in tmp_path.glob("*.yaml")]
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"]
+            for d in docs if d["kind"] == "Deployment"}
+    services = [d for d in docs if d["kind"] == "Service"]
+    for svc in services:
+        sel = svc["spec"]["selector"]
+        chosen = {n for n, labels in pods.items() if all(labels.get(k) == v for k, v in sel.items())}
+        assert chosen  # no Service without pods
+        if "planner/role" in sel:
+            assert {slug(p["id"]) for p in roles if p["role"] == sel["planner/role"]
+                    and slug(p["group"]) == sel["planner/bundle"]} == chosen
+        else:
+            assert not chosen & {slug(p["id"]) for p in roles}
+    assert {(slug(p["group"]), p["role"]) for p in roles} == {
+        (s["spec"]["selector"]["planner/bundle"], s["spec"]["selector"]["planner/role"])
+        for s in services if "planner/role" in s["spec"]["selector"]}
     # against itself a re-plan moves nothing: both roles of a bundle read back as one count
     again = fl.plan_fleet(_request("auto", 0.03), previous=plan)
     assert again["replan"]["gpus_changed"] == 0

@@ -3,7 +3,10 @@
 Each Deployment runs ``count`` replicas of the pool's ``vllm serve`` command with the pool's GPUs
 per replica as the GPU resource limit, a node selector on the GPU product label published by
 NVIDIA GPU feature discovery (``nvidia.com/gpu.product``), shared memory for TP/PP workers, and
-labels that a Service per model can select.  Output is plain YAML (``kubectl apply -f DIR``).
+labels that a Service per model can select (plain replicas only).  The roles of a prefill/decode
+bundle get a Service each (``service-<bundle>-prefill`` / ``-decode``) for a P/D router to
+call, and role labels (``planner/role``, llm-d's ``llm-d.ai/role``); clients never reach them
+through the model's Service.  Output is plain YAML (``kubectl apply -f DIR``).
 A re-plan (a plan with a ``replan`` section, ``planner fleet --previous``) also gets
 ``transition.sh``: the move from the plan in place in an order that keeps the SLOs (grow, wait
 for the rollouts, switch the routing, then shrink).
@@ -71,6 +74,7 @@ def deployment(pool: dict[str, Any], *, image: str = DEFAULT_IMAGE, namespace: s
               "app.kubernetes.io/managed-by": "llm-placement-planner",
               "planner/model": slug(pool["model"]),
               "planner/price-class": pool["price_class"].replace("_", "-")}
+    labels.update(serving_labels(pool))
     args = pool_command(pool, port=port)
     annotations = {"planner/pool-id": pool["id"],
                    "planner/cost-per-hour": f"{pool['cost_per_hour']:.4f}"}
@@ -109,14 +113,36 @@ def deployment(pool: dict[str, Any], *, image: str = DEFAULT_IMAGE, namespace: s
     }
 
 
-def service(model: str, *, port: int = 8000, namespace: str | None = None) -> dict[str, Any]:
-    """A Service spreading one model's traffic over all its pools (a router that follows the
-    plan's routing table would replace it)."""
-    meta = {"name": slug(model), "labels": {"app.kubernetes.io/managed-by": "llm-placement-planner"}}
+def serving_labels(pool: dict[str, Any]) -> dict[str, str]:
+    """How a pool's pods take requests: ``planner/serving: direct`` (plain replicas, behind the
+    model's Service) or ``disaggregated`` with the bundle and the role (a prefill/decode router
+    sends each request to a prefill pod, then to a decode pod that pulls the KV; llm-d's
+    scheduler finds the roles by its ``llm-d.ai/role`` label)."""
+    if not pool.get("role"):
+        return {"planner/serving": "direct"}
+    return {"planner/serving": "disaggregated", "planner/bundle": slug(pool["group"]),
+            "planner/role": pool["role"], "llm-d.ai/role": pool["role"]}
+
+
+def service(model: str, *, port: int = 8000, namespace: str | None = None,
+            role: str | None = None, bundle: str | None = None) -> dict[str, Any]:
+    """A Service spreading one model's traffic over its plain replicas (a router that follows
+    the plan's routing table would replace it); with ``role`` and ``bundle``, the Service of
+    one role of a disaggregated bundle, for the prefill/decode router to call (clients must not:
+    a prefill pod alone answers with one token)."""
+    name = slug(model) if role is None else slug(f"{bundle}-{role}")
+    meta: dict[str, Any] = {"name": name,
+                            "labels": {"app.kubernetes.io/managed-by": "llm-placement-planner"}}
+    selector = {"planner/model": slug(model), "planner/serving": "direct"}
+    if role is not None:
+        selector = {"planner/bundle": slug(bundle), "planner/role": role}
+        meta["annotations"] = {"planner/note": f"the {role} side of bundle {bundle}: point a "
+                               "prefill/decode router (NIXL KV transfer) at this Service and "
+                               "its other role's, not clients"}
     if namespace:
         meta["namespace"] = namespace
     return {"apiVersion": "v1", "kind": "Service", "metadata": meta,
-            "spec": {"selector": {"planner/model": slug(model)},
+            "spec": {"selector": selector,
                      "ports": [{"name": "http", "port": port, "targetPort": port}]}}
 
 
@@ -153,10 +179,15 @@ def emit_fleet_kubernetes(plan: dict[str, Any], out_dir: Path, *, image: str = D
                 path = out_dir / "keda" / f"{name}.yaml"
                 path.write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
                 written.append(path)
-    for model in sorted({p["model"] for p in plan.get("pools", [])}):
-        path = out_dir / f"service-{slug(model)}.yaml"
-        path.write_text(yaml.safe_dump(service(model, namespace=namespace), sort_keys=False),
-                        encoding="utf-8")
+    services = [(f"service-{slug(model)}", service(model, namespace=namespace))
+                for model in sorted({p["model"] for p in plan.get("pools", []) if not p.get("role")})]
+    services += [(f"service-{slug(f'{group}-{role}')}",
+                  service(model, namespace=namespace, role=role, bundle=group))
+                 for model, group, role in sorted({(p["model"], p["group"], p["role"])
+                                                   for p in plan.get("pools", []) if p.get("role")})]
+    for name, manifest in services:
+        path = out_dir / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
         written.append(path)
     return written
 
