@@ -17,7 +17,8 @@ Run: ``python -m benchmarks.bench_fleet [melange|scale|traces|replan|disagg|all]
    against planning each window against the plan in place (``--previous``) with a cost
    allowance: GPUs moved over the hour against the extra $/h.
 6. Disaggregation (``disagg``): the traces' fleets with prefill/decode bundles offered against
-   plain replicas only, at TPOT 50 and 30 ms.
+   plain replicas only, at TPOT 50 and 30 ms: bundles on one GPU type, and across types
+   (prefill on one, decode on another), on the NVIDIA catalog with and without B200.
 """
 from __future__ import annotations
 
@@ -313,40 +314,53 @@ def bench_replan(window_s: float = 60.0, rate_scale: float = 10.0,
 # ------------------------------------------------------------------- 6: disaggregated bundles
 
 
+#: NVIDIA types without B200 (which, at catalog prices, is the cheapest for prefill and decode
+#: alike, leaving nothing to pair): where splitting the phases across types can pay
+NO_B200_GPUS = ["L40S", "A100-80GB", "H100-PCIE", "H100-SXM", "H200-SXM"]
+
+
 def bench_disagg(period_s: float = 300.0, rate_scale: float = 10.0) -> None:
-    """The traces' fleets with prefill/decode bundles offered (``disaggregation: auto``) against
-    plain replicas only, at TPOT 50 and 30 ms (TTFT 1 s, p90), NVIDIA GPUs, on-demand prices."""
+    """The traces' fleets with prefill/decode bundles offered against plain replicas only, at
+    TPOT 50 and 30 ms (TTFT 1 s, p90), on-demand prices: bundles on one GPU type
+    (``disaggregation: same_gpu``) and also across types (``auto``: prefill on one type, decode
+    on another), on the NVIDIA catalog and on it without B200."""
     from planner.fleet import build_problem, plan_from_problem
 
     rows = []
-    for trace in ("code", "conv"):
-        for model in ("llama-3.1-8b", "llama-3.1-70b"):
-            for tpot in (0.05, 0.03):
-                costs = {}
-                for dis in ("off", "auto"):
-                    req = _trace_request(trace, model, period_s, rate_scale,
-                                         [{"name": g} for g in NVIDIA_GPUS], tpot_s=tpot,
-                                         disaggregation=dis,
-                                         solver={"time_limit_s": 30, "baseline": False})
-                    start = time.perf_counter()
-                    fp = build_problem(req)
-                    plan = plan_from_problem(fp)
-                    costs[dis] = (plan, time.perf_counter() - start, len(fp.options))
-                off, auto = costs["off"][0], costs["auto"][0]
-                roles = sorted({p["group"].split("/", 1)[1] for p in auto["pools"] if p.get("role")})
-                rows.append({"trace": trace, "model": model, "tpot_ms": round(1000 * tpot),
-                             "replicas_only_$/h": round(off["cost_per_hour"], 2),
-                             "status_off": off["solver"]["status"],
-                             "with_bundles_$/h": round(auto["cost_per_hour"], 2),
-                             "status_auto": auto["solver"]["status"],
-                             "gap_auto": auto["solver"]["gap"],
-                             "saving_%": round(100 * (1 - auto["cost_per_hour"] / off["cost_per_hour"]), 1),
-                             "bundles_used": ", ".join(roles) or "-",
-                             "options_off/auto": f"{costs['off'][2]}/{costs['auto'][2]}",
-                             "plan_s_off/auto": f"{costs['off'][1]:.1f}/{costs['auto'][1]:.1f}"})
+    for label, gpus in (("NVIDIA", NVIDIA_GPUS), ("NVIDIA w/o B200", NO_B200_GPUS)):
+        for trace in ("code", "conv"):
+            for model in ("llama-3.1-8b", "llama-3.1-70b"):
+                for tpot in (0.05, 0.03):
+                    costs = {}
+                    for dis in ("off", "same_gpu", "auto"):
+                        req = _trace_request(trace, model, period_s, rate_scale,
+                                             [{"name": g} for g in gpus], tpot_s=tpot,
+                                             disaggregation=dis,
+                                             solver={"time_limit_s": 30, "baseline": False})
+                        start = time.perf_counter()
+                        fp = build_problem(req)
+                        plan = plan_from_problem(fp)
+                        costs[dis] = (plan, time.perf_counter() - start, len(fp.options))
+                    off, same, auto = (costs[k][0] for k in ("off", "same_gpu", "auto"))
+                    roles = sorted({p["group"].split("/", 1)[1] for p in auto["pools"]
+                                    if p.get("role")})
+                    rows.append({
+                        "gpus": label, "trace": trace, "model": model, "tpot_ms": round(1000 * tpot),
+                        "replicas_$/h": round(off["cost_per_hour"], 2),
+                        "same_gpu_$/h": round(same["cost_per_hour"], 2),
+                        "cross_$/h": round(auto["cost_per_hour"], 2),
+                        "status": "/".join(costs[k][0]["solver"]["status"][:3]
+                                           for k in ("off", "same_gpu", "auto")),
+                        "gap_auto": auto["solver"]["gap"],
+                        "same_%": round(100 * (1 - same["cost_per_hour"] / off["cost_per_hour"]), 1) + 0.0,
+                        "cross_%": round(100 * (1 - auto["cost_per_hour"] / off["cost_per_hour"]), 1) + 0.0,
+                        "bundles_used (auto)": ", ".join(roles) or "-",
+                        "options": "/".join(str(costs[k][2]) for k in ("off", "same_gpu", "auto")),
+                        "plan_s": "/".join(f"{costs[k][1]:.1f}" for k in ("off", "same_gpu", "auto"))})
     print_table(rows, f"Prefill/decode bundles chosen jointly with the mix: Azure 2023 traces "
-                      f"x{rate_scale:g}, {period_s:g}-s periods, NVIDIA GPUs, on-demand prices, "
-                      f"TTFT 1 s at p90, analytical capacities")
+                      f"x{rate_scale:g}, {period_s:g}-s periods, on-demand prices, TTFT 1 s at "
+                      f"p90, analytical capacities; saving against plain replicas, bundles on one "
+                      f"GPU type (same_gpu) and across types (cross)")
 
 
 def main(argv: list[str]) -> None:

@@ -100,9 +100,11 @@ class ModelEntry(_Spec):
     dtype: str = "bf16"
     kv_dtype: str | None = None
     max_num_seqs: int | None = Field(None, ge=1)
-    disaggregation: Literal["off", "auto"] = Field("off", description=(
-        "auto: also offer prefill/decode disaggregated bundles (a prefill and a decode "
-        "instance ratio on one GPU type, KV moved between them), chosen jointly with the mix"))
+    disaggregation: Literal["off", "auto", "same_gpu"] = Field("off", description=(
+        "auto: also offer prefill/decode disaggregated bundles (a ratio of prefill to decode "
+        "instances, KV moved between them), chosen jointly with the mix: on one GPU type, or "
+        "prefill on one type and decode on another of the same vendor; same_gpu: one GPU type "
+        "per bundle only"))
 
 
 class GPUEntry(_Spec):
@@ -357,6 +359,22 @@ class Option:
     #: a disaggregated bundle: ((role, tp, pp, instances), ...) for "prefill" and "decode"; one
     #: "replica" of the option is the whole bundle (``tp``/``pp`` are the prefill role's)
     roles: tuple[tuple[str, int, int, int], ...] = ()
+    #: a bundle whose decode instances run on another GPU type than ``gpu`` (the prefill's)
+    decode_gpu: str | None = None
+
+    def role_gpu(self, role: str) -> str:
+        """The GPU type a role of a bundle runs on."""
+        return self.decode_gpu if role == "decode" and self.decode_gpu else self.gpu
+
+    def gpus_by_type(self) -> dict[str, int]:
+        """GPUs one replica (one bundle) holds, per GPU type."""
+        if not self.roles:
+            return {self.gpu: self.gpus}
+        out: dict[str, int] = {}
+        for role, tp, pp, n in self.roles:
+            g = self.role_gpu(role)
+            out[g] = out.get(g, 0) + tp * pp * n
+        return out
 
     @property
     def gpus(self) -> int:
@@ -368,7 +386,8 @@ class Option:
     def group_id(self) -> str:
         if self.roles:
             parts = "-".join(f"{n}{role[0]}-tp{tp}-pp{pp}" for role, tp, pp, n in self.roles)
-            return f"{self.model}/{self.gpu}/pd-{parts}"
+            gpu = f"{self.gpu}+{self.decode_gpu}" if self.decode_gpu else self.gpu
+            return f"{self.model}/{gpu}/pd-{parts}"
         return f"{self.model}/{self.gpu}/tp{self.tp}-pp{self.pp}"
 
 
@@ -433,9 +452,17 @@ def cost_model_options(entry: ModelEntry, index: int, load: ModelLoad, gpus: lis
             if any_fit:
                 options.append(Option(index, name, accel.name, tp, pp, cap,
                                       f"cost-model:{fidelity}", details))
-        if entry.disaggregation == "auto":
+        if entry.disaggregation in ("auto", "same_gpu"):
             fitting = [(o.tp, o.pp) for o in options if o.gpu == accel.name and not o.roles]
             options += _bundles(entry, index, name, spec, accel, fitting, rep_in, rep_out, active)
+    if entry.disaggregation == "auto" and len(gpus) > 1:
+        accels = [get_accelerator(g.name) for g in gpus]
+        fitting: dict[str, list[tuple[int, int]]] = {}
+        for o in options:
+            if not o.roles:
+                fitting.setdefault(o.gpu, []).append((o.tp, o.pp))
+        options += _cross_bundles(entry, index, name, spec, accels, fitting, rep_in, rep_out,
+                                  active)
     return options
 
 
@@ -443,6 +470,49 @@ def cost_model_options(entry: ModelEntry, index: int, load: ModelLoad, gpus: lis
 PD_RATIOS = ((1, 1), (1, 2), (2, 1), (1, 3), (3, 1))
 #: prefill / decode shapes per GPU type considered for bundles: the smallest that fit
 PD_SHAPES = 2
+
+
+def _phase_caps(entry: ModelEntry, spec, accel, node, phase: str, shape: tuple[int, int],
+                rep_in: np.ndarray, rep_out: np.ndarray, buckets: np.ndarray, link=None) -> dict:
+    """Per active bucket, the capacity estimate of ONE prefill-only or decode-only instance
+    of ``shape`` on ``accel`` (:func:`costmodels.serving.max_rate_disaggregated`); ``link``:
+    the KV path to the decode side (prefill only)."""
+    from costmodels.serving import max_rate_disaggregated
+
+    out = {}
+    for b in buckets:
+        ttft, tpot = _effective_slo(entry.slo, rep_out[b])
+        kwargs = {"max_num_seqs": entry.max_num_seqs} if entry.max_num_seqs else {}
+        out[b] = max_rate_disaggregated(
+            spec, accel, phase=phase, tp=shape[0], pp=shape[1], input_len=int(rep_in[b]),
+            output_len=int(rep_out[b]), ttft_slo_s=ttft, tpot_slo_s=tpot, dtype=entry.dtype,
+            kv_dtype=entry.kv_dtype, node=node, kv_link=link, **kwargs)
+    return out
+
+
+def _bundle_option(entry: ModelEntry, index: int, name: str, gpu: str, decode_gpu: str | None,
+                   sp: tuple[int, int], sd: tuple[int, int], n_p: int, n_d: int, pre: dict,
+                   dec: dict, rep_out: np.ndarray, n_buckets: int) -> Option | None:
+    """One bundle of ``n_p`` prefill instances (``sp`` on ``gpu``) and ``n_d`` decode instances
+    (``sd`` on ``decode_gpu``, or ``gpu``): it serves a bucket at ``min(n_p cap_P, n_d cap_D)``
+    req/s; ``None`` when it serves no bucket."""
+    cap = np.zeros(n_buckets)
+    details = [dict() for _ in range(n_buckets)]
+    for b in pre:
+        p_rate, d_rate = n_p * pre[b].rate_rps, n_d * dec[b].rate_rps
+        cap[b] = max(0.0, min(p_rate, d_rate))
+        ttft, tpot = _effective_slo(entry.slo, rep_out[b])
+        details[b] = {"binding": ("prefill:" + pre[b].binding) if p_rate <= d_rate
+                      else ("decode:" + dec[b].binding),
+                      "ttft_s": pre[b].ttft_s + (tpot or 0.0) / 2,
+                      "tpot_s": dec[b].tpot_s, "max_batch": dec[b].max_batch,
+                      "ttft_slo_s": ttft, "tpot_slo_s": tpot}
+    if cap.max() <= 0:
+        return None
+    fidelity = pre[next(iter(pre))].fidelity
+    return Option(index, name, gpu, sp[0], sp[1], cap, f"cost-model:{fidelity}:disaggregated",
+                  details, roles=(("prefill", sp[0], sp[1], n_p), ("decode", sd[0], sd[1], n_d)),
+                  decode_gpu=decode_gpu)
 
 
 def _bundles(entry: ModelEntry, index: int, name: str, spec, accel, fitting: list[tuple[int, int]],
@@ -455,7 +525,6 @@ def _bundles(entry: ModelEntry, index: int, name: str, spec, accel, fitting: lis
     much).  The KV moves over the link tier a group of the bundle's size crosses (the node's
     scale-up fabric when it fits one node, its scale-out network otherwise)."""
     from costmodels.comm import LinkModel
-    from costmodels.serving import max_rate_disaggregated
     from hardware.catalog import default_node_for
     from hardware.topology import Cluster
 
@@ -466,21 +535,9 @@ def _bundles(entry: ModelEntry, index: int, name: str, spec, accel, fitting: lis
         return []
     if not shapes:
         return []
-    n_buckets = rep_in.shape[0]
     buckets = np.nonzero(active)[0]
-
-    def caps(phase: str, shape: tuple[int, int], link: LinkModel | None = None) -> dict:
-        out = {}
-        for b in buckets:
-            ttft, tpot = _effective_slo(entry.slo, rep_out[b])
-            kwargs = {"max_num_seqs": entry.max_num_seqs} if entry.max_num_seqs else {}
-            out[b] = max_rate_disaggregated(
-                spec, accel, phase=phase, tp=shape[0], pp=shape[1], input_len=int(rep_in[b]),
-                output_len=int(rep_out[b]), ttft_slo_s=ttft, tpot_slo_s=tpot, dtype=entry.dtype,
-                kv_dtype=entry.kv_dtype, node=node, kv_link=link, **kwargs)
-        return out
-
-    decode = {sh: caps("decode", sh) for sh in shapes}
+    decode = {sh: _phase_caps(entry, spec, accel, node, "decode", sh, rep_in, rep_out, buckets)
+              for sh in shapes}
     prefill: dict = {}  # (shape, tier) -> capacities: the KV link depends on the bundle's size
     options = []
     for sp in shapes:
@@ -490,27 +547,90 @@ def _bundles(entry: ModelEntry, index: int, name: str, spec, accel, fitting: lis
                 tier = Cluster(node, -(-gpus // node.gpus_per_node),
                                accel.scale_up).tier_for_group(gpus)
                 if (sp, tier.name) not in prefill:
-                    prefill[sp, tier.name] = caps("prefill", sp, LinkModel.from_link(tier.link))
-                pre, dec = prefill[sp, tier.name], decode[sd]
-                cap = np.zeros(n_buckets)
-                details = [dict() for _ in range(n_buckets)]
-                for b in buckets:
-                    p_rate, d_rate = n_p * pre[b].rate_rps, n_d * dec[b].rate_rps
-                    cap[b] = max(0.0, min(p_rate, d_rate))
-                    ttft, tpot = _effective_slo(entry.slo, rep_out[b])
-                    details[b] = {"binding": ("prefill:" + pre[b].binding) if p_rate <= d_rate
-                                  else ("decode:" + dec[b].binding),
-                                  "ttft_s": pre[b].ttft_s + (tpot or 0.0) / 2,
-                                  "tpot_s": dec[b].tpot_s, "max_batch": dec[b].max_batch,
-                                  "ttft_slo_s": ttft, "tpot_slo_s": tpot}
-                if cap.max() <= 0:
-                    continue
-                fidelity = pre[buckets[0]].fidelity
-                options.append(Option(index, name, accel.name, sp[0], sp[1], cap,
-                                      f"cost-model:{fidelity}:disaggregated", details,
-                                      roles=(("prefill", sp[0], sp[1], n_p),
-                                             ("decode", sd[0], sd[1], n_d))))
+                    prefill[sp, tier.name] = _phase_caps(entry, spec, accel, node, "prefill", sp,
+                                                         rep_in, rep_out, buckets,
+                                                         LinkModel.from_link(tier.link))
+                o = _bundle_option(entry, index, name, accel.name, None, sp, sd, n_p, n_d,
+                                   prefill[sp, tier.name], decode[sd], rep_out, len(rep_in))
+                if o is not None:
+                    options.append(o)
     return options
+
+
+#: cross-type bundles kept per model (the ones that beat every same-type option by the most on
+#: some bucket, see :func:`_prune_cross_bundles`): each pair of GPU types adds
+#: PD_SHAPES^2 x len(PD_RATIOS) candidates, too many columns to offer them all
+CROSS_BUNDLES_KEPT = 12
+
+
+def _cross_bundles(entry: ModelEntry, index: int, name: str, spec, accels: list,
+                   fitting: dict[str, list[tuple[int, int]]], rep_in: np.ndarray,
+                   rep_out: np.ndarray, active: np.ndarray) -> list[Option]:
+    """Bundles whose prefill instances run on one GPU type and decode instances on another of
+    the same vendor (prefill wants FLOPs per $, decode HBM bandwidth and capacity per $; the
+    Splitwise idea).  The two sides sit on different nodes: the KV crosses the slower of the
+    two nodes' scale-out networks.  Shapes and ratios as in :func:`_bundles`."""
+    from costmodels.comm import LinkModel
+    from hardware.catalog import default_node_for
+
+    nodes = {}
+    for a in accels:
+        try:
+            nodes[a.name] = default_node_for(a)
+        except InputError:
+            continue
+    buckets = np.nonzero(active)[0]
+    shapes = {a.name: sorted(fitting.get(a.name, []), key=lambda s: (s[0] * s[1], s))[:PD_SHAPES]
+              for a in accels if a.name in nodes}
+    by_name = {a.name: a for a in accels}
+    decode = {(g, sh): _phase_caps(entry, spec, by_name[g], nodes[g], "decode", sh, rep_in,
+                                   rep_out, buckets)
+              for g, shs in shapes.items() for sh in shs}
+    options = []
+    for a in accels:
+        for b in accels:
+            if (a.name == b.name or a.vendor != b.vendor or not shapes.get(a.name)
+                    or not shapes.get(b.name)):
+                continue
+            link = min((nodes[a.name].scale_out, nodes[b.name].scale_out),
+                       key=lambda lk: lk.bandwidth_bytes_per_s)
+            for sp in shapes[a.name]:
+                pre = _phase_caps(entry, spec, a, nodes[a.name], "prefill", sp, rep_in, rep_out,
+                                  buckets, LinkModel.from_link(link))
+                for sd in shapes[b.name]:
+                    for n_p, n_d in PD_RATIOS:
+                        o = _bundle_option(entry, index, name, a.name, b.name, sp, sd, n_p, n_d,
+                                           pre, decode[b.name, sd], rep_out, len(rep_in))
+                        if o is not None:
+                            options.append(o)
+    return options
+
+
+def _prune_cross_bundles(options: list[Option], prices: dict[str, dict[str, float]]
+                         ) -> list[Option]:
+    """Keep, per model, the :data:`CROSS_BUNDLES_KEPT` cross-type bundles that undercut every
+    other option of the model on some bucket by the largest margin, in on-demand $ per req/s
+    (a restriction, like the ratio and shape lists: the MILP stays exact over what is kept)."""
+    def unit_cost(o: Option) -> np.ndarray:
+        price = sum(prices[g].get("on_demand", min(prices[g].values())) * n
+                    for g, n in o.gpus_by_type().items())
+        return np.divide(price, o.capacity, out=np.full(o.capacity.shape, np.inf),
+                         where=o.capacity > 0)
+
+    keep_ids = set()
+    for mi in sorted({o.model_index for o in options}):
+        mine = [o for o in options if o.model_index == mi]
+        cross = [o for o in mine if o.decode_gpu]
+        if not cross:
+            continue
+        best_other = np.min([unit_cost(o) for o in mine if not o.decode_gpu], axis=0)
+        scored = []
+        for k, o in enumerate(cross):
+            gain = np.where(np.isfinite(best_other), 1.0 - unit_cost(o) / best_other, 0.0)
+            if gain.max() > 1e-6:
+                scored.append((-float(gain.max()), k))
+        keep_ids |= {id(cross[k]) for _, k in sorted(scored)[:CROSS_BUNDLES_KEPT]}
+    return [o for o in options if not o.decode_gpu or id(o) in keep_ids]
 
 
 def profile_options(entry: ModelEntry, index: int, load: ModelLoad, gpus: list[GPUEntry],
@@ -628,6 +748,9 @@ def build_problem(req: FleetRequest, *, file: str | None = None) -> FleetProblem
             quotas[key] = int(g.quota)
     for o in options:
         o.gpu = canon.get(o.gpu, o.gpu)
+        if o.decode_gpu:
+            o.decode_gpu = canon.get(o.decode_gpu, o.decode_gpu)
+    options = _prune_cross_bundles(options, prices)
     demand_index, rows = [], []
     for mi, ld in enumerate(loads):
         rates = ld.rates_rps if len(ld.rates_rps) == T else np.repeat(ld.rates_rps, T)
@@ -657,12 +780,18 @@ def _cover_problem(fp: FleetProblem, option_mask: np.ndarray | None = None,
     covers = []
     for j in keep:
         o = fp.options[j]
-        p = dict(fp.prices[o.gpu])
+        by_type = o.gpus_by_type()
+        # a class is offered when every GPU type the replica holds offers it
+        classes = set.intersection(*(set(fp.prices[g]) for g in by_type))
         if not reserved:
-            p.pop("reserved", None)
+            classes.discard("reserved")
         if req.spot.max_fraction <= 0:
-            p.pop("spot", None)
-        covers.append(CoverOption(o.group_id, o.gpu, o.gpus, {k: v * o.gpus for k, v in p.items()}))
+            classes.discard("spot")
+        parts = tuple((g, n, {c: fp.prices[g][c] * n for c in sorted(classes)})
+                      for g, n in sorted(by_type.items()))
+        covers.append(CoverOption(o.group_id, o.gpu, o.gpus,
+                                  {c: sum(pr[c] for _, _, pr in parts) for c in sorted(classes)},
+                                  parts if len(parts) > 1 else ()))
     T = rates.shape[1]
     if routing is None:
         routing = req.solver.routing
@@ -854,23 +983,28 @@ def _pools(fp: FleetProblem, problem: CoverProblem, keep: list[int], sol: CoverS
                     entry["slo_headroom"] = {"binding": key, "fraction_at_capacity": float(head),
                                              "predicted_s": float(det[f"{key}_s"]),
                                              "slo_s": float(det[f"{key}_slo_s"])}
-            pools.extend(_role_pools(entry, o, fp.prices[o.gpu][cls]) if o.roles else [entry])
+            pools.extend(_role_pools(entry, o, {g: fp.prices[g][cls] for g in o.gpus_by_type()})
+                         if o.roles else [entry])
     return pools
 
 
-def _role_pools(entry: dict[str, Any], o: Option, price_per_gpu: float) -> list[dict[str, Any]]:
+def _role_pools(entry: dict[str, Any], o: Option, price_per_gpu: dict[str, float]
+                ) -> list[dict[str, Any]]:
     """A disaggregated bundle's pool as one pool per role (what deploys: each role its own
-    engines), ``count`` and cost per role; ``bundles`` and ``group`` tie them together."""
+    engines, on its own GPU type), ``count`` and cost per role; ``bundles`` and ``group`` tie
+    them together.  ``price_per_gpu``: $/GPU-h of the bundle's price class per GPU type."""
     out = []
+    bundle_price = sum(price_per_gpu[o.role_gpu(role)] * tp * pp * n for role, tp, pp, n in o.roles)
     for role, tp, pp, n in o.roles:
         e = dict(entry)
         bundles = entry["count"]
-        per_replica = price_per_gpu * tp * pp
+        per_replica = price_per_gpu[o.role_gpu(role)] * tp * pp
         e.update({"id": f"{o.group_id}/{role}/{entry['price_class']}", "role": role,
+                  "gpu": o.role_gpu(role),
                   "bundles": bundles, "shape": {"tp": tp, "pp": pp}, "gpus_per_replica": tp * pp,
                   "count": bundles * n, "gpus": bundles * n * tp * pp,
                   "price_per_replica_hour": per_replica,
-                  "cost_per_hour": entry["cost_per_hour"] * n * tp * pp / o.gpus})
+                  "cost_per_hour": entry["cost_per_hour"] * n * per_replica / bundle_price})
         if "counts_by_period" in e:
             e["counts_by_period"] = [c * n for c in entry["counts_by_period"]]
         engine = dict(e.get("engine") or {})
@@ -945,7 +1079,7 @@ def _baseline(fp: FleetProblem, time_limit_s: float):
     per_gpu = []
     best_sol = None
     for g in sorted({o.gpu for o in fp.options}):
-        mask = np.array([o.gpu == g for o in fp.options])
+        mask = np.array([set(o.gpus_by_type()) == {g} for o in fp.options])
         problem, keep = _cover_problem(fp, mask)
         if problem.unservable():
             d, _ = problem.unservable()[0]
@@ -1207,9 +1341,9 @@ def plan_from_problem(fp: FleetProblem, *, time_limit_s: float | None = None,
         "cost_per_hour": cost,
         "peak_cost_per_hour": max(sol.period_cost_per_hour(problem, t) for t in range(T)),
         "cost_per_million_tokens": cost / (tokens / 1e6) if tokens > 0 else None,
-        "gpus": {g: int(max(sum(sol.counts(t)[c] * fp.options[keep[c]].gpus for c in range(len(keep))
-                                if fp.options[keep[c]].gpu == g) for t in range(T)))
-                 for g in sorted({fp.options[k].gpu for k in keep})},
+        "gpus": {g: int(max(sum(sol.counts(t)[c] * fp.options[keep[c]].gpus_by_type().get(g, 0)
+                                for c in range(len(keep))) for t in range(T)))
+                 for g in sorted({g for k in keep for g in fp.options[k].gpus_by_type()})},
         "pools": _pools(fp, problem, keep, sol),
         "routing": _routing(fp, problem, keep, sol),
         "solver": {**sol.result.to_dict(), "method": sol.method,

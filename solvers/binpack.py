@@ -17,7 +17,9 @@ Formulation (no symmetric variables: interchangeable instances are one integer c
   aggregated form of Mélange's per-slice binaries, same optimum, no symmetry);
 * covering: ``sum_j x[d, j, t] = 1``; capacity: ``sum_d x * rate / capacity <= u * (R + O + f S)``
   with ``f`` the spot capacity factor (expected share of spot capacity not lost to interruption);
-* quotas: ``sum_{j in group} units_j (R_j + O_jt + S_jt) <= quota[group]`` in every period;
+* quotas: ``sum_{j in group} units_j (R_j + O_jt + S_jt) <= quota[group]`` in every period
+  (an instance spanning several groups, e.g. a prefill/decode bundle on two GPU types, draws
+  its units from each: :func:`quota_usage`);
 * spot cap: ``sum_j units_j S_jt <= phi * sum_j units_j (R_j + O_jt + S_jt)``;
 * objective: average $/h over the horizon: ``sum_j p_res R_j + sum_t w_t sum_j (p_od O + p_spot S)``.
 
@@ -57,12 +59,37 @@ class CoverOption:
         units: quota units one instance uses (e.g. GPUs per replica).
         prices: $/h of one instance per price class ("reserved", "on_demand", "spot");
             a class that is missing is not offered for this option.
+        parts: for an instance spanning several quota groups, ``((group, units, prices),
+            ...)`` per group (``units`` and ``prices`` above are their sums); empty: all of
+            the instance is in ``group``.
     """
 
     name: str
     group: str
     units: int
     prices: dict[str, float]
+    parts: tuple = ()
+
+
+def quota_usage(option: CoverOption) -> dict[str, int]:
+    """Quota units one instance of ``option`` draws, per group."""
+    if option.parts:
+        return {g: int(u) for g, u, _ in option.parts}
+    return {option.group: int(option.units)}
+
+
+def quota_groups(problem: "CoverProblem") -> list[str]:
+    """Every quota group an option draws from, sorted."""
+    return sorted({g for o in problem.options for g in quota_usage(o)})
+
+
+def _quota_bound(problem: "CoverProblem", j: int, big: float) -> float:
+    """Largest count of option ``j`` its groups' quotas allow on their own (at most ``big``)."""
+    ub = big
+    for g, u in quota_usage(problem.options[j]).items():
+        if g in problem.quotas:
+            ub = min(ub, problem.quotas[g] // max(u, 1))
+    return ub
 
 
 @dataclass
@@ -212,10 +239,7 @@ def build_model(problem: CoverProblem, *, quota_slack_penalty: float | None = No
     O: dict[tuple[int, int], pulp.LpVariable] = {}
     S: dict[tuple[int, int], pulp.LpVariable] = {}
     for j in range(J):
-        quota_ub = big
-        g = problem.options[j].group
-        if g in problem.quotas and quota_slack_penalty is None:
-            quota_ub = min(big, int(problem.quotas[g] // max(problem.options[j].units, 1)))
+        quota_ub = big if quota_slack_penalty is not None else int(_quota_bound(problem, j, big))
         if "reserved" in classes[j] and (multi or "on_demand" not in classes[j]
                                          or classes[j]["reserved"] < classes[j]["on_demand"]):
             R[j] = pulp.LpVariable(f"R_{j}", 0, quota_ub, cat=pulp.LpInteger)
@@ -314,21 +338,20 @@ def build_model(problem: CoverProblem, *, quota_slack_penalty: float | None = No
                                 f"cap_{j}_{t}", 0.0)
     if problem.strong_links:
         _add_links(problem, lp, R, O, S, X)
-    groups = sorted({o.group for o in problem.options})
+    groups = quota_groups(problem)
+    usage = [quota_usage(o) for o in problem.options]
     for t in range(T):
         all_units = []
         spot_units = []
+        for j, opt in enumerate(problem.options):
+            for v in (R.get(j), O.get((j, t)), S.get((j, t))):
+                if v is not None:
+                    all_units.append((v, float(opt.units)))
+            if (j, t) in S:
+                spot_units.append((S[j, t], float(opt.units)))
         for g in groups:
-            terms = []
-            for j, opt in enumerate(problem.options):
-                if opt.group != g:
-                    continue
-                for v in (R.get(j), O.get((j, t)), S.get((j, t))):
-                    if v is not None:
-                        terms.append((v, float(opt.units)))
-                if (j, t) in S:
-                    spot_units.append((S[j, t], float(opt.units)))
-            all_units.extend(terms)
+            terms = [(v, float(usage[j][g])) for j in range(J) if g in usage[j]
+                     for v in (R.get(j), O.get((j, t)), S.get((j, t))) if v is not None]
             if g in problem.quotas and terms:
                 if quota_slack_penalty is not None:
                     v = pulp.LpVariable(f"slack_{groups.index(g)}_{t}", 0, None, cat=pulp.LpInteger)
@@ -463,16 +486,17 @@ def greedy_cover(problem: CoverProblem) -> tuple[np.ndarray, np.ndarray, np.ndar
                 extra = r / (cap[d, j] * u)
                 new_count = math.ceil(load[j] + extra - 1e-9)
                 old_count = math.ceil(load[j] - 1e-9)
-                q = problem.quotas.get(opt.group)
-                if q is not None and used.get(opt.group, 0.0) + (new_count - old_count) * opt.units > q + 1e-9:
+                if any(g in problem.quotas
+                       and used.get(g, 0.0) + (new_count - old_count) * u > problem.quotas[g] + 1e-9
+                       for g, u in quota_usage(opt).items()):
                     continue
                 cands.append(((new_count - old_count) * price[j] + extra * price[j] * 1e-3, int(j), extra))
             if not cands:
                 return None
             _, j, extra = min(cands)
-            opt = problem.options[j]
-            used[opt.group] = used.get(opt.group, 0.0) + \
-                (math.ceil(load[j] + extra - 1e-9) - math.ceil(load[j] - 1e-9)) * opt.units
+            added = math.ceil(load[j] + extra - 1e-9) - math.ceil(load[j] - 1e-9)
+            for g, u in quota_usage(problem.options[j]).items():
+                used[g] = used.get(g, 0.0) + added * u
             load[j] += extra
             routing[d, j, t] = 1.0
         on_demand[:, t] = np.ceil(load - 1e-9).astype(int)
@@ -586,7 +610,7 @@ def _lp_rounding(problem: CoverProblem, lp: pulp.LpProblem, R, O, S, X, time_lim
         if arrays is None and problem.quotas:
             # rounding up broke a quota the LP filled: leave room for rounding every option
             # in use, re-solve the LP and round again
-            groups = sorted({o.group for o in problem.options})
+            groups = quota_groups(problem)
             changed = []
             for t in range(T):
                 for gi, g in enumerate(groups):
@@ -594,8 +618,8 @@ def _lp_rounding(problem: CoverProblem, lp: pulp.LpProblem, R, O, S, X, time_lim
                     if g not in problem.quotas or name not in lp.constraints:
                         continue
                     # each price class of an option may round up by one replica
-                    room = sum(3 * problem.options[j].units for j in range(J)
-                               if problem.options[j].group == g and count[j, t] > 1e-6)
+                    room = sum(3 * quota_usage(problem.options[j]).get(g, 0) for j in range(J)
+                               if count[j, t] > 1e-6)
                     lp.constraints[name].changeRHS(max(0.0, problem.quotas[g] - room))
                     changed.append((name, problem.quotas[g]))
             try:
@@ -697,10 +721,7 @@ def _array_model(problem: CoverProblem, *, periods: np.ndarray | None = None,
     cost, upper, kinds = [], [], []
     multi = T > 1
     for j in range(J):
-        ub = big
-        g = problem.options[j].group
-        if g in problem.quotas:
-            ub = min(big, float(problem.quotas[g] // max(problem.options[j].units, 1)))
+        ub = float(_quota_bound(problem, j, big))
         c = classes[j]
         if reserved is None and "reserved" in c and (
                 multi or "on_demand" not in c or c["reserved"] < c["on_demand"]):
@@ -732,18 +753,17 @@ def _array_model(problem: CoverProblem, *, periods: np.ndarray | None = None,
         sel = (kt == t) | (kt == -1)
         rows.append(ncover + kj[sel] * T + t); cols.append(count_cols[sel])
         vals.append(-factor[sel])
-    groups = sorted({o.group for o in problem.options})
-    gid = np.array([groups.index(o.group) for o in problem.options])
     nrow = ncover + J * T
-    for gi, g in enumerate(groups):
+    for g in quota_groups(problem):
         if g not in problem.quotas:
             continue
-        sel_j = gid[kj] == gi
+        g_units = np.array([float(quota_usage(o).get(g, 0)) for o in problem.options])
+        sel_j = g_units[kj] > 0
         for t in range(T):
             sel = sel_j & ((kt == t) | (kt == -1))
             rows.append(np.full(int(sel.sum()), nrow + t)); cols.append(count_cols[sel])
-            vals.append(units[kj[sel]])
-        room = float(problem.quotas[g]) - float(units[gid == gi] @ fixed[gid == gi])
+            vals.append(g_units[kj[sel]])
+        room = float(problem.quotas[g]) - float(g_units @ fixed)
         lo.append(np.full(T, -np.inf)); hi.append(np.full(T, room))
         nrow += T
     if problem.spot_max_fraction is not None and (kind == 2).any():
@@ -997,16 +1017,14 @@ def _period_rounding(problem: CoverProblem, relax: _LpRelaxation, time_limit_s: 
         counts = reserved[j] + on_demand[j]
         r = _best_reserved(counts, w, classes[j]["reserved"], classes[j]["on_demand"])
         new_od = np.maximum(counts - r, 0)
-        extra_units = (np.maximum(r - counts, 0)) * problem.options[j].units
-        if extra_units.any():
-            g = problem.options[j].group
-            if g in problem.quotas:
-                used = np.zeros(T)
-                for i, o in enumerate(problem.options):
-                    if o.group == g:
-                        used += o.units * (reserved[i] + on_demand[i] + spot[i])
-                if np.any(used + extra_units > problem.quotas[g] + 1e-9):
-                    continue
+        idle = np.maximum(r - counts, 0)
+        if idle.any() and any(
+                g in problem.quotas
+                and np.any(sum(quota_usage(o).get(g, 0) * (reserved[i] + on_demand[i] + spot[i])
+                               for i, o in enumerate(problem.options)) + idle * u
+                           > problem.quotas[g] + 1e-9)
+                for g, u in quota_usage(problem.options[j]).items()):
+            continue
         reserved[j], on_demand[j] = r, new_od
     routing = _clean_routing(routing)
     return (reserved, on_demand, spot, routing), bound
@@ -1495,7 +1513,7 @@ def dominated_options(problem: CoverProblem) -> list[int]:
             if i == j or i in dropped:
                 continue
             oi = problem.options[i]
-            if oi.group != oj.group or oj.units % max(oi.units, 1):
+            if oi.parts or oj.parts or oi.group != oj.group or oj.units % max(oi.units, 1):
                 continue
             m = oj.units // max(oi.units, 1)
             pi = _classes(oi)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from solvers.binpack import CoverInfeasible, CoverProblem, CoverSolution
+from solvers.binpack import CoverInfeasible, CoverOption, CoverProblem, CoverSolution, quota_groups
 
 #: relative tolerance on costs when deciding that a cover ties the optimum without the group
 TIE_RTOL = 1e-6
@@ -46,16 +46,38 @@ class BreakEven:
     reason: str = ""
 
 
+def _group_prices(option: CoverOption, group: str) -> dict[str, float]:
+    """What one instance of ``option`` pays for ``group``'s part, per price class."""
+    if option.parts:
+        return {c: p for g, _, prices in option.parts if g == group for c, p in prices.items()}
+    return dict(option.prices) if option.group == group else {}
+
+
+def _scaled_option(option: CoverOption, group: str, factor: float) -> CoverOption:
+    if not option.parts:
+        if option.group != group:
+            return option
+        return replace(option, prices={c: p * factor for c, p in option.prices.items()})
+    parts = tuple((g, u, {c: p * (factor if g == group else 1.0) for c, p in prices.items()})
+                  for g, u, prices in option.parts)
+    prices = {c: sum(pr[c] for _, _, pr in parts) for c in option.prices}
+    return replace(option, prices=prices, parts=parts)
+
+
 def scaled(problem: CoverProblem, group: str, factor: float) -> CoverProblem:
-    """``problem`` with every price of ``group``'s options multiplied by ``factor``."""
-    options = [replace(o, prices={c: p * factor for c, p in o.prices.items()})
-               if o.group == group else o for o in problem.options]
-    return replace(problem, options=options)
+    """``problem`` with every price of ``group``'s options (and of ``group``'s part of options
+    spanning several groups) multiplied by ``factor``."""
+    return replace(problem, options=[_scaled_option(o, group, factor) for o in problem.options])
+
+
+def _uses(option: CoverOption, group: str) -> bool:
+    return option.group == group or any(g == group for g, _, _ in option.parts)
 
 
 def without(problem: CoverProblem, group: str) -> CoverProblem | None:
-    """``problem`` without ``group``'s options (``None`` when nothing would be left)."""
-    cols = [j for j, o in enumerate(problem.options) if o.group != group]
+    """``problem`` without the options that draw on ``group`` (``None`` when nothing would be
+    left)."""
+    cols = [j for j, o in enumerate(problem.options) if not _uses(o, group)]
     if not cols:
         return None
     return replace(problem, options=[problem.options[j] for j in cols],
@@ -67,11 +89,12 @@ def group_spend(problem: CoverProblem, sol: CoverSolution, group: str) -> float:
     w = problem.period_weights
     total = 0.0
     for j, o in enumerate(problem.options):
-        if o.group != group:
+        prices = _group_prices(o, group)
+        if not prices:
             continue
-        total += sol.reserved[j] * o.prices.get("reserved", 0.0)
-        total += float(sol.on_demand[j] @ w) * o.prices.get("on_demand", 0.0)
-        total += float(sol.spot[j] @ w) * o.prices.get("spot", 0.0)
+        total += sol.reserved[j] * prices.get("reserved", 0.0)
+        total += float(sol.on_demand[j] @ w) * prices.get("on_demand", 0.0)
+        total += float(sol.spot[j] @ w) * prices.get("spot", 0.0)
     return total
 
 
@@ -134,4 +157,4 @@ def all_break_evens(problem: CoverProblem, reference: CoverSolution, solve: Solv
                     ) -> list[BreakEven]:
     """:func:`price_break_even` for every group, in sorted order."""
     return [price_break_even(problem, g, reference, solve)
-            for g in sorted({o.group for o in problem.options})]
+            for g in quota_groups(problem)]

@@ -412,3 +412,61 @@ def test_break_even_of_an_unused_type_is_where_it_enters():
                            problem.rates)
     lazy = price_break_even(useless, "B", solve_cover(useless), lambda p: solve_cover(p))
     assert lazy.factor is None and "even at no cost" in lazy.reason
+
+
+def _split_problem(quotas=None, periods=1):
+    """The toy plus a bundle ``AB`` holding 1 A10G and 1 A100 unit (a prefill/decode pair on
+    two GPU types), 30% faster than an A100 alone on every bucket, priced as its parts."""
+    toy = _toy(slices=None)
+    parts = (("A10G", 1, {"on_demand": 1.01}), ("A100", 1, {"on_demand": 3.67}))
+    opts = toy.options + [CoverOption("AB", "A10G", 2, {"on_demand": 4.68}, parts)]
+    cap = np.concatenate([toy.capacity, 1.3 * toy.capacity[:, 1:2]], axis=1)
+    rates = np.repeat(toy.rates[:, :1], periods, axis=1) * np.linspace(1.0, 2.0, periods)
+    return CoverProblem(opts, cap, rates, quotas=quotas or {})
+
+
+@pytest.mark.parametrize("periods", [1, 8])
+def test_an_option_spanning_two_groups_draws_on_both_quotas(periods, monkeypatch):
+    from solvers import binpack
+    from solvers.binpack import _solve_by_periods, quota_groups, quota_usage
+
+    free = _split_problem(periods=periods)
+    assert quota_groups(free) == ["A100", "A10G"]
+    assert quota_usage(free.options[2]) == {"A10G": 1, "A100": 1}
+    free_cost = solve_cover(free, time_limit_s=20).cost_per_hour
+    for quotas in ({"A100": 1}, {"A10G": 1}, {"A100": 2, "A10G": 3}):
+        problem = _split_problem(quotas, periods=periods)
+        solvers = [solve_cover(problem, time_limit_s=20)]
+        if periods > 1:  # the array-built model of the decomposition, too
+            monkeypatch.setattr(binpack, "DECOMPOSE_PERIODS", 2)
+            solvers.append(_solve_by_periods(problem, 20.0, 1e-6, None))
+        for sol in solvers:
+            for t in range(periods):
+                counts = sol.counts(t)
+                for g, q in quotas.items():
+                    used = sum(counts[j] * quota_usage(o).get(g, 0)
+                               for j, o in enumerate(problem.options))
+                    assert used <= q
+        # tighter quotas never make the plan cheaper than without them; the A100 one binds
+        # (the free plan holds an A100 and a bundle at the peak: two A100 units)
+        assert solvers[0].cost_per_hour >= free_cost - 1e-9
+        if quotas == {"A100": 1} and periods > 1:
+            assert solvers[0].cost_per_hour > free_cost + 1e-6
+    greedy = greedy_cover(_split_problem({"A100": 2, "A10G": 9}))
+    if greedy is not None:
+        counts = greedy[0] + greedy[1][:, 0] + greedy[2][:, 0]
+        assert counts[1] + counts[2] <= 2 and counts[0] + counts[2] <= 9
+
+
+def test_break_even_scales_only_a_groups_part_of_a_split_option():
+    from solvers.sensitivity import group_spend, scaled, without
+
+    problem = _split_problem()
+    doubled = scaled(problem, "A100", 2.0)
+    assert doubled.options[1].prices == {"on_demand": 7.34}
+    assert doubled.options[2].prices == {"on_demand": pytest.approx(1.01 + 7.34)}
+    assert doubled.options[0].prices == problem.options[0].prices
+    assert [o.name for o in without(problem, "A100").options] == ["A10G"]
+    sol = solve_cover(problem)
+    spend = {g: group_spend(problem, sol, g) for g in ("A10G", "A100")}
+    assert sum(spend.values()) == pytest.approx(sol.cost_per_hour)
