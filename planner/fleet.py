@@ -851,10 +851,11 @@ def explain_unservable(fp: FleetProblem) -> None:
         if best is not None:
             ratio, slo_name, o, det = best
             slo_field = f"models[{mi}].slo.{slo_name}_s"
+            closest = o.group_id.split("/", 1)[1] if o.roles else f"{o.gpu} tp{o.tp}-pp{o.pp}"
             raise InfeasibleError(
                 f"model {entry.name or entry.model}: bucket {label} ({size}, share {share:.3g}) "
                 f"cannot be served within the {slo_name.upper()} SLO by any candidate GPU; closest "
-                f"is {o.gpu} tp{o.tp}-pp{o.pp} with {slo_name.upper()} {det[f'{slo_name}_s'] * 1e3:.1f} ms "
+                f"is {closest} with {slo_name.upper()} {det[f'{slo_name}_s'] * 1e3:.1f} ms "
                 f"against {det[f'{slo_name}_slo_s'] * 1e3:.1f} ms even for one request",
                 binding=slo_name, file=fp.file, field=slo_field,
                 expected=f"a looser {slo_name.upper()} SLO, faster GPUs, or larger TP")
