@@ -621,9 +621,10 @@ def _prune_cross_bundles(options: list[Option], prices: dict[str, dict[str, floa
     for mi in sorted({o.model_index for o in options}):
         mine = [o for o in options if o.model_index == mi]
         cross = [o for o in mine if o.decode_gpu]
-        if not cross:
+        others = [unit_cost(o) for o in mine if not o.decode_gpu]
+        if not cross or not others:  # cross bundles come from the plain shapes: never alone
             continue
-        best_other = np.min([unit_cost(o) for o in mine if not o.decode_gpu], axis=0)
+        best_other = np.min(others, axis=0)
         scored = []
         for k, o in enumerate(cross):
             gain = np.where(np.isfinite(best_other), 1.0 - unit_cost(o) / best_other, 0.0)
