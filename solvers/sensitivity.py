@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from solvers.binpack import CoverInfeasible, CoverOption, CoverProblem, CoverSolution, quota_groups
+from solvers.binpack import (CoverInfeasible, CoverOption, CoverProblem, CoverSolution,
+                             quota_groups, quota_usage)
 
 #: relative tolerance on costs when deciding that a cover ties the optimum without the group
 TIE_RTOL = 1e-6
@@ -70,14 +71,10 @@ def scaled(problem: CoverProblem, group: str, factor: float) -> CoverProblem:
     return replace(problem, options=[_scaled_option(o, group, factor) for o in problem.options])
 
 
-def _uses(option: CoverOption, group: str) -> bool:
-    return option.group == group or any(g == group for g, _, _ in option.parts)
-
-
 def without(problem: CoverProblem, group: str) -> CoverProblem | None:
     """``problem`` without the options that draw on ``group`` (``None`` when nothing would be
     left)."""
-    cols = [j for j, o in enumerate(problem.options) if not _uses(o, group)]
+    cols = [j for j, o in enumerate(problem.options) if group not in quota_usage(o)]
     if not cols:
         return None
     return replace(problem, options=[problem.options[j] for j in cols],
