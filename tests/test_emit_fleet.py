@@ -150,7 +150,8 @@ def _day_plan(counts: dict[str, list[int]], period_s: float = 3600.0) -> dict:
     for pid, series in counts.items():
         pools.append({"id": pid, "model": "m", "gpu": "L4", "shape": {"tp": 1, "pp": 1},
                       "gpus_per_replica": 1, "price_class": "on_demand", "count": max(series),
-                      "cost_per_hour": 1.0, "counts_by_period": series})
+                      "cost_per_hour": 1.0, "counts_by_period": series,
+                      "price_per_replica_hour": 2.0})
     return {"apiVersion": "planner/v1", "kind": "FleetPlan", "period_s": period_s, "pools": pools}
 
 
@@ -192,6 +193,11 @@ def test_day_plan_keda_triggers_cover_every_period_and_grow_before_shrinking(tmp
             want = series[period] if into < 3600 - lead_s else max(series[period], following)
             # the period's count holds all period long, the next one's from lead_s before it
             assert _keda_replicas(manifest, minute) == want, (pid, minute)
+    # the extra $/h the early starts cost: what KEDA holds over the day beyond the plan's counts
+    from planner.emit.kubernetes import lead_cost_per_hour
+    held_minutes = sum(_keda_replicas(keda[slug(pid)], m) - counts[pid][int((m * 60 - day_start_s) // 3600) % 24]
+                       for pid in ("m/L4/a/on_demand", "m/L4/b/on_demand") for m in range(1440))
+    assert lead_cost_per_hour(plan, lead_s) == pytest.approx(held_minutes / 60 * 2.0 / 24)
     # a Deployment per pool still goes to the top folder (kubectl apply -f DIR needs no KEDA)
     assert len(list(tmp_path.glob("*.yaml"))) == 3 + 1  # + the model's Service
 

@@ -265,6 +265,20 @@ def schedule_script(plan: dict[str, Any], *, namespace: str | None = None) -> st
     return "\n".join(lines) + "\n"
 
 
+def lead_cost_per_hour(plan: dict[str, Any], lead_s: float) -> float:
+    """Average $/h that starting every scale-up ``lead_s`` early adds to the plan: before each
+    boundary where a pool grows, its larger count runs ``lead_s`` longer (periods repeat)."""
+    extra = 0.0
+    for pool in _varying_pools(plan):
+        counts = pool["counts_by_period"]
+        price = float(pool.get("price_per_replica_hour") or 0.0)
+        extra += sum(max(0, counts[(t + 1) % len(counts)] - counts[t])
+                     for t in range(len(counts))) * price * lead_s / 3600.0
+    horizon_h = float(plan.get("period_s") or 0.0) * max(
+        (len(p["counts_by_period"]) for p in _varying_pools(plan)), default=0) / 3600.0
+    return extra / horizon_h if horizon_h > 0 else 0.0
+
+
 def _cron(seconds: float) -> str:
     """Daily cron expression ("M H * * *") of a time of day in seconds (whole minutes)."""
     minute = int(round(seconds / 60.0)) % (24 * 60)
