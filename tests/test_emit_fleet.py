@@ -246,3 +246,24 @@ def test_emit_schedule_options_are_checked(tmp_path, capsys):
     except SystemExit as exc:
         assert not exc.code
     assert len(list((tmp_path / "k" / "keda").glob("*.yaml"))) == 1
+
+
+def test_vllm_schedule_csv_lists_each_periods_replicas(tmp_path):
+    import csv
+
+    from planner.emit.vllm import emit_fleet_vllm
+
+    counts = {"m/L4/a/on_demand": [1, 3, 0, 2], "m,odd/L4/b/on_demand": [2, 1, 1, 3]}
+    written = emit_fleet_vllm(_day_plan(counts, period_s=900.0), tmp_path)
+    assert tmp_path / "schedule.csv" in written
+    rows = list(csv.DictReader((tmp_path / "schedule.csv").open()))
+    assert len(rows) == 8
+    for row in rows:
+        t = int(row["period"])
+        assert float(row["start_s"]) == 900.0 * t
+        assert int(row["replicas"]) == counts[row["pool"]][t]
+    # a plan with one period has no schedule
+    single = {"pools": [{**_day_plan(counts)["pools"][0]}]}
+    del single["pools"][0]["counts_by_period"]
+    (tmp_path / "one").mkdir()
+    assert not any(p.name == "schedule.csv" for p in emit_fleet_vllm(single, tmp_path / "one"))

@@ -97,7 +97,9 @@ def slug(text: str) -> str:
 
 def emit_fleet_vllm(plan: dict[str, Any], out_dir: Path) -> list[Path]:
     """One shell script per pool (``<pool>.sh``: the command, run on each of ``count`` replicas)
-    and ``commands.txt`` listing them all."""
+    and ``commands.txt`` listing them all; for a plan over several periods also
+    ``schedule.csv`` (``period,start_s,pool,replicas``: how many replicas of each pool to run
+    in each period, for whatever starts and stops them)."""
     written = []
     lines = []
     for pool in plan.get("pools", []):
@@ -118,4 +120,17 @@ def emit_fleet_vllm(plan: dict[str, Any], out_dir: Path) -> list[Path]:
         lines.append(f"# {pool['id']} x{pool['count']}\n{cmd}")
     (out_dir / "commands.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     written.append(out_dir / "commands.txt")
+    pools = [p for p in plan.get("pools", []) if p.get("counts_by_period")]
+    if pools:
+        import csv
+        import io
+
+        period_s = float(plan.get("period_s") or 0.0)
+        buf = io.StringIO()
+        table = csv.writer(buf, lineterminator="\n")
+        table.writerow(["period", "start_s", "pool", "replicas"])
+        for t in range(len(pools[0]["counts_by_period"])):
+            table.writerows([t, f"{t * period_s:g}", p["id"], p["counts_by_period"][t]] for p in pools)
+        (out_dir / "schedule.csv").write_text(buf.getvalue(), encoding="utf-8")
+        written.append(out_dir / "schedule.csv")
     return written
