@@ -24,7 +24,7 @@ from planner import workload as wl
 from planner.plan import envelope, read_structured
 from solvers.binpack import (CoverInfeasible, CoverOption, CoverProblem, CoverSolution,
                              dominated_options, parallel_workers, quota_shortfall,
-                             solve_cover)
+                             solve_cover, start_cost_of, starts_of)
 
 #: shapes tried per GPU type when the request names none (TP within one node, PP 1)
 DEFAULT_TPS = (1, 2, 4, 8)
@@ -147,12 +147,20 @@ class SolverSpec(_Spec):
         return sorted(set(v))
 
 
+class ScalingSpec(_Spec):
+    start_cost_s: float = Field(0.0, ge=0, le=86_400, description=(
+        "seconds of a replica's price each start costs (it loads weights before it serves; "
+        "e.g. 600): the plan then keeps a pool up through a short dip when restarting it "
+        "costs more; starts are counted as if the horizon repeated (a day); 0 = free"))
+
+
 class FleetRequest(_Spec):
     """A fleet planning request (the YAML file's content)."""
 
     models: list[ModelEntry] = Field(min_length=1)
     gpus: list[GPUEntry] = Field(min_length=1)
     spot: SpotSpec = SpotSpec()
+    scaling: ScalingSpec = ScalingSpec()
     solver: SolverSpec = SolverSpec()
     max_utilisation: float = Field(1.0, gt=0, le=1)
 
@@ -790,9 +798,10 @@ def _cover_problem(fp: FleetProblem, option_mask: np.ndarray | None = None,
             classes.discard("spot")
         parts = tuple((g, n, {c: fp.prices[g][c] * n for c in sorted(classes)})
                       for g, n in sorted(by_type.items()))
-        covers.append(CoverOption(o.group_id, o.gpu, o.gpus,
-                                  {c: sum(pr[c] for _, _, pr in parts) for c in sorted(classes)},
-                                  parts if len(parts) > 1 else ()))
+        prices = {c: sum(pr[c] for _, _, pr in parts) for c in sorted(classes)}
+        covers.append(CoverOption(o.group_id, o.gpu, o.gpus, prices,
+                                  parts if len(parts) > 1 else (),
+                                  _start_cost(req, prices, rates.shape[1], fp.period_s)))
     T = rates.shape[1]
     if routing is None:
         routing = req.solver.routing
@@ -815,6 +824,17 @@ def _cover_problem(fp: FleetProblem, option_mask: np.ndarray | None = None,
                                    problem.max_utilisation, problem.slices, routing=routing)
             keep = [keep[c] for c in cols]
     return problem, keep
+
+
+def _start_cost(req: FleetRequest, prices: dict[str, float], periods: int,
+                period_s: float) -> float:
+    """One replica start, in the cover's objective units ($/h over the horizon): its on-demand
+    price (the dearest class where there is none) for ``scaling.start_cost_s``, spread over the
+    horizon's hours."""
+    if req.scaling.start_cost_s <= 0 or periods < 2 or not prices:
+        return 0.0
+    price = prices.get("on_demand", max(prices.values()))
+    return price * req.scaling.start_cost_s / (periods * period_s)
 
 
 def explain_unservable(fp: FleetProblem) -> None:
@@ -1367,6 +1387,14 @@ def plan_from_problem(fp: FleetProblem, *, time_limit_s: float | None = None,
     if T > 1:
         body["periods"] = _periods(fp, problem, keep, sol)
         body["period_s"] = fp.period_s
+    if req.scaling.start_cost_s > 0 and T > 1:
+        started = starts_of(sol.on_demand, sol.spot)
+        units = np.array([o.units for o in problem.options])
+        body["scaling"] = {
+            "start_cost_s": req.scaling.start_cost_s,
+            # cost_per_hour = the pools' costs + this (what the MILP minimised)
+            "start_cost_per_hour": start_cost_of(problem, sol.on_demand, sol.spot),
+            "replica_starts": int(started.sum()), "gpu_starts": int(units @ started.sum(axis=1))}
     body["baseline_single_gpu"] = _savings(base, cost) if base is not None else None
     peak = _peak_provisioning(fp, cost, base_limit) if req.solver.baseline else None
     if peak is not None:

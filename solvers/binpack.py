@@ -21,7 +21,10 @@ Formulation (no symmetric variables: interchangeable instances are one integer c
   (an instance spanning several groups, e.g. a prefill/decode bundle on two GPU types, draws
   its units from each: :func:`quota_usage`);
 * spot cap: ``sum_j units_j S_jt <= phi * sum_j units_j (R_j + O_jt + S_jt)``;
-* objective: average $/h over the horizon: ``sum_j p_res R_j + sum_t w_t sum_j (p_od O + p_spot S)``.
+* objective: average $/h over the horizon: ``sum_j p_res R_j + sum_t w_t sum_j (p_od O + p_spot S)``,
+  plus, where options carry a start cost ``c_j``, ``sum_jt c_j U_jt`` with ``U_jt >= (O + S)_jt
+  - (O + S)_j,t-1`` the instances started at period ``t`` (the horizon repeats: period 0 follows
+  the last), so that a plan does not flap a pool off and on for a short dip.
 
 Solved with :func:`solvers.milp.solve_pulp` (HiGHS, CBC fallback) under a time limit; the
 result carries the solver's real status, bound and gap.  Demands with proportional capacity
@@ -62,6 +65,8 @@ class CoverOption:
         parts: for an instance spanning several quota groups, ``((group, units, prices),
             ...)`` per group (``units`` and ``prices`` above are their sums); empty: all of
             the instance is in ``group``.
+        start_cost: what starting one instance costs, in objective units ($/h averaged over
+            the horizon: the $ per start over the horizon's hours); 0: starts are free.
     """
 
     name: str
@@ -69,6 +74,7 @@ class CoverOption:
     units: int
     prices: dict[str, float]
     parts: tuple = ()
+    start_cost: float = 0.0
 
 
 def quota_usage(option: CoverOption) -> dict[str, int]:
@@ -203,11 +209,32 @@ def _classes(opt: CoverOption) -> dict[str, float]:
     return {c: float(p) for c, p in opt.prices.items() if c in PRICE_CLASSES and p is not None}
 
 
+def starts_of(on_demand: np.ndarray, spot: np.ndarray) -> np.ndarray:
+    """``[J, T]`` instances started at each period (the horizon repeats: period 0 follows the
+    last; a single period starts nothing)."""
+    n = np.asarray(on_demand) + np.asarray(spot)
+    if n.shape[1] < 2:
+        return np.zeros_like(n)
+    return np.maximum(n - np.roll(n, 1, axis=1), 0)
+
+
+def start_cost_of(problem: CoverProblem, on_demand: np.ndarray, spot: np.ndarray) -> float:
+    """The start costs of given counts, in objective units."""
+    costs = np.array([o.start_cost for o in problem.options])
+    if not costs.any():
+        return 0.0
+    return float(costs @ starts_of(on_demand, spot).sum(axis=1))
+
+
+def _starts_priced(problem: CoverProblem) -> bool:
+    return problem.shape[2] > 1 and any(o.start_cost > 0 for o in problem.options)
+
+
 def objective_of(problem: CoverProblem, reserved: np.ndarray, on_demand: np.ndarray,
                  spot: np.ndarray) -> float:
-    """Average $/h over the horizon of given counts."""
+    """Average $/h over the horizon of given counts (start costs included)."""
     w = problem.period_weights
-    total = 0.0
+    total = start_cost_of(problem, on_demand, spot)
     for j, opt in enumerate(problem.options):
         p = _classes(opt)
         total += reserved[j] * p.get("reserved", 0.0)
@@ -369,6 +396,19 @@ def build_model(problem: CoverProblem, *, quota_slack_penalty: float | None = No
                 coefs[v] = coefs.get(v, 0.0) + c
             lp += pulp.LpConstraint(pulp.LpAffineExpression(list(coefs.items())), pulp.LpConstraintLE,
                                     f"spotcap_{t}", 0.0)
+    if _starts_priced(problem):
+        for j, opt in enumerate(problem.options):
+            if opt.start_cost <= 0:
+                continue
+            for t in range(T):
+                started = pulp.LpVariable(f"U_{j}_{t}", 0, None)
+                now = [v for v in (O.get((j, t)), S.get((j, t))) if v is not None]
+                before = [v for v in (O.get((j, t - 1 if t else T - 1)),
+                                      S.get((j, t - 1 if t else T - 1))) if v is not None]
+                lp += pulp.LpConstraint(pulp.LpAffineExpression(
+                    [(started, 1.0)] + [(v, -1.0) for v in now] + [(v, 1.0) for v in before]),
+                    pulp.LpConstraintGE, f"start_{j}_{t}", 0.0)
+                obj.append((started, opt.start_cost))
     lp += pulp.LpAffineExpression(obj)
     return lp, R, O, S, X
 
@@ -669,7 +709,8 @@ class _ArrayModel:
         kind, kj, kt: ``[ncount]`` price class (0 reserved, 1 on demand, 2 spot), option and
             period (-1: reserved, every period) of each count column.
         cost, col_hi: ``[n]`` objective coefficients ($/h averaged over the horizon) and upper
-            bounds of all columns.
+            bounds of all columns (routing, counts, then one start column per (option with a
+            start cost, period) when the model spans the whole horizon).
         a: ``[nrow, n]`` constraint matrix (CSR); ``row_lo``, ``row_hi`` its bounds.
     """
 
@@ -684,10 +725,17 @@ class _ArrayModel:
     a: object
     row_lo: np.ndarray
     row_hi: np.ndarray
+    #: options with a start column per period (after the counts), in column order
+    start_options: tuple = ()
 
     @property
     def nx(self) -> int:
         return len(self.dd)
+
+    @property
+    def count_slice(self) -> slice:
+        """The count columns' positions."""
+        return slice(len(self.dd), len(self.dd) + len(self.kind))
 
 
 def _array_model(problem: CoverProblem, *, periods: np.ndarray | None = None,
@@ -775,12 +823,29 @@ def _array_model(problem: CoverProblem, *, periods: np.ndarray | None = None,
             vals.append(coef[sel])
         lo.append(np.full(T, -np.inf)); hi.append(np.full(T, phi * float(units @ fixed)))
         nrow += T
+    nstart, priced = 0, []
+    if periods is None and reserved is None and allowed is None and _starts_priced(problem):
+        # U_jt - (O + S)_jt + (O + S)_j,t-1 >= 0: instances started at t, priced per start
+        priced = [j for j, o in enumerate(problem.options) if o.start_cost > 0]
+        for n_j, j in enumerate(priced):
+            for t in range(T):
+                col = nx + ncount + n_j * T + t
+                now = count_cols[(kj == j) & (kt == t) & (kind > 0)]
+                before = count_cols[(kj == j) & (kt == (t - 1) % T) & (kind > 0)]
+                rows.append(np.full(1 + len(now) + len(before), nrow))
+                cols.append(np.concatenate([[col], now, before]))
+                vals.append(np.concatenate([[1.0], -np.ones(len(now)), np.ones(len(before))]))
+                lo.append(np.zeros(1)); hi.append(np.full(1, np.inf))
+                nrow += 1
+        nstart = len(priced) * T
+        cost += [problem.options[j].start_cost for j in priced for _ in range(T)]
+        upper += [np.inf] * nstart
     a = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                          shape=(nrow, nx + ncount))
+                          shape=(nrow, nx + ncount + nstart))
     return _ArrayModel(dd, jj, tt, kind, kj, kt,
                        np.concatenate([np.zeros(nx), np.array(cost, dtype=float)]),
                        np.concatenate([np.ones(nx), np.array(upper, dtype=float)]),
-                       a, np.concatenate(lo), np.concatenate(hi))
+                       a, np.concatenate(lo), np.concatenate(hi), tuple(priced))
 
 
 def _run_highs(model: _ArrayModel, *, integer: bool, time_limit_s: float,
@@ -806,7 +871,7 @@ def _run_highs(model: _ArrayModel, *, integer: bool, time_limit_s: float,
     h.addRows(a.shape[0], model.row_lo, model.row_hi, a.nnz, a.indptr.astype(np.int32),
               a.indices.astype(np.int32), a.data)
     if integer:
-        idx = np.arange(model.nx, n, dtype=np.int32)
+        idx = np.arange(model.count_slice.start, model.count_slice.stop, dtype=np.int32)
         h.changeColsIntegrality(len(idx), idx,
                                 np.full(len(idx), highspy.HighsVarType.kInteger))
     if start is not None:
@@ -825,14 +890,17 @@ def _model_point(model: _ArrayModel, reserved: np.ndarray, on_demand: np.ndarray
     counts = np.where(model.kind == 0, reserved[model.kj],
                       np.where(model.kind == 1, on_demand[model.kj, model.kt],
                                spot[model.kj, model.kt]))
-    return np.concatenate([routing[model.dd, model.jj, model.tt], counts.astype(float)])
+    started = np.zeros(0)
+    if model.start_options:  # one start column per (priced option, period), in that order
+        started = starts_of(on_demand, spot)[list(model.start_options)].ravel().astype(float)
+    return np.concatenate([routing[model.dd, model.jj, model.tt], counts.astype(float), started])
 
 
 def _model_cover(problem: CoverProblem, model: _ArrayModel, x: np.ndarray) -> tuple:
     """``(reserved [J], on_demand [J, T], spot [J, T], routing [D, J, T])`` of a column
     vector of ``model`` (routing normalised per demand and period, as in :func:`_extract`)."""
     D, J, T = problem.shape
-    counts = np.rint(x[model.nx:]).astype(int)
+    counts = np.rint(x[model.count_slice]).astype(int)
     reserved = np.zeros(J, dtype=int)
     on_demand, spot = np.zeros((J, T), dtype=int), np.zeros((J, T), dtype=int)
     sel = model.kind == 0
@@ -866,7 +934,7 @@ def _solve_lp_arrays(problem: CoverProblem, time_limit_s: float,
     x = np.asarray(h.getSolution().col_value)
     reserved = np.zeros(problem.shape[1])
     sel = m.kind == 0
-    reserved[m.kj[sel]] = x[m.nx:][sel]
+    reserved[m.kj[sel]] = x[m.count_slice][sel]
     return _LpRelaxation(float(h.getInfo().objective_function_value), reserved)
 
 

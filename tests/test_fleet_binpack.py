@@ -470,3 +470,26 @@ def test_break_even_scales_only_a_groups_part_of_a_split_option():
     sol = solve_cover(problem)
     spend = {g: group_spend(problem, sol, g) for g in ("A10G", "A100")}
     assert sum(spend.values()) == pytest.approx(sol.cost_per_hour)
+
+
+@pytest.mark.parametrize("start_cost, held", [(0.0, False), (0.2, False), (0.3, True)])
+def test_start_costs_keep_a_pool_up_through_a_dip(start_cost, held, monkeypatch):
+    """Load 4, 1, 4, 1 req/s on 1-req/s instances at $1/h: flapping costs 2.5 $/h plus 6
+    starts, holding 4 instances costs 4 $/h; holding wins once a start costs over 0.25."""
+    from solvers import binpack
+    from solvers.binpack import _solve_by_periods, start_cost_of, starts_of
+
+    problem = CoverProblem([CoverOption("g", "g", 1, {"on_demand": 1.0}, start_cost=start_cost)],
+                           np.ones((1, 1)), np.array([[4.0, 1.0, 4.0, 1.0]]))
+    plain = solve_cover(problem, time_limit_s=10)  # the PuLP-built MILP
+    monkeypatch.setattr(binpack, "DECOMPOSE_PERIODS", 2)  # and the array-built one
+    for sol in (plain, solve_cover(problem, time_limit_s=10),
+                _solve_by_periods(problem, 10.0, 1e-6, None)):
+        counts = [int(sol.counts(t)[0]) for t in range(4)]
+        assert counts == ([4, 4, 4, 4] if held else [4, 1, 4, 1])
+        assert sol.result.status == "optimal"
+        want = 4.0 if held else 2.5 + 6 * start_cost
+        assert sol.cost_per_hour == pytest.approx(want)
+        assert objective_of(problem, sol.reserved, sol.on_demand, sol.spot) == pytest.approx(want)
+    assert starts_of(np.array([[4, 1, 4, 1]]), np.zeros((1, 4))).tolist() == [[3, 0, 3, 0]]
+    assert start_cost_of(problem, np.array([[4, 1, 4, 1]]), np.zeros((1, 4))) == pytest.approx(6 * start_cost)

@@ -81,6 +81,10 @@ def fleet(
     for p in plan["pools"]:
         typer.echo(f"  {p['count']:>4} x {p['model']} on {p['gpu']} tp{p['shape']['tp']}-pp{p['shape']['pp']}"
                    f" [{p['price_class']}]  util {p['utilisation']:.2f}")
+    if plan.get("scaling"):
+        sc = plan["scaling"]
+        typer.echo(f"replica starts over the horizon: {sc['replica_starts']} ({sc['gpu_starts']} GPUs), "
+                   f"{sc['start_cost_per_hour']:.2f} $/h of the cost")
     base = plan.get("baseline_single_gpu") or {}
     if base.get("gpu"):
         typer.echo(f"best single GPU type: {base['gpu']} {base['cost_per_hour']:.2f} $/h "
