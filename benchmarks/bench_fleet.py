@@ -1,6 +1,6 @@
 """Fleet planner benchmarks, side by side with Mélange's published / measured numbers.
 
-Run: ``python -m benchmarks.bench_fleet [melange|scale|traces|replan|disagg|all]`` (default all).
+Run: ``python -m benchmarks.bench_fleet [melange|scale|traces|replan|disagg|starts|all]`` (default all).
 
 1. Mélange's toy example: expect exactly 3 x A10G + 1 x A100-80GB = $6.70/h.
 2. The 4-type 10x10-bucket instance at slice factors 1, 4, 16: $196.19/h, proven optimal, each
@@ -19,6 +19,8 @@ Run: ``python -m benchmarks.bench_fleet [melange|scale|traces|replan|disagg|all]
 6. Disaggregation (``disagg``): the traces' fleets with prefill/decode bundles offered against
    plain replicas only, at TPOT 50 and 30 ms: bundles on one GPU type, and across types
    (prefill on one, decode on another), on the NVIDIA catalog with and without B200.
+7. Replica starts (``starts``): ``scaling.start_cost_s`` priced against free on the traces in
+   one-minute periods: starts, running $/h and total.
 """
 from __future__ import annotations
 
@@ -363,12 +365,63 @@ def bench_disagg(period_s: float = 300.0, rate_scale: float = 10.0) -> None:
                       f"GPU type (same_gpu) and across types (cross)")
 
 
+def _replica_starts(plan: dict) -> int:
+    """Replica starts over a plan's horizon (taken to repeat), from its pools' counts."""
+    total = 0
+    for p in plan["pools"]:
+        c = p.get("counts_by_period") or []
+        total += sum(max(0, c[t] - c[t - 1]) for t in range(len(c)))
+    return total
+
+
+def bench_starts(period_s: float = 60.0, rate_scale: float = 10.0,
+                 start_costs_s: tuple = (0.0, 120.0, 300.0)) -> None:
+    """Replica starts priced (``scaling.start_cost_s``) against free: the traces in one-minute
+    periods, NVIDIA GPUs, on-demand prices.  Each start of a replica costs that many seconds of
+    its price; the running $/h, the starts and the total (what the MILP minimises) per
+    setting; the free plan's starts are also priced at each setting, for comparison."""
+    from planner.fleet import build_problem, plan_from_problem
+
+    rows = []
+    for trace in ("code", "conv"):
+        for model in ("llama-3.1-8b", "llama-3.1-70b"):
+            free = None
+            for cost_s in start_costs_s:
+                req = _trace_request(trace, model, period_s, rate_scale,
+                                     [{"name": g} for g in NVIDIA_GPUS],
+                                     scaling={"start_cost_s": cost_s},
+                                     solver={"time_limit_s": 30, "baseline": False})
+                start = time.perf_counter()
+                fp = build_problem(req)
+                plan = plan_from_problem(fp)
+                wall = time.perf_counter() - start
+                free = plan if cost_s == 0 else free
+                horizon_s = period_s * len(fp.period_weights)
+                running = sum(p["cost_per_hour"] for p in plan["pools"])
+                free_total = free["cost_per_hour"] + sum(
+                    p["price_per_replica_hour"] * cost_s / horizon_s * _replica_starts({"pools": [p]})
+                    for p in free["pools"])
+                rows.append({"trace": trace, "model": model, "periods": len(fp.period_weights),
+                             "start_cost_s": cost_s, "running_$/h": round(running, 3),
+                             "replica_starts": _replica_starts(plan),
+                             "total_$/h": round(plan["cost_per_hour"], 3),
+                             "free_plan_priced_$/h": round(free_total, 3),
+                             "status": plan["solver"]["status"], "gap": plan["solver"]["gap"],
+                             "plan_s": round(wall, 1)})
+    print_table(rows, f"Replica starts priced: Azure 2023 traces x{rate_scale:g}, {period_s:g}-s "
+                      f"periods (the hour taken to repeat), NVIDIA GPUs, on-demand prices, TPOT "
+                      f"50 ms / TTFT 1 s at p90; free_plan_priced = the plan that ignores starts, "
+                      f"its starts priced at the row's start cost")
+
+
 def main(argv: list[str]) -> None:
     what = argv[0] if argv else "all"
     if what in ("melange", "all"):
         bench_melange()
     if what in ("scale", "all"):
         bench_scale(noise=argv[1] if len(argv) > 1 else None)
+    if what in ("starts", "all"):
+        bench_starts()
     if what in ("traces", "all"):
         bench_traces()
         bench_traces(gpus=NVIDIA_GPUS, label="NVIDIA only")
