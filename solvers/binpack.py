@@ -1098,6 +1098,59 @@ def _period_rounding(problem: CoverProblem, relax: _LpRelaxation, time_limit_s: 
     return (reserved, on_demand, spot, routing), bound
 
 
+def _hold_through_dips(problem: CoverProblem, arrays: tuple) -> tuple:
+    """With start costs: keep an option's instances up through a dip (periods below both the
+    count before and the count after, cyclically) when the starts saved cost more than the idle
+    instances, by adding on-demand instances (routing and the spot cap stay satisfied; quotas
+    are checked).  Greedy, repeated until no dip pays; per-period solves (which do not see
+    start costs) leave many such dips."""
+    if not _starts_priced(problem):
+        return arrays
+    reserved, on_demand, spot, routing = arrays
+    on_demand = np.array(on_demand, copy=True)
+    J, T = on_demand.shape
+    usage = [quota_usage(o) for o in problem.options]
+    units = {g: np.array([u.get(g, 0) for u in usage], dtype=float) for g in problem.quotas}
+
+    def fits(j: int, periods: list[int], extra: np.ndarray) -> bool:
+        for g, u in usage[j].items():
+            if g not in problem.quotas:
+                continue
+            used = units[g] @ (reserved[:, None] + on_demand[:, periods] + spot[:, periods])
+            if np.any(used + extra * u > problem.quotas[g] + 1e-9):
+                return False
+        return True
+
+    best = objective_of(problem, reserved, on_demand, spot)
+    for _ in range(J * T):  # each accepted move lowers the cost: a bounded walk
+        moved = False
+        for j in range(J):
+            if problem.options[j].start_cost <= 0 or "on_demand" not in _classes(problem.options[j]):
+                continue
+            n = on_demand[j] + spot[j]
+            for t in range(T):
+                if n[t] >= n[t - 1]:
+                    continue
+                run, k = [], t  # the dip: periods from t on below the level before it
+                while n[k % T] < n[t - 1] and len(run) < T - 1:
+                    run.append(k % T)
+                    k += 1
+                target = min(n[t - 1], n[k % T])
+                extra = np.maximum(target - n[run], 0)
+                if not extra.any() or not fits(j, run, extra):
+                    continue
+                on_demand[j, run] += extra
+                cost = objective_of(problem, reserved, on_demand, spot)
+                if cost < best - 1e-12:
+                    best, moved = cost, True
+                    n = on_demand[j] + spot[j]
+                else:
+                    on_demand[j, run] -= extra
+        if not moved:
+            break
+    return reserved, on_demand, spot, routing
+
+
 def _periods_independent(problem: CoverProblem) -> bool:
     """True when nothing ties the periods together: no option offers the reserved class
     (quotas and the spot cap are per period), so the cover's optimum is the sum of the
@@ -1401,6 +1454,9 @@ def _solve_by_periods(problem: CoverProblem, time_limit_s: float, gap_rel: float
     if arrays is None:
         return None
     method = "lp+period-rounding"
+    if _starts_priced(problem):  # the period solves do not see start costs: fill the dips
+        arrays = _hold_through_dips(problem, arrays)
+        best_cost = objective_of(problem, *arrays[:3])
     # improvement passes (big models, where no MILP follows): start each period from the
     # reserved levels the last pass settled on (re-chosen from its count profiles)
     tried: set = set()  # reserved levels already passed over
@@ -1416,7 +1472,7 @@ def _solve_by_periods(problem: CoverProblem, time_limit_s: float, gap_rel: float
                                 reserved=arrays[0], workers=workers)
         if more is None:
             break
-        more = more[0]
+        more = _hold_through_dips(problem, more[0])
         cost = objective_of(problem, *more[:3])
         if cost >= best_cost - 1e-9:
             break

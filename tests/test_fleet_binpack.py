@@ -493,3 +493,29 @@ def test_start_costs_keep_a_pool_up_through_a_dip(start_cost, held, monkeypatch)
         assert objective_of(problem, sol.reserved, sol.on_demand, sol.spot) == pytest.approx(want)
     assert starts_of(np.array([[4, 1, 4, 1]]), np.zeros((1, 4))).tolist() == [[3, 0, 3, 0]]
     assert start_cost_of(problem, np.array([[4, 1, 4, 1]]), np.zeros((1, 4))) == pytest.approx(6 * start_cost)
+
+
+def test_dips_are_held_where_the_starts_saved_cost_more():
+    from solvers.binpack import _hold_through_dips
+
+    def problem(c, quotas=None):
+        return CoverProblem([CoverOption("g", "g", 2, {"on_demand": 1.0}, start_cost=c)],
+                            np.ones((1, 1)), np.array([[4.0, 1.0, 1.0, 4.0, 2.0, 4.0]]),
+                            quotas=quotas or {})
+
+    flapping = (np.zeros(1, int), np.array([[4, 1, 1, 4, 2, 4]]), np.zeros((1, 6), int),
+                np.ones((1, 1, 6)))
+    # a start costs 0.2: holding the one-period dip (2 idle for 1/6 h) pays, the two-period
+    # dip (3 idle for 2/6 h) does not
+    held = _hold_through_dips(problem(0.2), flapping)
+    assert held[1].tolist() == [[4, 1, 1, 4, 4, 4]]
+    assert objective_of(problem(0.2), *held[:3]) < objective_of(problem(0.2), *flapping[:3])
+    assert _hold_through_dips(problem(0.6), flapping)[1].tolist() == [[4, 4, 4, 4, 4, 4]]
+    assert _hold_through_dips(problem(0.01), flapping)[1].tolist() == [[4, 1, 1, 4, 2, 4]]
+    # another option of the group fills the quota in the dips: no room to hold
+    crowded = problem(0.6, {"g": 12})
+    crowded = CoverProblem(crowded.options + [CoverOption("h", "g", 1, {"on_demand": 0.5})],
+                           np.ones((1, 2)), crowded.rates, quotas={"g": 12})
+    both = (np.zeros(2, int), np.array([[4, 1, 1, 4, 2, 4], [0, 9, 9, 0, 7, 0]]),
+            np.zeros((2, 6), int), np.ones((1, 2, 6)) / 2)
+    assert _hold_through_dips(crowded, both)[1].tolist() == both[1].tolist()
