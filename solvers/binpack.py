@@ -89,6 +89,21 @@ def quota_groups(problem: "CoverProblem") -> list[str]:
     return sorted({g for o in problem.options for g in quota_usage(o)})
 
 
+def _group_units(problem: "CoverProblem") -> dict[str, np.ndarray]:
+    """``[J]`` quota units one instance of each option draws, per group that has a quota."""
+    usage = [quota_usage(o) for o in problem.options]
+    return {g: np.array([float(u.get(g, 0)) for u in usage]) for g in problem.quotas}
+
+
+def _fits_quotas(problem: "CoverProblem", group_units: dict[str, np.ndarray], counts: np.ndarray,
+                 j: int, extra: np.ndarray) -> bool:
+    """Whether ``extra`` (per period) more instances of option ``j`` fit every quota it draws
+    on, on top of ``counts`` (``[J, periods]`` instances of every option, all classes)."""
+    return not any(g in group_units
+                   and np.any(group_units[g] @ counts + extra * u > problem.quotas[g] + 1e-9)
+                   for g, u in quota_usage(problem.options[j]).items())
+
+
 def _quota_bound(problem: "CoverProblem", j: int, big: float) -> float:
     """Largest count of option ``j`` its groups' quotas allow on their own (at most ``big``)."""
     ub = big
@@ -802,10 +817,11 @@ def _array_model(problem: CoverProblem, *, periods: np.ndarray | None = None,
         rows.append(ncover + kj[sel] * T + t); cols.append(count_cols[sel])
         vals.append(-factor[sel])
     nrow = ncover + J * T
+    quota_units = _group_units(problem)
     for g in quota_groups(problem):
         if g not in problem.quotas:
             continue
-        g_units = np.array([float(quota_usage(o).get(g, 0)) for o in problem.options])
+        g_units = quota_units[g]
         sel_j = g_units[kj] > 0
         for t in range(T):
             sel = sel_j & ((kt == t) | (kt == -1))
@@ -1079,6 +1095,7 @@ def _period_rounding(problem: CoverProblem, relax: _LpRelaxation, time_limit_s: 
     # quotas and spot cap stay satisfied as long as no idle reserved instance breaks a quota)
     classes = [_classes(o) for o in problem.options]
     w = problem.period_weights
+    group_units = _group_units(problem)
     for j in range(J):
         if "reserved" not in classes[j] or "on_demand" not in classes[j] or T == 1:
             continue
@@ -1086,12 +1103,8 @@ def _period_rounding(problem: CoverProblem, relax: _LpRelaxation, time_limit_s: 
         r = _best_reserved(counts, w, classes[j]["reserved"], classes[j]["on_demand"])
         new_od = np.maximum(counts - r, 0)
         idle = np.maximum(r - counts, 0)
-        if idle.any() and any(
-                g in problem.quotas
-                and np.any(sum(quota_usage(o).get(g, 0) * (reserved[i] + on_demand[i] + spot[i])
-                               for i, o in enumerate(problem.options)) + idle * u
-                           > problem.quotas[g] + 1e-9)
-                for g, u in quota_usage(problem.options[j]).items()):
+        if idle.any() and not _fits_quotas(problem, group_units,
+                                           reserved[:, None] + on_demand + spot, j, idle):
             continue
         reserved[j], on_demand[j] = r, new_od
     routing = _clean_routing(routing)
@@ -1109,17 +1122,7 @@ def _hold_through_dips(problem: CoverProblem, arrays: tuple) -> tuple:
     reserved, on_demand, spot, routing = arrays
     on_demand = np.array(on_demand, copy=True)
     J, T = on_demand.shape
-    usage = [quota_usage(o) for o in problem.options]
-    units = {g: np.array([u.get(g, 0) for u in usage], dtype=float) for g in problem.quotas}
-
-    def fits(j: int, periods: list[int], extra: np.ndarray) -> bool:
-        for g, u in usage[j].items():
-            if g not in problem.quotas:
-                continue
-            used = units[g] @ (reserved[:, None] + on_demand[:, periods] + spot[:, periods])
-            if np.any(used + extra * u > problem.quotas[g] + 1e-9):
-                return False
-        return True
+    group_units = _group_units(problem)
 
     best = objective_of(problem, reserved, on_demand, spot)
     for _ in range(J * T):  # each accepted move lowers the cost: a bounded walk
@@ -1137,7 +1140,9 @@ def _hold_through_dips(problem: CoverProblem, arrays: tuple) -> tuple:
                     k += 1
                 target = min(n[t - 1], n[k % T])
                 extra = np.maximum(target - n[run], 0)
-                if not extra.any() or not fits(j, run, extra):
+                if not extra.any() or not _fits_quotas(
+                        problem, group_units,
+                        reserved[:, None] + on_demand[:, run] + spot[:, run], j, extra):
                     continue
                 on_demand[j, run] += extra
                 cost = objective_of(problem, reserved, on_demand, spot)

@@ -58,14 +58,15 @@ def emit(
                                         timezone=timezone, lead_s=lead)
     for p in written:
         typer.echo(f"wrote {p}")
-    if any(p.parent.name == "keda" for p in written):
+    keda = any(p.parent.name == "keda" for p in written)
+    if keda:
         from planner.emit.kubernetes import lead_cost_per_hour
         extra = lead_cost_per_hour(plan, lead)
         cost = plan.get("cost_per_hour")
         share = f" ({100 * extra / cost:.1f}% of the plan's {cost:.2f})" if cost else ""
         typer.echo(f"note: KEDA starts scale-ups {lead:g} s early: about {extra:.2f} $/h more"
                    f"{share}", err=True)
-    if any(p.name == "schedule.sh" for p in written) and not any(p.parent.name == "keda" for p in written):
+    if any(p.name == "schedule.sh" for p in written) and not keda:
         periods = max(len(pool.get("counts_by_period") or []) for pool in plan["pools"])
         typer.echo(f"note: no KEDA ScaledObjects: the plan's {periods} periods of "
                    f"{plan.get('period_s')} s do not tile one day on whole minutes; schedule.sh "

@@ -26,6 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from planner.emit.vllm import pool_command, slug
@@ -268,15 +269,16 @@ def schedule_script(plan: dict[str, Any], *, namespace: str | None = None) -> st
 def lead_cost_per_hour(plan: dict[str, Any], lead_s: float) -> float:
     """Average $/h that starting every scale-up ``lead_s`` early adds to the plan: before each
     boundary where a pool grows, its larger count runs ``lead_s`` longer (periods repeat)."""
-    extra = 0.0
-    for pool in _varying_pools(plan):
-        counts = pool["counts_by_period"]
-        price = float(pool.get("price_per_replica_hour") or 0.0)
-        extra += sum(max(0, counts[(t + 1) % len(counts)] - counts[t])
-                     for t in range(len(counts))) * price * lead_s / 3600.0
-    horizon_h = float(plan.get("period_s") or 0.0) * max(
-        (len(p["counts_by_period"]) for p in _varying_pools(plan)), default=0) / 3600.0
-    return extra / horizon_h if horizon_h > 0 else 0.0
+    from solvers.binpack import starts_of  # pulls in PuLP: only when a schedule is priced
+
+    pools = _varying_pools(plan)
+    if not pools:
+        return 0.0
+    counts = np.array([p["counts_by_period"] for p in pools])
+    prices = np.array([float(p.get("price_per_replica_hour") or 0.0) for p in pools])
+    started = starts_of(counts, np.zeros_like(counts)).sum(axis=1)
+    horizon_s = float(plan.get("period_s") or 0.0) * counts.shape[1]
+    return float(prices @ started) * lead_s / horizon_s if horizon_s > 0 else 0.0
 
 
 def _cron(seconds: float) -> str:
