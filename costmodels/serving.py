@@ -272,8 +272,24 @@ class CapacityEstimate:
     fidelity: str
 
 
-def _steady_state(ctx: CostContext, batch: int, input_len: int, output_len: int) -> tuple[float, float, float]:
-    """(rate_rps, tpot_s, ttft_s) of continuous batching with ``batch`` sequences decoding.
+def _decode_step_between(ctx: CostContext, batch: float, context_len: float) -> float:
+    """Decode step time (s) at an average batch ``batch`` >= 1 that need not be whole: the
+    batch alternates between its two neighbours, so the step time interpolates linearly."""
+    lo = math.floor(batch)
+    t_lo = decode_step_s(ctx, lo, context_len)
+    if batch == lo:
+        return t_lo
+    return t_lo + (batch - lo) * (decode_step_s(ctx, lo + 1, context_len) - t_lo)
+
+
+#: bisection steps that place the largest SLO-meeting average batch between two whole ones
+#: (2^-12 of a sequence: far below the model's accuracy)
+FRACTIONAL_BATCH_STEPS = 12
+
+
+def _steady_state(ctx: CostContext, batch: float, input_len: int, output_len: int) -> tuple[float, float, float]:
+    """(rate_rps, tpot_s, ttft_s) of continuous batching with ``batch`` sequences decoding on
+    average (>= 1; between whole batches the step time interpolates).
 
     Each request is prefilled once (t_pf) and then decodes ``output_len`` tokens in shared steps
     of t_dec(batch).  With prefill taking a share f = rate * t_pf of the time, decode steps
@@ -282,12 +298,39 @@ def _steady_state(ctx: CostContext, batch: int, input_len: int, output_len: int)
     step, then its own prefill, slowed by the prefill share in front of it (M/D/1-like 1/(1-f)).
     """
     t_pf = prefill_time_s(ctx, 1, input_len)
-    t_dec = decode_step_s(ctx, batch, input_len + output_len / 2)
+    t_dec = _decode_step_between(ctx, batch, input_len + output_len / 2)
     rate = batch / (output_len * t_dec + batch * t_pf)
     f = min(rate * t_pf, 0.999)
     tpot = t_dec / (1.0 - f)
     ttft = 0.5 * t_dec + t_pf / (1.0 - f)
     return rate, tpot, ttft
+
+
+def _below_one_sequence(ctx: CostContext, input_len: int, output_len: int,
+                        ttft_slo_s: float | None, tpot_slo_s: float | None,
+                        percentile_factor: float) -> CapacityEstimate:
+    """Capacity when one sequence decoding back to back already misses an SLO: run below
+    saturation.  At rate ``r`` (req/s) prefill takes the share ``f = r t_pf`` of the time and
+    fewer than one sequence decodes on average, each step still ``t_dec(1)``; TPOT =
+    ``t_dec / (1 - f)`` and TTFT = ``t_dec / 2 + t_pf / (1 - f)`` as in :func:`_steady_state`,
+    so the SLOs cap ``f`` and the rate is ``f_max / t_pf``.  Short outputs need this: with
+    one or two output tokens a saturated replica spends most of its time prefilling, yet a
+    lighter load meets the TPOT SLO.  Returns rate 0.0 with the binding SLO and an idle
+    replica's latencies when even those miss it (called only when an SLO is set)."""
+    t_pf = prefill_time_s(ctx, 1, input_len)
+    t_dec = decode_step_s(ctx, 1, input_len + output_len / 2)
+    k = percentile_factor
+    caps = []  # (largest prefill share, the SLO that sets it)
+    if tpot_slo_s is not None:
+        caps.append((1.0 - k * t_dec / tpot_slo_s, "tpot"))
+    if ttft_slo_s is not None:
+        room = ttft_slo_s / k - 0.5 * t_dec  # s left for the prefill and its queue
+        caps.append((1.0 - t_pf / room if room > 0 else -1.0, "ttft"))
+    f, binding = min(caps)
+    if f <= 0.0:
+        return CapacityEstimate(0.0, 0, 0.5 * t_dec + t_pf, t_dec, binding, ctx.fidelity)
+    return CapacityEstimate(f / t_pf, 1, 0.5 * t_dec + t_pf / (1.0 - f), t_dec / (1.0 - f),
+                            binding, ctx.fidelity)
 
 
 def max_rate_under_slo(model: ModelSpec, accel: Accelerator, *, tp: int, pp: int = 1, ep: int = 1,
@@ -314,7 +357,7 @@ def max_rate_under_slo(model: ModelSpec, accel: Accelerator, *, tp: int, pp: int
     if limit < 1:
         return CapacityEstimate(0.0, 0, math.inf, math.inf, "memory" if mem.fits else "fit", ctx.fidelity)
 
-    def ok(b: int) -> tuple[bool, str, tuple[float, float, float]]:
+    def ok(b: float) -> tuple[bool, str, tuple[float, float, float]]:
         rate, tpot, ttft = _steady_state(ctx, b, input_len, output_len)
         if tpot_slo_s is not None and tpot * percentile_factor > tpot_slo_s:
             return False, "tpot", (rate, tpot, ttft)
@@ -324,7 +367,8 @@ def max_rate_under_slo(model: ModelSpec, accel: Accelerator, *, tp: int, pp: int
 
     good, why, res = ok(1)
     if not good:
-        return CapacityEstimate(0.0, 0, res[2], res[1], why, ctx.fidelity)
+        return _below_one_sequence(ctx, input_len, output_len, ttft_slo_s, tpot_slo_s,
+                                   percentile_factor)
     lo, hi, best = 1, limit, res
     good_hi, why_hi, res_hi = ok(hi)
     if good_hi:
@@ -338,7 +382,17 @@ def max_rate_under_slo(model: ModelSpec, accel: Accelerator, *, tp: int, pp: int
             lo, best = mid, res
         else:
             hi, binding = mid, why
-    return CapacityEstimate(best[0], lo, best[2], best[1], binding, ctx.fidelity)
+    # the average batch need not be whole: the largest one meeting the SLOs between lo and hi
+    frac_lo, frac_hi = float(lo), float(hi)
+    for _ in range(FRACTIONAL_BATCH_STEPS):
+        mid = 0.5 * (frac_lo + frac_hi)
+        good, why, res = ok(mid)
+        if good:
+            frac_lo, best = mid, res
+        else:
+            frac_hi = mid
+    return CapacityEstimate(best[0], hi if frac_lo > lo else lo, best[2], best[1], binding,
+                            ctx.fidelity)
 
 
 def kv_transfer_s(model: ModelSpec, input_len, kv_bytes: float, link: LinkModel, parallel_links: int):
@@ -414,5 +468,10 @@ def max_rate_disaggregated(model: ModelSpec, accel: Accelerator, *, phase: str, 
         while hi - lo > 1:
             mid = (lo + hi) // 2
             lo, hi = (mid, hi) if tpot(mid) <= tpot_slo_s else (lo, mid)
-    t = tpot(lo)
-    return CapacityEstimate(lo / (output_len * t), lo, 0.0, t, binding, ctx.fidelity)
+    b, t = float(lo), tpot(lo)
+    if binding == "tpot" and tpot(hi) > t:
+        # the average batch need not be whole: TPOT interpolates linearly up to the SLO
+        b = lo + min(1.0, (tpot_slo_s - t) / (tpot(hi) - t))
+        t = _decode_step_between(ctx, b, input_len + output_len / 2)
+    return CapacityEstimate(b / (output_len * t), hi if b > lo else lo, 0.0, t, binding,
+                            ctx.fidelity)

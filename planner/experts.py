@@ -47,7 +47,7 @@ from typing import Any, Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hardware.errors import InputError
+from hardware.errors import InputError, from_validation_error
 from solvers import assignment as asg
 
 KIND = "ExpertPlacement"
@@ -326,9 +326,7 @@ def validate_request(data: dict, *, file: str | None = None) -> ExpertRequest:
     try:
         return ExpertRequest.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(x) for x in err["loc"])
-        raise InputError(err["msg"], file=file, field=where or None) from None
+        raise from_validation_error(exc, file=file) from None
 
 
 # ============================================================================ problem

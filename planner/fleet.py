@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from hardware.errors import InfeasibleError, InputError
+from hardware.errors import InfeasibleError, InputError, from_validation_error
 from planner import workload as wl
 from planner.plan import envelope, read_structured
 from solvers.binpack import (CoverInfeasible, CoverOption, CoverProblem, CoverSolution,
@@ -174,15 +174,12 @@ class FleetRequest(_Spec):
 
 
 def _validation_error(exc: ValidationError, file: str | None) -> InputError:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    msg = err["msg"]
-    expected = None
-    if err["type"] == "extra_forbidden":
-        msg, expected = "unknown field", "only the fields documented in examples/fleet_request.yaml"
-    elif err["type"] == "missing":
-        msg = "required field is missing"
-    return InputError(msg, file=file, field=loc or None, expected=expected)
+    """A malformed request as one :class:`InputError` (field path and the value given, as for
+    every planner: :func:`hardware.errors.from_validation_error`)."""
+    extra = exc.errors()[0]["type"] == "extra_forbidden"
+    return from_validation_error(
+        exc, file=file,
+        expected="only the fields documented in examples/fleet_request.yaml" if extra else None)
 
 
 def load_request(path: str | Path) -> FleetRequest:
@@ -425,9 +422,9 @@ def cost_model_options(entry: ModelEntry, index: int, load: ModelLoad, gpus: lis
     try:
         spec = load_model(entry.model)
     except InputError as exc:
-        exc.field = exc.field or f"models[{index}].model"
-        exc.file = exc.file or file
-        raise InputError(exc.message, file=exc.file, field=exc.field, expected=exc.expected,
+        # a fault inside a config.json keeps that file's own field; else it is the request's
+        field = exc.field if exc.file else f"models[{index}].model"
+        raise InputError(exc.message, file=exc.file or file, field=field, expected=exc.expected,
                          hint=exc.hint) from None
     name = entry.name or entry.model
     rep_in = load.hist.input_len.ravel()
@@ -717,6 +714,19 @@ def _prices(g: GPUEntry, gi: int, file: str | None, use_catalog: bool) -> dict[s
     return out
 
 
+def _gpu_key(name: str, catalog: bool) -> str:
+    """The name a requested GPU type goes by in the plan: the catalog's when the request uses
+    the catalog (so aliases such as H100 and H100-SXM are one type), else as given (also for a
+    profiled GPU the catalog does not know)."""
+    if catalog:
+        from hardware.catalog import get_accelerator
+        try:
+            return get_accelerator(name).name
+        except InputError:
+            pass
+    return name
+
+
 def build_problem(req: FleetRequest, *, file: str | None = None) -> FleetProblem:
     """Read workloads and capacities and line up demands, options, prices and quotas."""
     loads = [build_load(m, i, file) for i, m in enumerate(req.models)]
@@ -726,31 +736,27 @@ def build_problem(req: FleetRequest, *, file: str | None = None) -> FleetProblem
         raise InputError(f"models have different numbers of periods {sorted(periods)}", file=file,
                          field="models[].workload", expected="the same period count (or a single rate)")
     period_s = max(ld.period_s for ld in loads)
-    options: list[Option] = []
-    needs_catalog = False
-    for i, (m, ld) in enumerate(zip(req.models, loads)):
-        profiled = profile_options(m, i, ld, req.gpus, file) if m.profiles else []
-        options += profiled
-        if not m.profiles:
-            needs_catalog = True
-            options += cost_model_options(m, i, ld, req.gpus, file)
-    seen = {}
+    needs_catalog = any(not m.profiles for m in req.models)
+    seen: dict[str, int] = {}
     for gi, g in enumerate(req.gpus):
-        if g.name.lower() in seen:
-            raise InputError(f"GPU {g.name!r} listed twice", file=file, field=f"gpus[{gi}].name",
-                             expected="each GPU type once")
-        seen[g.name.lower()] = gi
+        same = _gpu_key(g.name, needs_catalog).lower()
+        if same in seen:
+            first = req.gpus[seen[same]].name
+            also = "" if first.lower() == g.name.lower() else f" (as {first!r} in gpus[{seen[same]}])"
+            raise InputError(f"GPU {g.name!r} listed twice{also}", file=file,
+                             field=f"gpus[{gi}].name", expected="each GPU type once")
+        seen[same] = gi
+    options: list[Option] = []
+    for i, (m, ld) in enumerate(zip(req.models, loads)):
+        if m.profiles:
+            options += profile_options(m, i, ld, req.gpus, file)
+        else:
+            options += cost_model_options(m, i, ld, req.gpus, file)
     prices, quotas = {}, {}
     canon = {}
     for gi, g in enumerate(req.gpus):
         p = _prices(g, gi, file, needs_catalog)
-        key = g.name
-        if needs_catalog:
-            from hardware.catalog import get_accelerator
-            try:
-                key = get_accelerator(g.name).name
-            except InputError:  # a profiled GPU the catalog does not know keeps its own name
-                key = g.name
+        key = _gpu_key(g.name, needs_catalog)
         canon[g.name] = key
         prices[key] = p
         if g.quota is not None:
@@ -785,6 +791,10 @@ def _cover_problem(fp: FleetProblem, option_mask: np.ndarray | None = None,
         for d, (mi, b) in enumerate(fp.demand_index):
             if o.model_index == mi:
                 cap[d, col] = o.capacity[b]
+    # a replica that serves none of its model's buckets within the SLOs is never deployed (it
+    # could only pad the GPU count that the spot cap is a share of)
+    useful = cap.any(axis=0)
+    keep, cap = [j for j, u in zip(keep, useful) if u], cap[:, useful]
     rates = fp.rates if rates is None else rates
     covers = []
     for j in keep:

@@ -51,7 +51,7 @@ from costmodels.roofline import OpTime, op_time
 from costmodels.serving import CostContext, kv_transfer_s, links_for, make_context
 from hardware.accelerator import Accelerator
 from hardware.catalog import default_node_for, get_accelerator, get_node
-from hardware.errors import InfeasibleError, InputError
+from hardware.errors import InfeasibleError, InputError, from_validation_error
 from hardware.topology import Cluster, NodeType
 from solvers.search import SearchLog, best_first, bisect_max, enumerate_space
 
@@ -189,9 +189,7 @@ def parse_request(data: Any, *, file: str | None = None) -> ParallelRequest:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
-        msg = err["msg"].removeprefix("Value error, ")
-        raise InputError(msg, file=file, field=loc or None,
-                         expected=_expected_for(loc)) from None
+        raise from_validation_error(exc, file=file, expected=_expected_for(loc)) from None
 
 
 def _expected_for(loc: str) -> str | None:

@@ -96,28 +96,76 @@ def to_yaml(plan: Any) -> str:
                      allow_unicode=True, width=100)
 
 
+#: plan file suffixes and the format each is written in
+PLAN_SUFFIXES = {".yaml": "yaml", ".yml": "yaml", ".json": "json"}
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (through links, ``./`` or a relative path)."""
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def check_output(path: str | os.PathLike, *, inputs: Iterable[str | os.PathLike | None] = (),
+                 suffixes: Iterable[str] | None = tuple(PLAN_SUFFIXES),
+                 field: str = "-o/--output", what: str = "plan") -> Path:
+    """Check an output file before any work is done, so that a long solve never ends in an
+    error about where its result goes.
+
+    Refused: a suffix not in ``suffixes`` (None: any), an existing folder or other non-regular
+    file, a missing parent folder, and any of the user's ``inputs`` (the file itself, through a
+    link or another spelling).  Returns the path.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"the {what} output is an existing folder", file=str(path), field=field,
+                         expected="a file path, not a folder")
+    if path.exists() and not path.is_file():
+        raise InputError(f"the {what} output exists and is not a regular file", file=str(path),
+                         field=field, expected="a new file or a plain file to replace")
+    if suffixes is not None:
+        allowed = tuple(suffixes)
+        if path.suffix.lower() not in allowed:
+            raise InputError(f"unknown {what} format '{path.suffix or path.name}'", file=str(path),
+                             field=field, expected="a file ending in " + ", ".join(allowed))
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"output folder {parent} does not exist", file=str(path), field=field,
+                         expected="a file in an existing folder")
+    for p in inputs:
+        if p is not None and _same_file(Path(p), path):
+            raise InputError(f"refusing to overwrite the input file {p} with output", file=str(path),
+                             field=field, expected="an output path that is not an input")
+    return path
+
+
 def write_atomic(path: str | os.PathLike, data: str | bytes, *,
                  protect: Iterable[str | os.PathLike] = ()) -> Path:
     """Write ``data`` to ``path`` atomically (temp file in the same folder, then rename).
 
-    ``protect`` lists the user's input files: writing over one of them is refused.
+    ``protect`` lists the user's input files: writing over one of them is refused, and so is a
+    path that is a folder or whose folder is missing (see :func:`check_output`).
     """
-    path = Path(path)
-    for p in protect:
-        if p is not None and Path(p).exists() and path.exists() and \
-                Path(p).resolve() == path.resolve():
-            raise InputError(f"refusing to overwrite the input file {p} with output",
-                             field="-o/--output", expected="an output path that is not an input")
+    path = check_output(path, inputs=protect, suffixes=None, what="output")
     parent = path.parent if str(path.parent) else Path(".")
-    if not parent.exists():
-        raise InputError(f"output folder {parent} does not exist", file=str(path))
     mode = "wb" if isinstance(data, bytes) else "w"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise InputError(f"cannot write in {parent}: {exc.strerror}", file=str(path),
+                         field="-o/--output", expected="a folder you can write to") from None
     try:
         with os.fdopen(fd, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as fh:
             fh.write(data)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file ordinary permissions
         os.replace(tmp, path)
+    except OSError as exc:  # a folder appeared at path meanwhile, disk full, ...
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise InputError(f"cannot write: {exc.strerror or exc}", file=str(path),
+                         field="-o/--output") from None
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -133,9 +181,10 @@ def _umask() -> int:
 
 def dump_plan(plan: Any, path: str | os.PathLike, *,
               protect: Iterable[str | os.PathLike] = ()) -> Path:
-    """Write a plan as YAML (``.yaml``/``.yml``) or JSON (anything else), atomically."""
-    suffix = Path(path).suffix.lower()
-    text = to_yaml(plan) if suffix in (".yaml", ".yml") else to_json(plan)
+    """Write a plan as YAML (``.yaml``/``.yml``) or JSON (``.json``), atomically; any other
+    suffix is refused (a ``plan.txt`` holding JSON would surprise whoever reads it)."""
+    path = check_output(path, inputs=protect)
+    text = to_yaml(plan) if PLAN_SUFFIXES[path.suffix.lower()] == "yaml" else to_json(plan)
     return write_atomic(path, text, protect=protect)
 
 

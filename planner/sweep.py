@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hardware.errors import InfeasibleError, InputError, nearest
+from hardware.errors import InfeasibleError, InputError, from_validation_error, nearest
 from planner.plan import canonical_json, inputs_hash, read_structured, tool_version, write_atomic
 
 #: columns every results table starts with; axis columns are ``axis.<name>``
@@ -159,7 +159,7 @@ def _fleet_validate(req: dict[str, Any], file: str | None) -> None:
     from planner.fleet import FleetRequest, _validation_error
     try:
         FleetRequest.model_validate(req)
-    except ValidationError as exc:
+    except ValidationError as exc:  # the fleet's wording of what is expected, the shared form
         raise _validation_error(exc, file) from None
 
 
@@ -353,11 +353,7 @@ def sweep_from_data(data: Any, *, file: str | None = None, base_dir: str | None 
     try:
         spec = SweepFile.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-        raise InputError(msg, file=file, field=loc or None,
-                         expected="the fields of examples/sweep_fleet.yaml") from None
+        raise from_validation_error(exc, file=file, expected="the fields of examples/sweep_fleet.yaml") from None
     if spec.kind not in KINDS:
         raise InputError(f"unknown planner kind '{spec.kind}'", file=file, field="kind",
                          expected=" or ".join(KINDS))

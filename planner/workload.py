@@ -44,7 +44,7 @@ class Trace:
         arrival_s: ``[N]`` arrival times in seconds since the first request.
         input_tokens: ``[N]`` prompt lengths.
         output_tokens: ``[N]`` generated lengths.
-        source: where it came from (file name), for messages.
+        source: the file it came from, for messages.
     """
 
     arrival_s: np.ndarray
@@ -56,9 +56,15 @@ class Trace:
         return int(self.arrival_s.shape[0])
 
     @property
+    def span_s(self) -> float:
+        """Seconds from the first to the last arrival (0 for one request)."""
+        return float(self.arrival_s[-1] - self.arrival_s[0]) if len(self) else 0.0
+
+    @property
     def duration_s(self) -> float:
-        """Span from the first to the last arrival (at least 1 s, so a rate is defined)."""
-        return max(float(self.arrival_s[-1] - self.arrival_s[0]) if len(self) else 0.0, 1.0)
+        """:attr:`span_s`, at least 1 s so that a rate is defined for summaries; rates the
+        planners use come from :func:`rate_series`, which refuses a trace spanning 0 s."""
+        return max(self.span_s, 1.0)
 
     @property
     def mean_rate_rps(self) -> float:
@@ -158,7 +164,7 @@ def _finish(times: list[float], ins: list[int], outs: list[int], path: str) -> T
     order = np.argsort(t, kind="stable")
     t = t[order] - t[order][0]
     return Trace(t, np.asarray(ins, dtype=np.int64)[order], np.asarray(outs, dtype=np.int64)[order],
-                 Path(path).name)
+                 str(path))
 
 
 def _read_csv(path: Path, fmt: str | None) -> Trace:
@@ -301,10 +307,14 @@ def histogram_from_shares(shares: Sequence[Sequence[float]], input_edges: Sequen
     """
     arr = check_shares(shares, normalise=normalise, file=file, field=field)
     grid = BucketGrid(tuple(float(e) for e in input_edges), tuple(float(e) for e in output_edges))
+    # the edges sit beside the shares: "models[0].workload.histogram.shares" -> "...input_edges"
+    where = field.rpartition(".")[0]
     for name, edges in (("input_edges", grid.input_edges), ("output_edges", grid.output_edges)):
         if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])) or edges[0] < 0:
-            raise InputError("bucket edges must be at least two increasing non-negative numbers",
-                             file=file, field=name, expected="e.g. [0, 512, 1024, 2048]")
+            given = ", ".join(_num(e) for e in edges)
+            raise InputError(f"bucket edges [{given}] are not at least two increasing non-negative "
+                             "numbers", file=file, field=f"{where}.{name}" if where else name,
+                             expected="e.g. [0, 512, 1024, 2048]")
     if arr.shape != grid.shape:
         raise InputError(f"shares are {arr.shape[0]} x {arr.shape[1]} but the edges give "
                          f"{grid.shape[0]} x {grid.shape[1]} buckets", file=file, field=field,
@@ -346,9 +356,20 @@ def check_shares(shares, *, normalise: bool = False, file: str | None = None,
 
 def rate_series(trace: Trace, period_s: float) -> np.ndarray:
     """Mean request rate (req/s) in consecutive periods of ``period_s`` from the first request;
-    the last, partial period is averaged over its own length."""
+    the last, partial period is averaged over its own length (at least 1 s).
+
+    Raises:
+        InputError: ``period_s`` not positive, or a trace whose arrivals span 0 s (one request,
+            or all at one time): it says nothing about a rate.
+    """
     if period_s <= 0:
         raise InputError("period must be positive", field="period_s", expected="seconds > 0")
+    if trace.span_s <= 0:
+        what = "the trace has one request" if len(trace) == 1 else \
+            f"all {len(trace)} requests arrive at one time"
+        raise InputError(f"{what}, so it gives no request rate", file=trace.source, field="timestamps",
+                         expected="a trace spanning more than 0 s",
+                         hint="Give workload.rate_rps to use the trace for its request sizes only")
     n = max(1, int(math.ceil(trace.duration_s / period_s - 1e-9)))
     idx = np.minimum((trace.arrival_s // period_s).astype(int), n - 1)
     counts = np.bincount(idx, minlength=n).astype(float)
@@ -403,12 +424,14 @@ def percentiles(values: np.ndarray, qs: Sequence[float] = (50, 90, 99)) -> dict[
 
 
 def summarise(trace: Trace, period_s: float = 60.0) -> dict:
-    """Counts, span, rates and length percentiles of a trace, for plans and reports."""
+    """Counts, span, rates and length percentiles of a trace, for plans and reports; a trace
+    spanning 0 s (used only for its sizes) has no rates: ``duration_s`` 0, rates None."""
+    timed = trace.span_s > 0
     return {
         "requests": len(trace),
-        "duration_s": trace.duration_s,
-        "mean_rate_rps": trace.mean_rate_rps,
-        "peak_rate_rps": peak_rate(trace, period_s),
+        "duration_s": trace.duration_s if timed else 0.0,
+        "mean_rate_rps": trace.mean_rate_rps if timed else None,
+        "peak_rate_rps": peak_rate(trace, period_s) if timed else None,
         "peak_window_s": period_s,
         "input_tokens": percentiles(trace.input_tokens),
         "output_tokens": percentiles(trace.output_tokens),

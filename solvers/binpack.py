@@ -1183,10 +1183,91 @@ def _round_fixed(problem, lp, R, O, S, X, saved, time_limit_s, backend, threads,
             v.lowBound, v.upBound = lo, hi
 
 
+def _spot_cap_ok(problem: CoverProblem, units: np.ndarray, reserved: np.ndarray,
+                 on_demand: np.ndarray, spot: np.ndarray, t: int) -> bool:
+    """Period ``t`` keeps the spot cap (spot quota units at most the share
+    ``spot_max_fraction`` of all units), with the model's row tolerance."""
+    phi = problem.spot_max_fraction
+    if phi is None:
+        return True
+    spot_units = float(units @ spot[:, t])
+    return spot_units <= phi * float(units @ (reserved + on_demand[:, t] + spot[:, t])) + 1e-9
+
+
+def _trim_idle(problem: CoverProblem, arrays: tuple) -> tuple:
+    """Drop instances the routing does not need: on-demand, then spot, then reserved ones
+    whose removal keeps every period's load within ``max_utilisation`` of the capacity left
+    and the spot cap; a removal is kept only where it lowers the objective (start costs
+    can rise).  A time-limited MILP incumbent may carry such idle, paid-for instances; an
+    optimal one never does (each costs money), so this never changes a proven optimum."""
+    reserved, on_demand, spot, routing = arrays
+    reserved, on_demand, spot = (np.array(a, dtype=int, copy=True)
+                                 for a in (reserved, on_demand, spot))
+    load = load_of(problem, routing)
+    u, f = float(problem.max_utilisation), float(problem.spot_capacity_factor)
+    units = np.array([float(o.units) for o in problem.options])
+    J, T = on_demand.shape
+    best = objective_of(problem, reserved, on_demand, spot)
+
+    def room(j: int) -> np.ndarray:  # capacity left over the load, per period (instances)
+        return u * (reserved[j] + on_demand[j] + f * spot[j]) - load[j] + 1e-9 * (1 + load[j])
+
+    def keep_if_cheaper() -> bool:
+        nonlocal best
+        cost = objective_of(problem, reserved, on_demand, spot)
+        if cost < best - 1e-12:
+            best = cost
+            return True
+        return False
+
+    for j in range(J):
+        for t in range(T):
+            for counts, size in ((on_demand, u), (spot, u * f)):
+                while counts[j, t] > 0 and room(j)[t] >= size:
+                    counts[j, t] -= 1
+                    if not (_spot_cap_ok(problem, units, reserved, on_demand, spot, t)
+                            and keep_if_cheaper()):
+                        counts[j, t] += 1
+                        break
+        while reserved[j] > 0 and (room(j) >= u).all():
+            reserved[j] -= 1
+            if not (all(_spot_cap_ok(problem, units, reserved, on_demand, spot, t)
+                        for t in range(T)) and keep_if_cheaper()):
+                reserved[j] += 1
+                break
+    return reserved, on_demand, spot, routing
+
+
 def solve_cover(problem: CoverProblem, *, time_limit_s: float | None = 30.0,
                 backend: str = "highs", gap_rel: float = 1e-6,
                 threads: int | None = None, polish: bool = True,
                 workers: int = 1) -> CoverSolution:
+    """Solve a covering problem (see the module docstring for the formulation and
+    :func:`_solve_cover` for the stages), then drop idle instances (:func:`_trim_idle`): the
+    status and gap are those of the cover returned."""
+    sol = _solve_cover(problem, time_limit_s=time_limit_s, backend=backend, gap_rel=gap_rel,
+                       threads=threads, polish=polish, workers=workers)
+    start = time.perf_counter()
+    reserved, on_demand, spot, routing = _trim_idle(
+        problem, (sol.reserved, sol.on_demand, sol.spot, sol.routing))
+    cost = objective_of(problem, reserved, on_demand, spot)
+    if cost >= sol.cost_per_hour - 1e-12:
+        return sol
+    res = sol.result
+    time_s = res.time_s + time.perf_counter() - start
+    if res.status == "heuristic":
+        res = heuristic_result(cost, time_s, res.backend, bound=res.bound)
+        res = SolveResult(res.status, res.objective, res.bound, res.gap, time_s, res.backend,
+                          sol.result.time_limit_s)
+    else:
+        res = _honest(res, cost, res.bound, time_s, res.backend, res.time_limit_s)
+    return CoverSolution(reserved, on_demand, spot, routing, sol.load, cost, res,
+                         sol.method + "+trim")
+
+
+def _solve_cover(problem: CoverProblem, *, time_limit_s: float | None, backend: str,
+                 gap_rel: float, threads: int | None, polish: bool,
+                 workers: int) -> CoverSolution:
     """Solve a covering problem; see the module docstring for the formulation.
 
     ``workers``: processes for the per-period solves of :func:`_solve_by_periods` (see

@@ -267,3 +267,213 @@ def test_vllm_schedule_csv_lists_each_periods_replicas(tmp_path):
     del single["pools"][0]["counts_by_period"]
     (tmp_path / "one").mkdir()
     assert not any(p.name == "schedule.csv" for p in emit_fleet_vllm(single, tmp_path / "one"))
+
+
+# ------------------------------------------------------------------ --max-model-len per pool
+
+def _routed_plan() -> dict:
+    """A FleetPlan dict with three pools of one 8B model: one served by a short and a long
+    bucket, one by a bucket longer than the model's context, one that routing never names."""
+    def pool(gpu, model="chat", serve="meta-llama/Llama-3.1-8B-Instruct"):
+        group = f"{model}/{gpu}/tp1-pp1"
+        return {"id": f"{group}/on_demand", "group": group, "model": model, "serve_model": serve,
+                "gpu": gpu, "shape": {"tp": 1, "pp": 1}, "gpus_per_replica": 1,
+                "price_class": "on_demand", "count": 1, "cost_per_hour": 1.0,
+                "engine": {"dtype": "bf16"}}
+
+    def route(group, lo_in, hi_in, hi_out):
+        return {"model": "chat", "bucket": {"label": f"in({lo_in:g},{hi_in:g}]xout(0,{hi_out:g}]",
+                                            "input_tokens": [lo_in, hi_in],
+                                            "output_tokens": [0.0, hi_out]},
+                "pools": {group: 1.0}}
+
+    return {"apiVersion": "planner/v1", "kind": "FleetPlan",
+            "pools": [pool("A10G"), pool("H100-SXM"), pool("L4")],
+            "routing": [route("chat/A10G/tp1-pp1", 0.0, 512.0, 128.0),
+                        route("chat/A10G/tp1-pp1", 512.0, 4096.0, 1024.5),
+                        route("chat/H100-SXM/tp1-pp1", 4096.0, 200000.0, 2048.0)]}
+
+
+def test_max_model_len_is_the_longest_bucket_routed_to_each_pool():
+    from costmodels.model import load_model
+    from costmodels.ops import Parallel
+    from costmodels.serving import make_context, max_kv_tokens
+    from hardware.catalog import get_accelerator
+    from planner.emit.vllm import context_lengths
+
+    plan = _routed_plan()
+    lengths = context_lengths(plan)
+    a10g, h100, l4 = (lengths[p["id"]] for p in plan["pools"])
+    assert a10g.tokens == 5121  # 4096 + 1024.5, rounded up: the longer of its two buckets
+    assert "in(512,4096]" in a10g.why
+    assert h100.tokens == 131072 and "max_position_embeddings 131072" in h100.why  # capped
+    # nothing routed to L4: the most one replica's KV cache holds, by the cost model
+    kv = max_kv_tokens(make_context(load_model("llama-3.1-8b"), get_accelerator("L4"), Parallel(1, 1)))
+    assert 0 < kv < 131072 and l4.tokens == kv and "KV cache" in l4.why
+    # a model the catalog does not know and no routing: no flag, and the comment says so
+    plan["pools"][2]["serve_model"] = "acme/unknown-model"
+    assert context_lengths(plan)[plan["pools"][2]["id"]].tokens is None
+    # a length the plan itself sets wins
+    plan["pools"][0]["engine"]["max_model_len"] = 4000
+    assert context_lengths(plan)[plan["pools"][0]["id"]].tokens == 4000
+
+
+def test_emitted_commands_carry_max_model_len_and_say_why(tmp_path):
+    from planner.emit.kubernetes import emit_fleet_kubernetes
+    from planner.emit.vllm import emit_fleet_vllm
+
+    plan = _routed_plan()
+    emit_fleet_vllm(plan, tmp_path / "v")
+    emit_fleet_kubernetes(plan, tmp_path / "k")
+    for pool, want in zip(plan["pools"][:2], ("5121", "131072")):
+        script = (tmp_path / "v" / f"{slug(pool['id'])}.sh").read_text()
+        line = next(ln for ln in script.splitlines() if ln.startswith("exec vllm serve"))
+        args = shlex.split(line)
+        assert args[args.index("--max-model-len") + 1] == want
+        assert any(ln.startswith("# --max-model-len: the longest bucket") for ln in script.splitlines())
+        d = yaml.safe_load((tmp_path / "k" / f"{slug(pool['id'])}.yaml").read_text())
+        c = d["spec"]["template"]["spec"]["containers"][0]
+        assert c["args"][c["args"].index("--max-model-len") + 1] == want
+        assert "longest bucket" in d["metadata"]["annotations"]["planner/max-model-len"]
+    cmds = (tmp_path / "v" / "commands.txt").read_text()
+    assert cmds.count("--max-model-len") == 2 * 3  # the comment and the flag of each pool
+
+
+def test_cli_emit_bounds_context_by_the_plans_buckets(tmp_path, capsys):
+    plan, path = _plan_file(tmp_path)  # one bucket: in(0,1024] x out(0,256]
+    try:
+        main(["emit", str(path), "--format", "vllm", "-o", str(tmp_path / "v")])
+    except SystemExit as exc:
+        assert not exc.code
+    lines = [ln for ln in (tmp_path / "v" / "commands.txt").read_text().splitlines()
+             if ln.startswith("vllm serve")]
+    assert len(lines) == len(plan["pools"])
+    for ln in lines:
+        args = shlex.split(ln)
+        assert args[args.index("--max-model-len") + 1] == "1280"
+
+
+# ------------------------------------------------------------------ names, bad plans and options
+
+DNS_1035 = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
+def test_names_are_dns_1035_labels_even_for_a_model_named_by_digits(tmp_path):
+    import re
+
+    from planner.emit.kubernetes import emit_fleet_kubernetes
+
+    assert slug("8b-chat") == "m-8b-chat" and slug("chat-8b") == "chat-8b"
+    long = slug("70B/" + "x" * 80)
+    assert len(long) <= 63 and re.match(DNS_1035, long)
+    plan = _day_plan({"8b-chat/L4/tp1-pp1/on_demand": [1, 2] * 12})
+    for p in plan["pools"]:
+        p["model"] = "8b-chat"
+    emit_fleet_kubernetes(plan, tmp_path)
+    docs = [yaml.safe_load(p.read_text()) for p in tmp_path.rglob("*.yaml")]
+    assert {d["kind"] for d in docs} == {"Deployment", "Service", "ScaledObject"}
+    for d in docs:
+        assert re.match(DNS_1035, d["metadata"]["name"]) and len(d["metadata"]["name"]) <= 63
+    svc = next(d for d in docs if d["kind"] == "Service")
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    keda = next(d for d in docs if d["kind"] == "ScaledObject")
+    assert svc["metadata"]["name"] == "m-8b-chat"
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert all(pod_labels.get(k) == v for k, v in svc["spec"]["selector"].items())  # still selects
+    assert keda["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"]
+    script = (tmp_path / "schedule.sh").read_text()
+    assert f"deployment/{dep['metadata']['name']} " in script
+
+
+def _run(argv, capsys):
+    try:
+        main([str(a) for a in argv])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_emit_refuses_a_melange_plan_which_names_no_model(tmp_path, capsys):
+    plan = _day_plan({"model/A10G/tp1-pp1/on_demand": [1]})
+    plan["pools"][0].update(model="model", serve_model="melange")
+    plan["melange_result"] = {"A10G": 1, "cost": 2.0}
+    path = tmp_path / "mel.yaml"
+    dump_plan(plan, path)
+    for fmt in ("vllm", "kubernetes"):
+        code, out, err = _run(["emit", path, "--format", fmt, "-o", tmp_path / fmt], capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1
+        assert "pools[0].serve_model" in err and "no servable model id" in err
+        assert "models[].serve_model" in err  # how to get a plan that can be emitted
+        assert not (tmp_path / fmt).exists() and "vllm serve" not in out
+
+
+@pytest.mark.parametrize("argv,needles", [
+    (["--timezone", "Mars/Olympus"], ("--timezone", "IANA")),
+    (["--timezone", "europe/paris"], ("--timezone", "Europe/Paris")),  # names are case-sensitive
+    (["--lead-s", "nan"], ("--lead-s", "finite")),
+    (["--lead-s", "inf"], ("--lead-s", "finite")),
+])
+def test_emit_options_are_checked_before_anything_is_written(tmp_path, capsys, argv, needles):
+    path = tmp_path / "plan.yaml"
+    dump_plan(_day_plan({"m/L4/a/on_demand": [0, 1] * 12}), path)
+    code, _, err = _run(["emit", path, "--format", "kubernetes", "-o", tmp_path / "k", *argv], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert all(n in err for n in needles)
+    assert not (tmp_path / "k").exists()
+
+
+def test_emit_without_format_lists_the_formats(tmp_path, capsys):
+    path = tmp_path / "plan.yaml"
+    dump_plan(_day_plan({"m/L4/a/on_demand": [1]}), path)
+    code, _, err = _run(["emit", path, "-o", tmp_path / "x"], capsys)
+    assert code == 2 and err.strip().splitlines() == [
+        "error: field '--format': no format given (expected vllm or kubernetes)"]
+
+
+# ------------------------------------------------------------------ emitting into a used folder
+
+def test_emit_into_a_used_folder_needs_replace_which_removes_only_its_own_files(tmp_path, capsys):
+    from planner.emit import LISTING
+
+    before = _day_plan({"m/L4/a/on_demand": [0, 1] * 12, "m/L4/b/on_demand": [1, 2] * 12})
+    after = _day_plan({"m/L4/a/on_demand": [1] * 24})  # pool b retired, nothing varies any more
+    p0, p1 = tmp_path / "p0.yaml", tmp_path / "p1.yaml"
+    dump_plan(before, p0)
+    dump_plan(after, p1)
+    out = tmp_path / "deploy"
+    emit = ["emit", None, "--format", "kubernetes", "-o", out]
+
+    assert _run([*emit[:1], p0, *emit[2:]], capsys)[0] == 0
+    first = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert {f"{slug('m/L4/b/on_demand')}.yaml", "schedule.sh", LISTING} <= first
+    assert any(name.startswith("keda/") for name in first)
+    (out / "NOTES.md").write_text("mine\n")
+    snapshot = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    # without --replace: refused, nothing touched
+    code, _, err = _run([*emit[:1], p1, *emit[2:]], capsys)
+    assert code == 2 and "not empty" in err and "--replace" in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == snapshot
+
+    # with --replace: the retired pool's manifest, schedule.sh and keda/ go; the user's file stays
+    code, _, err = _run([*emit[:1], p1, *emit[2:], "--replace"], capsys)
+    assert code == 0, err
+    now = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert now == {f"{slug('m/L4/a/on_demand')}.yaml", "service-m.yaml", LISTING, "NOTES.md"}
+    assert not (out / "keda").exists()
+    assert (out / "NOTES.md").read_text() == "mine\n"
+    listed = {line.split("  ", 1)[1] for line in (out / LISTING).read_text().splitlines()}
+    assert listed == now - {LISTING, "NOTES.md"}
+
+    # a listed file edited since, or a user's file where emit would write, stops it untouched
+    (out / "service-m.yaml").write_text("# edited\n")
+    code, _, err = _run([*emit[:1], p0, *emit[2:], "--replace"], capsys)
+    assert code == 2 and "service-m.yaml changed" in err
+    assert (out / "service-m.yaml").read_text() == "# edited\n"
+    (out / "service-m.yaml").unlink()
+    (out / "schedule.sh").write_text("mine too\n")
+    code, _, err = _run([*emit[:1], p0, *emit[2:], "--replace"], capsys)
+    assert code == 2 and "would overwrite schedule.sh" in err
+    assert (out / "schedule.sh").read_text() == "mine too\n"

@@ -128,6 +128,9 @@ def test_quota_too_small_says_by_how_much():
     (lambda r: r["models"][0].__setitem__("color", "red"), "unknown field"),
     (lambda r: r["gpus"].append({"name": "Z9000"}), "unknown GPU"),
     (lambda r: r["models"][0].__setitem__("model", "llama-9-1t"), "llama-9-1t"),
+    # an alias of a type already listed would merge its prices silently
+    (lambda r: r["gpus"].append({"name": "H100", "quota": 4}), "'H100' listed twice (as 'H100-SXM'"),
+    (lambda r: r["gpus"].append({"name": "a10g"}), "'a10g' listed twice"),
 ])
 def test_bad_requests(patch, needle):
     req = _hist_request()
@@ -323,3 +326,16 @@ def test_start_costs_trade_running_cost_for_fewer_starts():
     free_total = free["cost_per_hour"] + sum(
         p["price_per_replica_hour"] * 1800 / (8 * 900) * _starts([p]) for p in free["pools"])
     assert held["cost_per_hour"] <= free_total + 1e-9
+
+
+def test_replicas_that_serve_no_bucket_are_not_offered():
+    # Llama-3.1-8B on one L4 misses TPOT 50 ms at p90 on every bucket: such a replica could
+    # only pad the GPU count the spot cap is a share of, so the cover never sees it
+    req = _hist_request(gpus=[{"name": "L4"}, {"name": "A10G", "spot_price_per_hour": 0.3}])
+    req["models"][0]["slo"]["percentile"] = 90
+    fp = fl.build_problem(fl.FleetRequest.model_validate(req))
+    useless = [j for j, o in enumerate(fp.options) if not np.any(o.capacity)]
+    assert useless, "expected an option with no capacity (L4 tp1)"
+    problem, keep = fl._cover_problem(fp)
+    assert not set(useless) & set(keep)
+    assert problem.capacity.any(axis=0).all()

@@ -519,3 +519,28 @@ def test_dips_are_held_where_the_starts_saved_cost_more():
     both = (np.zeros(2, int), np.array([[4, 1, 1, 4, 2, 4], [0, 9, 9, 0, 7, 0]]),
             np.zeros((2, 6), int), np.ones((1, 2, 6)) / 2)
     assert _hold_through_dips(crowded, both)[1].tolist() == both[1].tolist()
+
+
+def test_trim_idle_drops_unneeded_instances_but_keeps_the_spot_cap():
+    from solvers.binpack import _trim_idle, load_of
+    opts = [CoverOption("a", "A", 1, {"on_demand": 2.0, "spot": 0.8, "reserved": 1.5}),
+            CoverOption("b", "B", 1, {"on_demand": 1.0})]
+    cap = np.array([[10.0, 0.0], [0.0, 10.0]])
+    rates = np.array([[15.0, 5.0], [5.0, 5.0]])  # 2 demands x 2 periods
+    problem = CoverProblem(opts, cap, rates, spot_max_fraction=0.5)
+    routing = np.zeros((2, 2, 2))
+    routing[0, 0, :] = routing[1, 1, :] = 1.0
+    assert np.allclose(load_of(problem, routing), [[1.5, 0.5], [0.5, 0.5]])
+    # a: 1 reserved + 2 on demand + 1 spot in both periods; b: 2 on demand (1 idle)
+    reserved, od = np.array([1, 0]), np.array([[2, 2], [2, 2]])
+    spot = np.array([[1, 1], [0, 0]])
+    r2, od2, spot2, _ = _trim_idle(problem, (reserved, od, spot, routing))
+    # b keeps one per period; a keeps 2 instances in period 0 (load 1.5) and 1 in period 1
+    assert od2[1].tolist() == [1, 1]
+    assert (r2[0] + od2[0] + spot2[0]).tolist() == [2, 1]
+    assert objective_of(problem, r2, od2, spot2) < objective_of(problem, reserved, od, spot)
+    for t in range(2):  # spot cap: at most half of the GPUs on spot in each period
+        assert spot2[:, t].sum() <= 0.5 * (r2.sum() + od2[:, t].sum() + spot2[:, t].sum())
+    # nothing to trim: unchanged
+    again = _trim_idle(problem, (r2, od2, spot2, routing))
+    assert all(np.array_equal(x, y) for x, y in zip(again[:3], (r2, od2, spot2)))

@@ -86,12 +86,13 @@ def test_bundle_pools_emit_kv_transfer_and_replan_cleanly(tmp_path):
     assert roles
     for p in plan["pools"]:
         assert ("--kv-transfer-config" in pool_command(p)) == bool(p.get("role"))
-    emit_fleet_vllm(plan, tmp_path)
-    emit_fleet_kubernetes(plan, tmp_path)
+    emit_fleet_vllm(plan, tmp_path / "vllm")  # each format its own folder: emit wants it empty
+    emit_fleet_kubernetes(plan, tmp_path / "k8s")
     for p in roles:  # one script and one Deployment per role pool
-        assert (tmp_path / f"{slug(p['id'])}.sh").exists() and (tmp_path / f"{slug(p['id'])}.yaml").exists()
+        assert (tmp_path / "vllm" / f"{slug(p['id'])}.sh").exists()
+        assert (tmp_path / "k8s" / f"{slug(p['id'])}.yaml").exists()
     # clients reach plain replicas only; each bundle role has its own Service for the router
-    docs = [yaml.safe_load(f.read_text()) for f in tmp_path.glob("*.yaml")]
+    docs = [yaml.safe_load(f.read_text()) for f in (tmp_path / "k8s").glob("*.yaml")]
     pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"]
             for d in docs if d["kind"] == "Deployment"}
     services = [d for d in docs if d["kind"] == "Service"]

@@ -123,3 +123,33 @@ def test_azure_shared_trace(shared_data):
     assert len(t) == 8819
     assert t.mean_rate_rps == pytest.approx(2.57, abs=0.01)
     assert 9.0 < wl.peak_rate(t, 60.0) < 11.0  # per-minute peak (provenance: 9.75 on its own alignment)
+
+
+@pytest.mark.parametrize("rows,needle", [
+    (["2023-11-16 18:00:04.71,961,57"], "the trace has one request"),
+    (["2023-11-16 18:00:04.7,500,50"] * 3, "all 3 requests arrive at one time"),
+])
+def test_a_trace_spanning_zero_seconds_gives_no_rate(tmp_path, rows, needle):
+    p = tmp_path / "t.csv"
+    p.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "\n".join(rows) + "\n")
+    t = wl.read_trace(p)
+    with pytest.raises(InputError) as exc:
+        wl.rate_series(t, 900.0)
+    e = exc.value
+    assert needle in e.message and e.file == str(p) and e.field == "timestamps"
+    assert "more than 0 s" in e.expected and "rate_rps" in e.hint  # the way out: give the rate
+    # its sizes are still usable (a fleet request with rate_rps): the summary has no rates
+    summary = wl.summarise(t, 60.0)
+    assert summary["requests"] == len(rows) and summary["duration_s"] == 0.0
+    assert summary["mean_rate_rps"] is None and summary["peak_rate_rps"] is None
+
+
+def test_unsorted_edges_are_named_by_their_full_path_with_the_values():
+    with pytest.raises(InputError) as exc:
+        wl.histogram_from_shares([[0.25, 0.25], [0.25, 0.25], [0, 0]], [0, 1024, 256, 4096], [0, 64, 256],
+                                 field="models[2].workload.histogram.shares")
+    assert exc.value.field == "models[2].workload.histogram.input_edges"
+    assert "[0, 1024, 256, 4096]" in exc.value.message
+    with pytest.raises(InputError) as exc:
+        wl.histogram_from_shares([[1.0]], [0, 10], [5, 5])
+    assert exc.value.field == "output_edges"

@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from hardware.accelerator import Accelerator
-from hardware.errors import InputError, unknown_name
+from hardware.errors import InputError, from_validation_error, unknown_name
 from hardware.topology import NodeType
 
 CATALOG_DIR = Path(__file__).resolve().parent
@@ -41,9 +41,7 @@ def _load_yaml(path: Path) -> dict:
 
 
 def _validation_error(path: Path, exc: ValidationError) -> InputError:
-    err = exc.errors()[0]
-    field = ".".join(str(p) for p in err["loc"])
-    return InputError(err["msg"], file=str(path), field=field)
+    return from_validation_error(exc, file=str(path))
 
 
 def _strip_notes(data: dict) -> dict:

@@ -23,8 +23,11 @@ def calibrate_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the residuals as JSON on stdout."),
 ) -> None:
     """Fit size-dependent efficiency curves (per op and op kind) and link models; print residuals."""
-    from planner.calibrate import run_calibrate, write_calibration
+    from planner.calibrate import run_calibrate, split_assignment, write_calibration
+    from planner.plan import check_output
 
+    if output is not None:  # --nccl GPU=PATH names its file after the '='
+        check_output(output, inputs=[*vidur, *(split_assignment(str(n))[1] for n in nccl)])
     calib = run_calibrate(vidur=vidur, nccl=nccl, gpu=gpu)
     rows = calib.residual_rows()
     if output is not None:

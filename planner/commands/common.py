@@ -1,12 +1,15 @@
-"""Small helpers shared by the command modules: output of JSON / tables, writing plan files."""
+"""Small helpers shared by the command modules: output of JSON / tables, writing plan files,
+checking numeric options."""
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any, Iterable
 
 import typer
 
+from hardware.errors import InputError
 from planner.plan import dump_plan, to_json
 
 
@@ -47,3 +50,15 @@ def write_output(plan: Any, output: Path | None, inputs: Iterable[Path | str | N
     if output is not None:
         dump_plan(plan, output, protect=[p for p in inputs if p is not None])
         typer.echo(f"wrote {output}", err=True)
+
+
+def require_finite(**options: float | None) -> None:
+    """Refuse NaN and infinite values of numeric options (typer parses ``nan`` and ``inf`` as
+    floats, and every later ``x <= 0`` check lets NaN through).  Keyword names are the options'
+    names with ``_`` for ``-`` (``time_limit`` -> ``--time-limit``); None means not given."""
+    for name, value in options.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if v is not None and not math.isfinite(v):
+                flag = "--" + name.replace("_", "-")
+                raise InputError(f"{flag} {v}", field=flag, expected="a finite number")

@@ -6,14 +6,20 @@ from pathlib import Path
 import typer
 
 from hardware.errors import InputError
+from planner.emit import LISTING
 
 FORMATS = ("vllm", "kubernetes")
 
 
 def emit(
     plan_path: Path = typer.Argument(..., help="A plan file (FleetPlan) written by the planner."),
-    fmt: str = typer.Option(..., "--format", help="vllm | kubernetes"),
-    out_dir: Path = typer.Option(..., "-o", "--output", help="Folder for the artifacts (created)."),
+    fmt: str = typer.Option(None, "--format", help="vllm | kubernetes"),
+    out_dir: Path = typer.Option(None, "-o", "--output",
+                                 help="Folder for the artifacts: new or empty (created)."),
+    replace: bool = typer.Option(False, "--replace",
+                                 help="Emit into a folder an earlier planner emit wrote: its files "
+                                      f"(listed in {LISTING}) are replaced or removed, other "
+                                      "files kept."),
     image: str = typer.Option(None, "--image", help="Container image (kubernetes)."),
     namespace: str = typer.Option(None, "--namespace", help="Namespace (kubernetes)."),
     day_start: str = typer.Option("00:00", "--day-start",
@@ -26,13 +32,22 @@ def emit(
 ) -> None:
     """Write one vLLM serve command per pool, or one Kubernetes Deployment per pool (plus
     schedule.sh and KEDA ScaledObjects for a plan over several periods, transition.sh for a
-    re-plan)."""
-    from planner.emit.kubernetes import DEFAULT_IMAGE, DEFAULT_LEAD_S, emit_fleet_kubernetes
-    from planner.emit.vllm import emit_fleet_vllm
+    re-plan).  Each engine gets --max-model-len: the longest request the plan routes to its
+    pool."""
+    from planner.commands.common import require_finite
+    from planner.emit import write_artifacts
+    from planner.emit.kubernetes import (DEFAULT_IMAGE, DEFAULT_LEAD_S, check_timezone,
+                                         fleet_kubernetes_files)
+    from planner.emit.vllm import check_servable, fleet_vllm_files
     from planner.plan import load_plan
 
-    if fmt not in FORMATS:
-        raise InputError(f"unknown format {fmt!r}", field="--format", expected=" or ".join(FORMATS))
+    if fmt is None or fmt not in FORMATS:
+        raise InputError("no format given" if fmt is None else f"unknown format {fmt!r}",
+                         field="--format", expected=" or ".join(FORMATS))
+    if out_dir is None:
+        raise InputError("no output folder given", field="-o/--output",
+                         expected="planner emit PLAN --format FORMAT -o FOLDER")
+    require_finite(lead_s=lead_s)
     plan = load_plan(plan_path, kinds=["FleetPlan"])
     if not isinstance(plan.get("pools"), list) or not plan["pools"]:
         raise InputError("the plan has no pools", file=str(plan_path), field="pools",
@@ -41,21 +56,21 @@ def emit(
         for key in ("id", "model", "gpu", "count", "shape", "price_class", "gpus_per_replica"):
             if key not in pool:
                 raise InputError("pool field missing", file=str(plan_path), field=f"pools[{i}].{key}")
+    check_servable(plan, file=str(plan_path))
     day_start_s = _time_of_day(day_start)
+    check_timezone(timezone)
     lead = DEFAULT_LEAD_S if lead_s is None else float(lead_s)
     period_s = plan.get("period_s")
     if lead < 0 or (isinstance(period_s, (int, float)) and lead >= period_s):
         raise InputError(f"lead {lead:g} s", field="--lead-s",
                          expected=f"at least 0 and less than the plan's period ({period_s} s)")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError("output exists and is not a folder", file=str(out_dir), field="-o/--output")
-    out_dir.mkdir(parents=True, exist_ok=True)
     if fmt == "vllm":
-        written = emit_fleet_vllm(plan, out_dir)
+        files = fleet_vllm_files(plan)
     else:
-        written = emit_fleet_kubernetes(plan, out_dir, image=image or DEFAULT_IMAGE,
-                                        namespace=namespace, day_start_s=day_start_s,
-                                        timezone=timezone, lead_s=lead)
+        files = fleet_kubernetes_files(plan, image=image or DEFAULT_IMAGE, namespace=namespace,
+                                       day_start_s=day_start_s, timezone=timezone, lead_s=lead)
+    # everything is rendered before the folder is touched: a bad plan leaves it as it was
+    written = write_artifacts(out_dir, files, replace=replace)
     for p in written:
         typer.echo(f"wrote {p}")
     keda = any(p.parent.name == "keda" for p in written)

@@ -38,9 +38,20 @@ def experts(
 ) -> None:
     """Replicate and place MoE experts on GPUs: balanced, duplicate-free, with a proven bound."""
     from planner import experts as ex
-    from planner.plan import envelope, to_json, write_atomic
-    from planner.commands.common import echo_json, write_output
+    from planner.commands.common import echo_json, require_finite, write_output
+    from planner.plan import check_output, envelope, to_json, write_atomic
 
+    require_finite(memory_gib=memory_gib, time_limit=time_limit, cpsat_s=cpsat)
+    given = [request, loads, traces, previous]
+    # every output checked before the solve; each engine map has one format
+    for target, suffixes, flag in ((output, (".yaml", ".yml", ".json"), "-o/--output"),
+                                   (out_npz, (".npz",), "--out-npz"),
+                                   (out_eplb_json, (".json",), "--out-eplb-json"),
+                                   (out_sglang, (".json",), "--out-sglang"),
+                                   (out_vllm, (".json",), "--out-vllm"),
+                                   (out_trtllm, (".yaml", ".yml"), "--out-trtllm")):
+        if target is not None:
+            check_output(target, inputs=given, suffixes=suffixes, field=flag, what="output")
     data: dict = {}
     if request is not None:
         req0 = ex.load_request(request)

@@ -29,8 +29,10 @@ def fleet(
     from pydantic import ValidationError
 
     from planner import fleet as fl
-    from planner.commands.common import echo_json, write_output
+    from planner.commands.common import echo_json, require_finite, write_output
+    from planner.plan import check_output
 
+    require_finite(time_limit=time_limit, keep_within=keep_within, slo_factor=slo_factor)
     if time_limit is not None and time_limit <= 0:
         raise InputError(f"time limit {time_limit:g} s", field="--time-limit",
                          expected="a positive number of seconds")
@@ -40,6 +42,8 @@ def fleet(
     if keep_within is not None and previous is None:
         raise InputError("--keep-within needs --previous", field="--keep-within",
                          expected="planner fleet REQUEST.yaml --previous plan.yaml --keep-within 0.02")
+    if output is not None:  # before solving: a long solve must not end in "cannot write there"
+        check_output(output, inputs=[request, melange, previous])
     if melange is not None:
         if previous is not None:
             raise InputError("--previous works with a fleet request, not --melange",

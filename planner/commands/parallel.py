@@ -87,8 +87,15 @@ def parallel_cmd(
 ) -> None:
     """Search parallel plans (TP / PP / EP / attention-DP / replicas, aggregated or prefill/decode
     disaggregated) that meet the SLOs at the best goodput per dollar; emit vLLM and SGLang commands."""
+    from planner.commands.common import require_finite
+    from planner.plan import check_output
     from planner.parallel import run_parallel
 
+    require_finite(inter_node_gbs=inter_node_gbs, intra_node_gbs=intra_node_gbs, rate=rate,
+                   ttft_slo=ttft_slo, tpot_slo=tpot_slo, percentile=percentile,
+                   gpu_memory_utilization=gpu_memory_utilization)
+    if output is not None:  # before the search, which takes seconds to minutes
+        check_output(output, inputs=[request, trace])
     flags = {
         "gpu": gpu, "model": model, "cluster.nodes": nodes, "cluster.gpus_per_node": gpus_per_node,
         "cluster.node": node, "cluster.inter_node_bandwidth_gbs": inter_node_gbs,

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import typer
 
-from hardware.errors import InputError
-
 
 def report_cmd(
     source: Path = typer.Argument(..., help="A plan (YAML/JSON: FleetPlan, ParallelPlan, ExpertPlacement, "
@@ -15,12 +13,10 @@ def report_cmd(
     output: Path = typer.Option(..., "-o", "--output", help="The HTML report to write."),
 ) -> None:
     """Write an HTML report (plots inline, no network needed to view it)."""
-    from planner.plan import write_atomic
+    from planner.plan import check_output, write_atomic
     from planner.report import report_file
 
-    if output.suffix.lower() not in (".html", ".htm"):
-        raise InputError(f"the report is HTML, not '{output.suffix or output.name}'", file=str(output),
-                         field="-o/--output", expected="a file ending in .html")
+    check_output(output, inputs=[source], suffixes=(".html", ".htm"), what="report")
     html = report_file(source)
     write_atomic(output, html, protect=[source])
     typer.echo(f"wrote {output}", err=True)

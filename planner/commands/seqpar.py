@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 from hardware.errors import InputError
-from planner.commands.common import echo_json, print_table, write_output
+from planner.commands.common import echo_json, print_table, require_finite, write_output
 
 _PRESET_HELP = "Cost model: 'own' (costmodels/training.py) or 'flexsp' (FlexSP's, exactly)."
 
@@ -217,9 +217,12 @@ def step(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the plan (YAML/JSON)."),
 ) -> None:
     """Plan one training step: micro-batches, SP groups (size, type, ranks) and their sequences."""
-    from planner.plan import envelope
+    from planner.plan import check_output, envelope
     from planner.seqpar import plan_step, read_lengths
 
+    require_finite(memory_gb=memory_gb, time_limit=time_limit)
+    if output is not None:
+        check_output(output, inputs=[lengths, cluster])
     if method not in ("auto", "milp", "heuristic"):
         raise InputError(f"unknown method '{method}'", field="--method", expected="auto | milp | heuristic")
     if time_limit <= 0:
@@ -282,9 +285,14 @@ def plan(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the plan (YAML/JSON)."),
 ) -> None:
     """Offline plan: static SP strategies vs the adaptive planner over sampled batches."""
-    from planner.plan import envelope
+    from planner.plan import check_output, envelope
     from planner.seqpar import plan_offline, read_lengths
 
+    require_finite(memory_gb=memory_gb, time_limit=time_limit)
+    if time_limit <= 0:
+        raise InputError(f"time limit {time_limit}", field="--time-limit", expected="a positive number of seconds")
+    if output is not None:
+        check_output(output, inputs=[lengths, histogram, cluster])
     if (lengths is None) == (histogram is None):
         raise InputError("give exactly one of --lengths or --histogram", field="--lengths/--histogram",
                          expected="a length file or a histogram file")

@@ -22,6 +22,7 @@ def sweep_cmd(
 ) -> None:
     """Run a planner over a grid of request values (rates, SLOs, prices, GPU sets, models, quotas)."""
     from planner.commands.common import echo_json
+    from planner.plan import check_output
     from planner.sweep import check_ray_backend, load_sweep, results_frame, run_sweep, write_results
 
     if backend not in ("local", "ray"):
@@ -30,9 +31,8 @@ def sweep_cmd(
         raise InputError(f"--workers {workers}", field="--workers", expected="a positive number of workers")
     if output is None and not as_json:
         raise InputError("no output given", field="-o/--output", expected="-o results.csv (or .parquet), or --json")
-    if output is not None and output.suffix.lower() not in (".csv", ".parquet", ".pq"):
-        raise InputError(f"unknown results format '{output.suffix or output.name}'", file=str(output),
-                         field="-o/--output", expected="a file ending in .csv or .parquet")
+    if output is not None:  # before the grid runs, which can take long
+        check_output(output, inputs=[spec], suffixes=(".csv", ".parquet", ".pq"), what="results")
     if ray_address is not None and backend != "ray":
         raise InputError("--ray-address needs --backend ray", field="--ray-address")
     sweep = load_sweep(spec)

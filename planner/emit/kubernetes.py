@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from planner.emit.vllm import pool_command, slug
+from planner.emit import Artifact, write_artifacts
+from planner.emit.vllm import ContextLength, add_file, check_servable, context_lengths, pool_command, slug
 
 #: catalog GPU name -> (resource name, node label key, node label value)
 GPU_PRODUCTS = {
@@ -65,8 +66,12 @@ def gpu_product(gpu: str) -> tuple[str, str, str]:
 
 
 def deployment(pool: dict[str, Any], *, image: str = DEFAULT_IMAGE, namespace: str | None = None,
-               port: int = 8000) -> dict[str, Any]:
-    """The Deployment manifest of one pool (a plain dict, ready for ``yaml.safe_dump``)."""
+               port: int = 8000, context: ContextLength | None = None) -> dict[str, Any]:
+    """The Deployment manifest of one pool (a plain dict, ready for ``yaml.safe_dump``).
+
+    ``context``: the pool's ``--max-model-len`` and where it came from (see
+    :func:`planner.emit.vllm.context_lengths`), recorded in the ``planner/max-model-len``
+    annotation."""
     name = slug(pool["id"])
     resource, label_key, label_value = gpu_product(pool["gpu"])
     gpus = int(pool["gpus_per_replica"])
@@ -76,9 +81,11 @@ def deployment(pool: dict[str, Any], *, image: str = DEFAULT_IMAGE, namespace: s
               "planner/model": slug(pool["model"]),
               "planner/price-class": pool["price_class"].replace("_", "-")}
     labels.update(serving_labels(pool))
-    args = pool_command(pool, port=port)
+    args = pool_command(pool, port=port, max_model_len=context.tokens if context else None)
     annotations = {"planner/pool-id": pool["id"],
                    "planner/cost-per-hour": f"{pool['cost_per_hour']:.4f}"}
+    if context is not None:
+        annotations["planner/max-model-len"] = context.why
     if "counts_by_period" in pool:
         annotations["planner/replicas-by-period"] = ",".join(str(c) for c in pool["counts_by_period"])
     container = {
@@ -147,50 +154,72 @@ def service(model: str, *, port: int = 8000, namespace: str | None = None,
                      "ports": [{"name": "http", "port": port, "targetPort": port}]}}
 
 
+def check_timezone(name: str, *, field: str = "--timezone") -> str:
+    """``name`` if it is an IANA time zone (``Europe/Paris``, ``Etc/UTC``): KEDA's cron
+    triggers load it by that name, and an unknown one leaves the ScaledObject inert."""
+    import zoneinfo
+
+    from hardware.errors import InputError, nearest
+
+    known = zoneinfo.available_timezones()
+    try:
+        ok = name in known if known else bool(zoneinfo.ZoneInfo(name))
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        ok = False
+    if not ok:
+        near = nearest(name, known)
+        raise InputError(f"unknown time zone {name!r}", field=field,
+                         expected="an IANA time zone name such as Europe/Paris or Etc/UTC",
+                         hint=f"Did you mean {', '.join(near)}?" if near else None)
+    return name
+
+
+def fleet_kubernetes_files(plan: dict[str, Any], *, image: str = DEFAULT_IMAGE,
+                           namespace: str | None = None, day_start_s: float = 0.0,
+                           timezone: str = "Etc/UTC", lead_s: float = DEFAULT_LEAD_S
+                           ) -> dict[str, Artifact]:
+    """The files of :func:`emit_fleet_kubernetes`, by path relative to the output folder."""
+    check_servable(plan)
+    check_timezone(timezone)
+    files: dict[str, Artifact] = {}
+    lengths = context_lengths(plan)
+    for pool in plan.get("pools", []):
+        add_file(files, f"{slug(pool['id'])}.yaml",
+                 Artifact(yaml.safe_dump(deployment(pool, image=image, namespace=namespace,
+                                                    context=lengths[pool["id"]]), sort_keys=False)),
+                 pool["id"])
+    if plan.get("replan"):
+        files["transition.sh"] = Artifact(transition_script(plan, namespace=namespace), executable=True)
+    if _varying_pools(plan):
+        files["schedule.sh"] = Artifact(schedule_script(plan, namespace=namespace), executable=True)
+        for name, manifest in scaled_objects(plan, day_start_s=day_start_s, timezone=timezone,
+                                             lead_s=lead_s, namespace=namespace):
+            files[f"keda/{name}.yaml"] = Artifact(yaml.safe_dump(manifest, sort_keys=False))
+    services = [(f"service-{slug(model)}", service(model, namespace=namespace), model)
+                for model in sorted({p["model"] for p in plan.get("pools", []) if not p.get("role")})]
+    services += [(f"service-{slug(f'{group}-{role}')}",
+                  service(model, namespace=namespace, role=role, bundle=group), f"{group}/{role}")
+                 for model, group, role in sorted({(p["model"], p["group"], p["role"])
+                                                   for p in plan.get("pools", []) if p.get("role")})]
+    for name, manifest, source in services:
+        add_file(files, f"{name}.yaml", Artifact(yaml.safe_dump(manifest, sort_keys=False)), source)
+    return files
+
+
 def emit_fleet_kubernetes(plan: dict[str, Any], out_dir: Path, *, image: str = DEFAULT_IMAGE,
                           namespace: str | None = None, day_start_s: float = 0.0,
-                          timezone: str = "Etc/UTC", lead_s: float = DEFAULT_LEAD_S) -> list[Path]:
+                          timezone: str = "Etc/UTC", lead_s: float = DEFAULT_LEAD_S,
+                          replace: bool = False) -> list[Path]:
     """``<pool>.yaml`` (a Deployment) per pool and ``service-<model>.yaml`` per model; for a
     re-plan ``transition.sh``; for a plan over several periods ``schedule.sh`` and, where
     :func:`scaled_objects` applies, ``keda/<pool>.yaml``.
 
     ``day_start_s``: the time of day period 0 starts (seconds after midnight in
-    ``timezone``); ``lead_s``: how early a KEDA scale-up starts."""
-    written = []
-    for pool in plan.get("pools", []):
-        path = out_dir / f"{slug(pool['id'])}.yaml"
-        path.write_text(yaml.safe_dump(deployment(pool, image=image, namespace=namespace),
-                                       sort_keys=False), encoding="utf-8")
-        written.append(path)
-    if plan.get("replan"):
-        path = out_dir / "transition.sh"
-        path.write_text(transition_script(plan, namespace=namespace), encoding="utf-8")
-        path.chmod(0o755)
-        written.append(path)
-    if _varying_pools(plan):
-        path = out_dir / "schedule.sh"
-        path.write_text(schedule_script(plan, namespace=namespace), encoding="utf-8")
-        path.chmod(0o755)
-        written.append(path)
-        keda = scaled_objects(plan, day_start_s=day_start_s, timezone=timezone, lead_s=lead_s,
-                              namespace=namespace)
-        if keda:
-            (out_dir / "keda").mkdir(exist_ok=True)
-            for name, manifest in keda:
-                path = out_dir / "keda" / f"{name}.yaml"
-                path.write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
-                written.append(path)
-    services = [(f"service-{slug(model)}", service(model, namespace=namespace))
-                for model in sorted({p["model"] for p in plan.get("pools", []) if not p.get("role")})]
-    services += [(f"service-{slug(f'{group}-{role}')}",
-                  service(model, namespace=namespace, role=role, bundle=group))
-                 for model, group, role in sorted({(p["model"], p["group"], p["role"])
-                                                   for p in plan.get("pools", []) if p.get("role")})]
-    for name, manifest in services:
-        path = out_dir / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
-        written.append(path)
-    return written
+    ``timezone``, an IANA name); ``lead_s``: how early a KEDA scale-up starts.  The folder
+    rules (empty, or ``replace``) are :func:`planner.emit.write_artifacts`'s."""
+    files = fleet_kubernetes_files(plan, image=image, namespace=namespace, day_start_s=day_start_s,
+                                   timezone=timezone, lead_s=lead_s)
+    return write_artifacts(out_dir, files, replace=replace)
 
 
 def transition_script(plan: dict[str, Any], *, namespace: str | None = None) -> str:

@@ -9,11 +9,12 @@ Flag names follow vLLM's engine-argument reference (docs.vllm.ai "Engine Argumen
 from __future__ import annotations
 
 import json
+import math
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from planner.emit import hf_model_id
+from planner.emit import Artifact, hf_model_id, write_artifacts
 
 #: our dtype names -> vLLM's --dtype values
 _VLLM_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -69,8 +70,13 @@ def shell_line(args: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in args)
 
 
-def pool_command(pool: dict[str, Any], *, port: int = 8000) -> list[str]:
-    """The ``vllm serve`` command of one FleetPlan pool (one replica)."""
+def pool_command(pool: dict[str, Any], *, port: int = 8000,
+                 max_model_len: int | None = None) -> list[str]:
+    """The ``vllm serve`` command of one FleetPlan pool (one replica).
+
+    ``max_model_len``: the longest sequence (prompt + output tokens) the engine accepts; None
+    takes the pool's ``engine.max_model_len`` if the plan has one (see :func:`context_lengths`
+    for what the emitters pass)."""
     engine = pool.get("engine") or {}
     extra = []
     if engine.get("kv_transfer"):  # a prefill or decode role of a disaggregated bundle
@@ -78,48 +84,179 @@ def pool_command(pool: dict[str, Any], *, port: int = 8000) -> list[str]:
         extra = ["--kv-transfer-config", json.dumps(NIXL_CONFIG, separators=(",", ":"))]
     return vllm_serve_command(pool.get("serve_model") or pool["model"], tp=pool["shape"]["tp"],
                               pp=pool["shape"].get("pp", 1), max_num_seqs=engine.get("max_num_seqs"),
-                              max_model_len=engine.get("max_model_len"),
+                              max_model_len=max_model_len or engine.get("max_model_len"),
                               dtype=engine.get("dtype"), kv_cache_dtype=engine.get("kv_cache_dtype"),
                               port=port, extra_args=extra)
 
 
 def slug(text: str) -> str:
-    """A DNS-1123 label from a pool id (lower case, [a-z0-9-], at most 63 characters)."""
-    out = "".join(c if c.isalnum() else "-" for c in text.lower())
+    """A DNS-1035 label from a pool id or a model name: lower case ``[a-z0-9-]``, starting with
+    a letter (``m-`` goes before one that does not: ``8b-chat`` -> ``m-8b-chat``), ending with
+    a letter or digit, at most 63 characters (a longer one is cut and ends in a hash of the
+    whole).  Service names must be DNS-1035 labels; every name and label value the emitters
+    write comes from here, so Deployments, Services, selectors and scripts agree."""
+    out = "".join(c if c.isascii() and c.isalnum() else "-" for c in text.lower())
     while "--" in out:
         out = out.replace("--", "-")
     out = out.strip("-")
+    if out and not out[0].isalpha():
+        out = "m-" + out
     if len(out) > 63:
         import hashlib
         out = out[:54].rstrip("-") + "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
     return out or "pool"
 
 
-def emit_fleet_vllm(plan: dict[str, Any], out_dir: Path) -> list[Path]:
-    """One shell script per pool (``<pool>.sh``: the command, run on each of ``count`` replicas)
-    and ``commands.txt`` listing them all; for a plan over several periods also
-    ``schedule.csv`` (``period,start_s,pool,replicas``: how many replicas of each pool to run
-    in each period, for whatever starts and stops them)."""
-    written = []
+# ------------------------------------------------------------ what a pool serves: model, context
+
+#: the model a plan from a Mélange config serves: a stand-in, Mélange configs name no model
+PLACEHOLDER_MODELS = ("melange",)
+
+
+def check_servable(plan: dict[str, Any], *, file: str | None = None) -> None:
+    """Refuse a plan whose pools name no model an engine can load (a plan made by ``planner
+    fleet --melange``: Mélange configs carry throughputs, not a model)."""
+    from hardware.errors import InputError
+
+    for i, pool in enumerate(plan.get("pools") or []):
+        model = str(pool.get("serve_model") or pool.get("model") or "")
+        if model.lower() in PLACEHOLDER_MODELS:
+            key = "serve_model" if pool.get("serve_model") else "model"
+            raise InputError(
+                f"the plan has no servable model id: '{model}' stands for the model of a Mélange "
+                "config (planner fleet --melange)", file=file, field=f"pools[{i}].{key}",
+                expected="a Hugging Face model id or a local model folder",
+                hint="Plan from a fleet request instead: models[].serve_model names the model, and "
+                     "the Mélange throughputs can be its models[].profiles (format: melange)")
+
+
+class ContextLength(NamedTuple):
+    """A pool's ``--max-model-len`` (tokens; None: not emitted) and where it came from."""
+
+    tokens: int | None
+    why: str
+
+
+def _catalog_model(pool: dict[str, Any]):
+    """The catalog ``ModelSpec`` a pool serves (by alias, by Hugging Face id, or a config.json
+    path), or None when the plan names a model the catalog does not know."""
+    from costmodels.model import aliases, load_model
+    from hardware.errors import InputError
+
+    names = [str(n) for n in (pool.get("serve_model"), pool.get("model")) if n]
+    for name in names:
+        try:
+            if name.lower() in aliases() or Path(name).exists():
+                return load_model(name)
+        except InputError:
+            continue
+    wanted = {n.lower() for n in names}
+    for alias in aliases():
+        try:
+            spec = load_model(alias)
+        except InputError:
+            continue
+        if spec.hf_id and spec.hf_id.lower() in wanted:
+            return spec
+    return None
+
+
+def _kv_tokens(pool: dict[str, Any], spec) -> int:
+    """KV-cache capacity of one replica of the pool in tokens, by the serving cost model (0 when
+    the cost model cannot say)."""
+    from costmodels.ops import Parallel
+    from costmodels.serving import make_context, max_kv_tokens
+    from hardware.catalog import get_accelerator
+    from hardware.errors import InputError
+
+    engine = pool.get("engine") or {}
+    try:
+        ctx = make_context(spec, get_accelerator(pool["gpu"]),
+                           Parallel(tp=int(pool["shape"]["tp"]), pp=int(pool["shape"].get("pp", 1))),
+                           dtype=engine.get("dtype") or "bf16", kv_dtype=engine.get("kv_cache_dtype"))
+        return max_kv_tokens(ctx)
+    except (InputError, KeyError, TypeError, ValueError):
+        return 0
+
+
+def context_lengths(plan: dict[str, Any]) -> dict[str, ContextLength]:
+    """``--max-model-len`` per pool id of a FleetPlan.
+
+    vLLM's default is the model's whole context (131072 tokens for Llama 3.1), and it refuses
+    to start when the KV cache cannot hold one sequence that long (an 8B model on one A10G or
+    L4).  The pool has to serve only the requests routed to it, so its limit is the largest
+    input + output upper bucket edge among the routing entries that send traffic to its group,
+    capped at the model's ``max_position_embeddings``.  In order of precedence:
+
+    1. the pool's ``engine.max_model_len`` when the plan sets one;
+    2. the routing, as above;
+    3. with no routing for the pool, the KV-cache capacity of one replica by the cost model
+       (the most vLLM could accept), capped the same way;
+    4. else nothing is emitted (the model is not in the catalog): vLLM's own default.
+    """
+    out = {}
+    for pool in plan.get("pools") or []:
+        engine = pool.get("engine") or {}
+        if engine.get("max_model_len"):
+            out[pool["id"]] = ContextLength(int(engine["max_model_len"]), "the plan's engine.max_model_len")
+            continue
+        longest = None
+        for r in plan.get("routing") or []:
+            if pool.get("group") not in (r.get("pools") or {}):
+                continue
+            b = r.get("bucket") or {}
+            try:
+                need = math.ceil(float(b["input_tokens"][1]) + float(b["output_tokens"][1]))
+            except (KeyError, IndexError, TypeError, ValueError):
+                continue
+            if longest is None or need > longest[0]:
+                longest = (need, b.get("label", "?"))
+        spec = _catalog_model(pool)
+        limit = spec.max_position_embeddings if spec is not None else 0
+        if longest is not None:
+            need, label = longest
+            why = f"the longest bucket routed to this pool, {label}: {need} tokens (input + output)"
+            if limit and need > limit:
+                need, why = limit, why + f", capped at the model's max_position_embeddings {limit}"
+            out[pool["id"]] = ContextLength(need, why)
+            continue
+        kv = _kv_tokens(pool, spec) if spec is not None else 0
+        if kv > 0:
+            tokens = min(kv, limit) if limit else kv
+            out[pool["id"]] = ContextLength(
+                tokens, f"the plan routes nothing to this pool: the KV cache of one replica by the "
+                        f"cost model, {kv} tokens" + (f", capped at max_position_embeddings {limit}"
+                                                      if limit and kv > limit else ""))
+            continue
+        out[pool["id"]] = ContextLength(None, "not set: the plan routes nothing to this pool and its "
+                                              "model is not in the catalog (vLLM uses the model's own)")
+    return out
+
+
+# ------------------------------------------------------------------------------------ artifacts
+
+def fleet_vllm_files(plan: dict[str, Any]) -> dict[str, Artifact]:
+    """The files of :func:`emit_fleet_vllm`, by path relative to the output folder."""
+    check_servable(plan)
+    files: dict[str, Artifact] = {}
     lines = []
+    lengths = context_lengths(plan)
     for pool in plan.get("pools", []):
-        cmd = shell_line(pool_command(pool))
+        ctx = lengths[pool["id"]]
+        cmd = shell_line(pool_command(pool, max_model_len=ctx.tokens))
         name = slug(pool["id"])
         text = ("#!/bin/sh\n"
                 f"# pool {pool['id']}: {pool['count']} replica(s) x {pool['gpus_per_replica']} "
                 f"{pool['gpu']} GPU(s), price class {pool['price_class']}\n"
                 f"# run this on each replica (GPUs {pool['gpus_per_replica']} per replica)\n"
+                f"# --max-model-len: {ctx.why}\n"
                 + (f"# {pool['role']} role of a disaggregated bundle ({pool['group']}): KV moves "
                    f"over NIXL; route requests through a prefill/decode proxy\n"
                    if pool.get("role") else "") +
                 f"exec {cmd}\n")
-        path = out_dir / f"{name}.sh"
-        path.write_text(text, encoding="utf-8")
-        path.chmod(0o755)
-        written.append(path)
-        lines.append(f"# {pool['id']} x{pool['count']}\n{cmd}")
-    (out_dir / "commands.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    written.append(out_dir / "commands.txt")
+        add_file(files, f"{name}.sh", Artifact(text, executable=True), pool["id"])
+        lines.append(f"# {pool['id']} x{pool['count']}; --max-model-len: {ctx.why}\n{cmd}")
+    files["commands.txt"] = Artifact("\n".join(lines) + "\n")
     pools = [p for p in plan.get("pools", []) if p.get("counts_by_period")]
     if pools:
         import csv
@@ -131,6 +268,24 @@ def emit_fleet_vllm(plan: dict[str, Any], out_dir: Path) -> list[Path]:
         table.writerow(["period", "start_s", "pool", "replicas"])
         for t in range(len(pools[0]["counts_by_period"])):
             table.writerows([t, f"{t * period_s:g}", p["id"], p["counts_by_period"][t]] for p in pools)
-        (out_dir / "schedule.csv").write_text(buf.getvalue(), encoding="utf-8")
-        written.append(out_dir / "schedule.csv")
-    return written
+        files["schedule.csv"] = Artifact(buf.getvalue())
+    return files
+
+
+def add_file(files: dict[str, Artifact], rel: str, artifact: Artifact, source: str) -> None:
+    """Add one file, refusing a second one of the same name (two pool ids that differ only in
+    characters a name cannot hold)."""
+    if rel in files:
+        from hardware.errors import InputError
+        raise InputError(f"two artifacts would be named {rel} (the second from {source})",
+                         field="pools[].id", expected="pool ids that differ in letters or digits")
+    files[rel] = artifact
+
+
+def emit_fleet_vllm(plan: dict[str, Any], out_dir: Path, *, replace: bool = False) -> list[Path]:
+    """One shell script per pool (``<pool>.sh``: the command, run on each of ``count`` replicas)
+    and ``commands.txt`` listing them all; for a plan over several periods also
+    ``schedule.csv`` (``period,start_s,pool,replicas``: how many replicas of each pool to run
+    in each period, for whatever starts and stops them).  The folder rules (empty, or
+    ``replace``) are :func:`planner.emit.write_artifacts`'s."""
+    return write_artifacts(out_dir, fleet_vllm_files(plan), replace=replace)
