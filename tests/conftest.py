@@ -22,3 +22,23 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared data not found at {path} (set PLANNER_SHARED_DATA)")
     return path
+
+
+def run_cli(argv, capsys) -> tuple[int, str, str]:
+    """Run the ``planner`` CLI in this process: (exit code, stdout, stderr)."""
+    from planner.cli import main
+
+    try:
+        main([str(a) for a in argv])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_error_line(err: str) -> str:
+    """The single ``error: ...`` line a bad input must produce (no traceback)."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]

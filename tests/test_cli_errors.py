@@ -9,26 +9,15 @@ import yaml
 
 from hardware.errors import InputError, field_path, from_validation_error
 from planner.cli import main
+from conftest import one_error_line as one_line, run_cli as run
 
 REPO = Path(__file__).resolve().parents[1]
 HIST = {"histogram": {"input_edges": [0, 1024], "output_edges": [0, 256], "shares": [[1.0]]},
         "rate_rps": 2}
 
 
-def run(argv, capsys):
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
-def one_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 def _request(tmp_path: Path, model: dict) -> Path:

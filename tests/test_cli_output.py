@@ -10,24 +10,13 @@ import pytest
 from hardware.errors import InputError
 from planner.cli import main
 from planner.plan import check_output, dump_plan, envelope, write_atomic
+from conftest import one_error_line as one_line, run_cli as run
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run(argv, capsys):
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
-def one_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
-    return lines[0]
 
 
 # every command that writes a result with -o; the inputs need not exist: -o is checked first

@@ -12,6 +12,7 @@ from planner.cli import main
 from planner.emit.kubernetes import deployment, gpu_product
 from planner.emit.vllm import slug, vllm_serve_command
 from planner.plan import dump_plan
+from conftest import run_cli as _run
 
 
 def test_vllm_serve_command_flags():
@@ -385,14 +386,6 @@ def test_names_are_dns_1035_labels_even_for_a_model_named_by_digits(tmp_path):
     assert f"deployment/{dep['metadata']['name']} " in script
 
 
-def _run(argv, capsys):
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_emit_refuses_a_melange_plan_which_names_no_model(tmp_path, capsys):

@@ -8,19 +8,12 @@ import pytest
 import yaml
 
 from planner.cli import main
+from conftest import run_cli as run
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "fleet_request.yaml"
 
 
-def run(argv, capsys):
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_example_request_writes_plan(tmp_path, capsys):
