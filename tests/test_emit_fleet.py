@@ -311,6 +311,13 @@ def test_max_model_len_is_the_longest_bucket_routed_to_each_pool():
     # nothing routed to L4: the most one replica's KV cache holds, by the cost model
     kv = max_kv_tokens(make_context(load_model("llama-3.1-8b"), get_accelerator("L4"), Parallel(1, 1)))
     assert 0 < kv < 131072 and l4.tokens == kv and "KV cache" in l4.why
+    # a routed bucket whose upper edge outgrows one replica's KV cache: capped at the cache
+    a10g_kv = max_kv_tokens(make_context(load_model("llama-3.1-8b"), get_accelerator("A10G"),
+                                         Parallel(1, 1)))
+    plan["routing"].append({**plan["routing"][2], "pools": {"chat/A10G/tp1-pp1": 0.5}})
+    capped = context_lengths(plan)[plan["pools"][0]["id"]]
+    assert 5121 < a10g_kv < 131072 and capped.tokens == a10g_kv and "KV cache" in capped.why
+    plan["routing"].pop()
     # a model the catalog does not know and no routing: no flag, and the comment says so
     plan["pools"][2]["serve_model"] = "acme/unknown-model"
     assert context_lengths(plan)[plan["pools"][2]["id"]].tokens is None

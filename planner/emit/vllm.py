@@ -186,7 +186,8 @@ def context_lengths(plan: dict[str, Any]) -> dict[str, ContextLength]:
     to start when the KV cache cannot hold one sequence that long (an 8B model on one A10G or
     L4).  The pool has to serve only the requests routed to it, so its limit is the largest
     input + output upper bucket edge among the routing entries that send traffic to its group,
-    capped at the model's ``max_position_embeddings``.  In order of precedence:
+    capped at the model's ``max_position_embeddings`` and at one replica's KV-cache capacity
+    by the cost model (vLLM refuses a longer limit than its cache holds).  In order of precedence:
 
     1. the pool's ``engine.max_model_len`` when the plan sets one;
     2. the routing, as above;
@@ -213,14 +214,16 @@ def context_lengths(plan: dict[str, Any]) -> dict[str, ContextLength]:
                 longest = (need, b.get("label", "?"))
         spec = _catalog_model(pool)
         limit = spec.max_position_embeddings if spec is not None else 0
+        kv = _kv_tokens(pool, spec) if spec is not None else 0
         if longest is not None:
             need, label = longest
             why = f"the longest bucket routed to this pool, {label}: {need} tokens (input + output)"
             if limit and need > limit:
                 need, why = limit, why + f", capped at the model's max_position_embeddings {limit}"
+            if 0 < kv < need:  # a bucket's upper edge may exceed what its typical request needs
+                need, why = kv, why + f", capped at one replica's KV cache by the cost model {kv}"
             out[pool["id"]] = ContextLength(need, why)
             continue
-        kv = _kv_tokens(pool, spec) if spec is not None else 0
         if kv > 0:
             tokens = min(kv, limit) if limit else kv
             out[pool["id"]] = ContextLength(
