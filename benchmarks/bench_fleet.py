@@ -243,7 +243,7 @@ def bench_traces(period_s: float = 300.0, rate_scale: float = 10.0, gpus: list[s
                          "save_vs_peak_%": None if not peak.get("feasible") else round(100 * peak["savings_fraction"], 1),
                          "status": plan["solver"]["status"], "gap": plan["solver"]["gap"],
                          "capacity_s": round(cap_s, 1), "total_s": round(wall, 1)})
-    prices = ("catalog on-demand prices with reserved 0.6x and spot 0.35x (at most 30% of GPUs)"
+    prices = ("catalog on-demand prices with reserved 0.6x and spot 0.35x (spot at most 30% of the GPUs the load needs)"
               if price_classes else "catalog on-demand prices")
     print_table(rows, f"Azure 2023 traces x{rate_scale:g} rate, {period_s:g}-s periods, TPOT 50 ms / "
                       f"TTFT 1 s at p90, cost-model capacity, {prices}, {label}")

@@ -118,7 +118,7 @@ class GPUEntry(_Spec):
 
 
 class SpotSpec(_Spec):
-    max_fraction: float = Field(0.0, ge=0, le=1, description="largest share of GPUs on spot")
+    max_fraction: float = Field(0.0, ge=0, le=1, description="largest share on spot of the GPUs each period's load needs when served the cheapest way on demand")
     capacity_factor: float = Field(1.0, gt=0, le=1,
                                    description="share of spot capacity counted on (interruptions)")
 
@@ -791,8 +791,7 @@ def _cover_problem(fp: FleetProblem, option_mask: np.ndarray | None = None,
         for d, (mi, b) in enumerate(fp.demand_index):
             if o.model_index == mi:
                 cap[d, col] = o.capacity[b]
-    # a replica that serves none of its model's buckets within the SLOs is never deployed (it
-    # could only pad the GPU count that the spot cap is a share of)
+    # a replica that serves none of its model's buckets within the SLOs is never deployed
     useful = cap.any(axis=0)
     keep, cap = [j for j, u in zip(keep, useful) if u], cap[:, useful]
     rates = fp.rates if rates is None else rates

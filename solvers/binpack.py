@@ -20,7 +20,11 @@ Formulation (no symmetric variables: interchangeable instances are one integer c
 * quotas: ``sum_{j in group} units_j (R_j + O_jt + S_jt) <= quota[group]`` in every period
   (an instance spanning several groups, e.g. a prefill/decode bundle on two GPU types, draws
   its units from each: :func:`quota_usage`);
-* spot cap: ``sum_j units_j S_jt <= phi * sum_j units_j (R_j + O_jt + S_jt)``;
+* spot cap: ``sum_j units_j S_jt <= phi * N_t``, with ``N_t`` the quota units period ``t``'s
+  load needs served the cheapest way (:meth:`CoverProblem.spot_units_allowed`).  The base is
+  fixed by the demand: a share of the units provisioned paid for idle on-demand instances
+  kept only to enlarge it (9-19% of the GPUs in the traces' reserved/spot plans), and a share
+  of the units the routed load needs paid for slow instances given a trickle of traffic;
 * objective: average $/h over the horizon: ``sum_j p_res R_j + sum_t w_t sum_j (p_od O + p_spot S)``,
   plus, where options carry a start cost ``c_j``, ``sum_jt c_j U_jt`` with ``U_jt >= (O + S)_jt
   - (O + S)_j,t-1`` the instances started at period ``t`` (the horizon repeats: period 0 follows
@@ -124,8 +128,8 @@ class CoverProblem:
         rates: ``[D, T]`` demand rate per period (same unit as ``capacity``).
         period_weights: ``[T]`` share of the horizon each period lasts (sums to 1).
         quotas: quota units available per group in every period (missing group = unlimited).
-        spot_max_fraction: largest share of quota units that may be spot in a period
-            (``None`` = no cap).
+        spot_max_fraction: largest share, on spot, of the quota units a period's load needs
+            when served the cheapest way (see :meth:`spot_units_allowed`; ``None`` = no cap).
         spot_capacity_factor: share of a spot instance's capacity counted on (interruptions).
         max_utilisation: load allowed per instance, as a share of its capacity (headroom).
         slices: ``None``: continuous routing; ``k``: each (demand, period) is cut into ``k``
@@ -175,6 +179,29 @@ class CoverProblem:
     def shape(self) -> tuple[int, int, int]:
         """(demands, options, periods)."""
         return self.capacity.shape[0], self.capacity.shape[1], self.rates.shape[1]
+
+    def spot_units_allowed(self) -> np.ndarray:
+        """``[T]`` most quota units on spot per period: ``spot_max_fraction`` times the units
+        the period's load needs when every demand goes to its cheapest option per unit of rate
+        (on-demand price where offered, else reserved, else spot) at ``max_utilisation``,
+        fractional.  Fixed by the demand, so no choice of the plan can enlarge it; infinite
+        without a cap."""
+        T = self.rates.shape[1]
+        if self.spot_max_fraction is None:
+            return np.full(T, np.inf)
+        classes = [_classes(o) for o in self.options]
+        price = np.array([c.get("on_demand", c.get("reserved", c.get("spot", math.inf)))
+                          for c in classes])
+        units = np.array([float(o.units) for o in self.options])
+        cap = self.capacity
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_rate = np.where(cap > 0, price[None, :] / cap, np.inf)  # $/h per unit of rate
+        best = np.argmin(per_rate, axis=1)  # the cheapest option of each demand
+        d = np.arange(cap.shape[0])
+        units_per_rate = np.where(cap[d, best] > 0, units[best] / np.where(cap[d, best] > 0,
+                                                                            cap[d, best], 1.0), 0.0)
+        needed = units_per_rate @ self.rates / float(self.max_utilisation)
+        return float(self.spot_max_fraction) * needed
 
     def unservable(self) -> list[tuple[int, int]]:
         """(demand, period) pairs with positive rate that no option can serve."""
@@ -382,13 +409,10 @@ def build_model(problem: CoverProblem, *, quota_slack_penalty: float | None = No
         _add_links(problem, lp, R, O, S, X)
     groups = quota_groups(problem)
     usage = [quota_usage(o) for o in problem.options]
+    spot_room = problem.spot_units_allowed()
     for t in range(T):
-        all_units = []
         spot_units = []
         for j, opt in enumerate(problem.options):
-            for v in (R.get(j), O.get((j, t)), S.get((j, t))):
-                if v is not None:
-                    all_units.append((v, float(opt.units)))
             if (j, t) in S:
                 spot_units.append((S[j, t], float(opt.units)))
         for g in groups:
@@ -403,14 +427,8 @@ def build_model(problem: CoverProblem, *, quota_slack_penalty: float | None = No
                 lp += pulp.LpConstraint(pulp.LpAffineExpression(terms), pulp.LpConstraintLE,
                                         f"quota_{groups.index(g)}_{t}", float(problem.quotas[g]))
         if problem.spot_max_fraction is not None and spot_units:
-            phi = float(problem.spot_max_fraction)
-            coefs: dict = {}
-            for v, c in all_units:
-                coefs[v] = coefs.get(v, 0.0) - phi * c
-            for v, c in spot_units:  # spot units count on both sides: sum coefficients
-                coefs[v] = coefs.get(v, 0.0) + c
-            lp += pulp.LpConstraint(pulp.LpAffineExpression(list(coefs.items())), pulp.LpConstraintLE,
-                                    f"spotcap_{t}", 0.0)
+            lp += pulp.LpConstraint(pulp.LpAffineExpression(spot_units), pulp.LpConstraintLE,
+                                    f"spotcap_{t}", float(spot_room[t]))
     if _starts_priced(problem):
         for j, opt in enumerate(problem.options):
             if opt.start_cost <= 0:
@@ -831,13 +849,9 @@ def _array_model(problem: CoverProblem, *, periods: np.ndarray | None = None,
         lo.append(np.full(T, -np.inf)); hi.append(np.full(T, room))
         nrow += T
     if problem.spot_max_fraction is not None and (kind == 2).any():
-        phi = float(problem.spot_max_fraction)
-        coef = np.where(kind == 2, (1 - phi) * units[kj], -phi * units[kj])
-        for t in range(T):
-            sel = (kt == t) | (kt == -1)
-            rows.append(np.full(int(sel.sum()), nrow + t)); cols.append(count_cols[sel])
-            vals.append(coef[sel])
-        lo.append(np.full(T, -np.inf)); hi.append(np.full(T, phi * float(units @ fixed)))
+        sel = kind == 2
+        rows.append(nrow + kt[sel]); cols.append(count_cols[sel]); vals.append(units[kj[sel]])
+        lo.append(np.full(T, -np.inf)); hi.append(problem.spot_units_allowed())
         nrow += T
     nstart, priced = 0, []
     if periods is None and reserved is None and allowed is None and _starts_priced(problem):
@@ -1183,29 +1197,17 @@ def _round_fixed(problem, lp, R, O, S, X, saved, time_limit_s, backend, threads,
             v.lowBound, v.upBound = lo, hi
 
 
-def _spot_cap_ok(problem: CoverProblem, units: np.ndarray, reserved: np.ndarray,
-                 on_demand: np.ndarray, spot: np.ndarray, t: int) -> bool:
-    """Period ``t`` keeps the spot cap (spot quota units at most the share
-    ``spot_max_fraction`` of all units), with the model's row tolerance."""
-    phi = problem.spot_max_fraction
-    if phi is None:
-        return True
-    spot_units = float(units @ spot[:, t])
-    return spot_units <= phi * float(units @ (reserved + on_demand[:, t] + spot[:, t])) + 1e-9
-
-
 def _trim_idle(problem: CoverProblem, arrays: tuple) -> tuple:
     """Drop instances the routing does not need: on-demand, then spot, then reserved ones
     whose removal keeps every period's load within ``max_utilisation`` of the capacity left
-    and the spot cap; a removal is kept only where it lowers the objective (start costs
-    can rise).  A time-limited MILP incumbent may carry such idle, paid-for instances; an
+    (the spot cap is a share of the load, which stays); a removal is kept only where it
+    lowers the objective (start costs can rise).  A time-limited MILP incumbent may carry such idle, paid-for instances; an
     optimal one never does (each costs money), so this never changes a proven optimum."""
     reserved, on_demand, spot, routing = arrays
     reserved, on_demand, spot = (np.array(a, dtype=int, copy=True)
                                  for a in (reserved, on_demand, spot))
     load = load_of(problem, routing)
     u, f = float(problem.max_utilisation), float(problem.spot_capacity_factor)
-    units = np.array([float(o.units) for o in problem.options])
     J, T = on_demand.shape
     best = objective_of(problem, reserved, on_demand, spot)
 
@@ -1225,14 +1227,12 @@ def _trim_idle(problem: CoverProblem, arrays: tuple) -> tuple:
             for counts, size in ((on_demand, u), (spot, u * f)):
                 while counts[j, t] > 0 and room(j)[t] >= size:
                     counts[j, t] -= 1
-                    if not (_spot_cap_ok(problem, units, reserved, on_demand, spot, t)
-                            and keep_if_cheaper()):
+                    if not keep_if_cheaper():
                         counts[j, t] += 1
                         break
         while reserved[j] > 0 and (room(j) >= u).all():
             reserved[j] -= 1
-            if not (all(_spot_cap_ok(problem, units, reserved, on_demand, spot, t)
-                        for t in range(T)) and keep_if_cheaper()):
+            if not keep_if_cheaper():
                 reserved[j] += 1
                 break
     return reserved, on_demand, spot, routing
