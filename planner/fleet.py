@@ -1072,6 +1072,7 @@ def _periods(fp: FleetProblem, problem: CoverProblem, keep: list[int], sol: Cove
              ) -> list[dict[str, Any]]:
     T = problem.shape[2]
     out, prev = [], None
+    spot_allowed = problem.spot_units_allowed()
     for t in range(T):
         counts = {}
         for col, j in enumerate(keep):
@@ -1093,6 +1094,8 @@ def _periods(fp: FleetProblem, problem: CoverProblem, keep: list[int], sol: Cove
                     "gpus": int(sum(n * fp.options[keep[col]].gpus for col in range(len(keep))
                                     for n in [sol.counts(t)[col]])),
                     "pools": counts, "changes": changes})
+        if problem.spot_max_fraction is not None:
+            out[-1]["spot_gpus_allowed"] = float(spot_allowed[t])
         prev = counts
     return out
 

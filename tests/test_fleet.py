@@ -54,6 +54,11 @@ def test_plan_from_histogram_schema_and_stable_names():
     for route in plan["routing"]:
         assert sum(route["pools"].values()) == pytest.approx(1.0, abs=1e-6)
     assert len(plan["periods"]) == 3
+    # every period keeps within its spot cap, which the plan states
+    gpus = {p["id"]: p["gpus_per_replica"] for p in plan["pools"]}
+    for period in plan["periods"]:
+        spot = sum(n * gpus[k] for k, n in period["pools"].items() if k.endswith("/spot"))
+        assert 0 < period["spot_gpus_allowed"] and spot <= period["spot_gpus_allowed"] + 1e-9
     # the mix is never worse than the best single type, and says so
     base = plan["baseline_single_gpu"]
     assert base["cost_per_hour"] >= plan["cost_per_hour"] - 1e-9
@@ -329,8 +334,8 @@ def test_start_costs_trade_running_cost_for_fewer_starts():
 
 
 def test_replicas_that_serve_no_bucket_are_not_offered():
-    # Llama-3.1-8B on one L4 misses TPOT 50 ms at p90 on every bucket: such a replica could
-    # only pad the GPU count the spot cap is a share of, so the cover never sees it
+    # Llama-3.1-8B on one L4 misses TPOT 50 ms at p90 on every bucket: the cover never sees
+    # such a replica
     req = _hist_request(gpus=[{"name": "L4"}, {"name": "A10G", "spot_price_per_hour": 0.3}])
     req["models"][0]["slo"]["percentile"] = 90
     fp = fl.build_problem(fl.FleetRequest.model_validate(req))
