@@ -238,7 +238,7 @@ def bench_traces(period_s: float = 300.0, rate_scale: float = 10.0, gpus: list[s
                          "best_single": base["gpu"],
                          "single_$/h": None if base["cost_per_hour"] is None else round(base["cost_per_hour"], 2),
                          "single_status": base.get("status"),
-                         "save_vs_single_%": None if base["savings_fraction"] is None else round(100 * base["savings_fraction"], 1),
+                         "save_vs_single_%": None if base["savings_fraction"] is None else round(100 * base["savings_fraction"], 1) + 0.0,
                          "peak_prov_$/h": None if not peak.get("feasible") else round(peak["cost_per_hour"], 2),
                          "save_vs_peak_%": None if not peak.get("feasible") else round(100 * peak["savings_fraction"], 1),
                          "status": plan["solver"]["status"], "gap": plan["solver"]["gap"],

@@ -184,8 +184,8 @@ class CoverProblem:
         """``[T]`` most quota units on spot per period: ``spot_max_fraction`` times the units
         the period's load needs when every demand goes to its cheapest option per unit of rate
         (on-demand price where offered, else reserved, else spot) at ``max_utilisation``,
-        fractional.  Fixed by the demand, so no choice of the plan can enlarge it; infinite
-        without a cap."""
+        rounded down (units are whole: the LP gets the tighter row).  Fixed by the demand, so
+        no choice of the plan can enlarge it; infinite without a cap."""
         T = self.rates.shape[1]
         if self.spot_max_fraction is None:
             return np.full(T, np.inf)
@@ -201,7 +201,7 @@ class CoverProblem:
         units_per_rate = np.where(cap[d, best] > 0, units[best] / np.where(cap[d, best] > 0,
                                                                             cap[d, best], 1.0), 0.0)
         needed = units_per_rate @ self.rates / float(self.max_utilisation)
-        return float(self.spot_max_fraction) * needed
+        return np.floor(float(self.spot_max_fraction) * needed + 1e-9)
 
     def unservable(self) -> list[tuple[int, int]]:
         """(demand, period) pairs with positive rate that no option can serve."""

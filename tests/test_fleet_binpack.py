@@ -75,6 +75,7 @@ def test_reserved_baseline_and_on_demand_peaks():
 def test_spot_cap():
     sol = solve_cover(_periods_problem(spot_max_fraction=0.25))
     # spot at most a quarter of the GPUs the load needs (2, 10, 10, 2): 0, 2, 2, 0 whole GPUs
+    assert _periods_problem(spot_max_fraction=0.25).spot_units_allowed().tolist() == [0, 2, 2, 0]
     assert sol.spot[0].tolist() == [0, 2, 2, 0]  # spot is cheapest, used up to the cap
     free = solve_cover(_periods_problem(spot_max_fraction=1.0))
     assert free.cost_per_hour < sol.cost_per_hour
