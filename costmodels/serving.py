@@ -282,6 +282,13 @@ def _decode_step_between(ctx: CostContext, batch: float, context_len: float) -> 
     return t_lo + (batch - lo) * (decode_step_s(ctx, lo + 1, context_len) - t_lo)
 
 
+def _latencies(t_pf: float, t_dec: float, f: float) -> tuple[float, float]:
+    """(tpot_s, ttft_s) with prefill taking the share ``f`` of the time: decode steps stretch
+    to ``t_dec / (1 - f)``; a new request waits on average half a decode step, then its own
+    prefill slowed by the prefill share in front of it (M/D/1-like ``1 / (1 - f)``)."""
+    return t_dec / (1.0 - f), 0.5 * t_dec + t_pf / (1.0 - f)
+
+
 #: bisection steps that place the largest SLO-meeting average batch between two whole ones
 #: (2^-12 of a sequence: far below the model's accuracy)
 FRACTIONAL_BATCH_STEPS = 12
@@ -300,9 +307,7 @@ def _steady_state(ctx: CostContext, batch: float, input_len: int, output_len: in
     t_pf = prefill_time_s(ctx, 1, input_len)
     t_dec = _decode_step_between(ctx, batch, input_len + output_len / 2)
     rate = batch / (output_len * t_dec + batch * t_pf)
-    f = min(rate * t_pf, 0.999)
-    tpot = t_dec / (1.0 - f)
-    ttft = 0.5 * t_dec + t_pf / (1.0 - f)
+    tpot, ttft = _latencies(t_pf, t_dec, min(rate * t_pf, 0.999))
     return rate, tpot, ttft
 
 
@@ -312,8 +317,8 @@ def _below_one_sequence(ctx: CostContext, input_len: int, output_len: int,
     """Capacity when one sequence decoding back to back already misses an SLO: run below
     saturation.  At rate ``r`` (req/s) prefill takes the share ``f = r t_pf`` of the time and
     fewer than one sequence decodes on average, each step still ``t_dec(1)``; TPOT =
-    ``t_dec / (1 - f)`` and TTFT = ``t_dec / 2 + t_pf / (1 - f)`` as in :func:`_steady_state`,
-    so the SLOs cap ``f`` and the rate is ``f_max / t_pf``.  Short outputs need this: with
+    ``t_dec / (1 - f)`` and TTFT = ``t_dec / 2 + t_pf / (1 - f)`` (:func:`_latencies`), so the
+    SLOs cap ``f`` and the rate is ``f_max / t_pf``.  Short outputs need this: with
     one or two output tokens a saturated replica spends most of its time prefilling, yet a
     lighter load meets the TPOT SLO.  Returns rate 0.0 with the binding SLO and an idle
     replica's latencies when even those miss it (called only when an SLO is set)."""
@@ -327,10 +332,9 @@ def _below_one_sequence(ctx: CostContext, input_len: int, output_len: int,
         room = ttft_slo_s / k - 0.5 * t_dec  # s left for the prefill and its queue
         caps.append((1.0 - t_pf / room if room > 0 else -1.0, "ttft"))
     f, binding = min(caps)
-    if f <= 0.0:
-        return CapacityEstimate(0.0, 0, 0.5 * t_dec + t_pf, t_dec, binding, ctx.fidelity)
-    return CapacityEstimate(f / t_pf, 1, 0.5 * t_dec + t_pf / (1.0 - f), t_dec / (1.0 - f),
-                            binding, ctx.fidelity)
+    tpot, ttft = _latencies(t_pf, t_dec, max(f, 0.0))  # an idle replica's when f <= 0
+    return CapacityEstimate(f / t_pf if f > 0 else 0.0, 1 if f > 0 else 0, ttft, tpot, binding,
+                            ctx.fidelity)
 
 
 def max_rate_under_slo(model: ModelSpec, accel: Accelerator, *, tp: int, pp: int = 1, ep: int = 1,

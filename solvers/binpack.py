@@ -189,17 +189,15 @@ class CoverProblem:
         T = self.rates.shape[1]
         if self.spot_max_fraction is None:
             return np.full(T, np.inf)
-        classes = [_classes(o) for o in self.options]
-        price = np.array([c.get("on_demand", c.get("reserved", c.get("spot", math.inf)))
-                          for c in classes])
+        price = _reference_prices(self)
         units = np.array([float(o.units) for o in self.options])
         cap = self.capacity
-        with np.errstate(divide="ignore", invalid="ignore"):
-            per_rate = np.where(cap > 0, price[None, :] / cap, np.inf)  # $/h per unit of rate
-        best = np.argmin(per_rate, axis=1)  # the cheapest option of each demand
-        d = np.arange(cap.shape[0])
-        units_per_rate = np.where(cap[d, best] > 0, units[best] / np.where(cap[d, best] > 0,
-                                                                            cap[d, best], 1.0), 0.0)
+        with np.errstate(divide="ignore"):
+            per_rate = np.where(cap > 0, price[None, :] / np.where(cap > 0, cap, 1.0), np.inf)
+        best = np.argmin(per_rate, axis=1)  # the cheapest option of each demand ($/h per rate)
+        best_cap = cap[np.arange(cap.shape[0]), best]  # 0 only where nothing serves the demand
+        units_per_rate = np.divide(units[best], best_cap, out=np.zeros_like(best_cap),
+                                   where=best_cap > 0)
         needed = units_per_rate @ self.rates / float(self.max_utilisation)
         return np.floor(float(self.spot_max_fraction) * needed + 1e-9)
 
@@ -249,6 +247,13 @@ class CoverSolution:
 
 def _classes(opt: CoverOption) -> dict[str, float]:
     return {c: float(p) for c, p in opt.prices.items() if c in PRICE_CLASSES and p is not None}
+
+
+def _reference_prices(problem: "CoverProblem") -> np.ndarray:
+    """``[J]`` each option's price to compare options by: on demand where offered, else
+    reserved, else spot (inf: none)."""
+    return np.array([c.get("on_demand", c.get("reserved", c.get("spot", math.inf)))
+                     for c in (_classes(o) for o in problem.options)])
 
 
 def starts_of(on_demand: np.ndarray, spot: np.ndarray) -> np.ndarray:
@@ -542,8 +547,7 @@ def greedy_cover(problem: CoverProblem) -> tuple[np.ndarray, np.ndarray, np.ndar
     cap, rates = problem.capacity, problem.rates
     u = problem.max_utilisation
     classes = [_classes(o) for o in problem.options]
-    price = np.array([c.get("on_demand", c.get("reserved", c.get("spot", math.inf)))
-                      for c in classes])
+    price = _reference_prices(problem)
     routing = np.zeros((D, J, T))
     on_demand = np.zeros((J, T), dtype=int)
     for t in range(T):
@@ -1200,9 +1204,10 @@ def _round_fixed(problem, lp, R, O, S, X, saved, time_limit_s, backend, threads,
 def _trim_idle(problem: CoverProblem, arrays: tuple) -> tuple:
     """Drop instances the routing does not need: on-demand, then spot, then reserved ones
     whose removal keeps every period's load within ``max_utilisation`` of the capacity left
-    (the spot cap is a share of the load, which stays); a removal is kept only where it
-    lowers the objective (start costs can rise).  A time-limited MILP incumbent may carry such idle, paid-for instances; an
-    optimal one never does (each costs money), so this never changes a proven optimum."""
+    (the spot cap does not depend on the counts: removals keep it); a removal is kept only
+    where it lowers the objective (start costs can rise).  A time-limited MILP incumbent may
+    carry such idle, paid-for instances; an optimal one never does (each costs money), so
+    this never changes a proven optimum."""
     reserved, on_demand, spot, routing = arrays
     reserved, on_demand, spot = (np.array(a, dtype=int, copy=True)
                                  for a in (reserved, on_demand, spot))
