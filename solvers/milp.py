@@ -181,6 +181,42 @@ def solve_pulp_with_start(problem: pulp.LpProblem, start: dict | None = None, *,
     return _highs_solve(problem, time_limit_s, gap_rel, threads, mip_start=start, options=options)
 
 
+def run_highs_arrays(cost, col_hi, a, row_lo, row_hi, *, integer=None,
+                     time_limit_s: float, threads: int | None = None, gap_rel: float = 1e-4,
+                     start=None):
+    """Minimise ``cost x`` over ``row_lo <= a x <= row_hi``, ``0 <= x <= col_hi`` with highspy
+    directly from arrays (no PuLP: handing 100k+ columns over through PuLP costs more than the
+    solve).  ``integer``: indices of integer columns (none: the LP); ``start``: a feasible
+    point handed over as the first incumbent (prunes from the first node, proves nothing).
+    Returns the ``Highs`` object after ``run`` (status, info, solution, duals)."""
+    import highspy
+    import numpy as np
+
+    a = a.tocsr()
+    n = a.shape[1]
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("time_limit", float(max(0.05, time_limit_s)))
+    if threads is not None:
+        h.setOptionValue("threads", int(threads))
+    idx = np.zeros(0, dtype=np.int32) if integer is None else np.asarray(integer, dtype=np.int32)
+    if len(idx):
+        h.setOptionValue("mip_rel_gap", float(gap_rel))
+    h.addCols(n, np.asarray(cost, dtype=float), np.zeros(n), np.asarray(col_hi, dtype=float), 0,
+              np.zeros(n, dtype=np.int32), np.zeros(0, dtype=np.int32), np.zeros(0))
+    h.addRows(a.shape[0], np.asarray(row_lo, dtype=float), np.asarray(row_hi, dtype=float), a.nnz,
+              a.indptr.astype(np.int32), a.indices.astype(np.int32), a.data)
+    if len(idx):
+        h.changeColsIntegrality(len(idx), idx, np.full(len(idx), highspy.HighsVarType.kInteger))
+    if start is not None:
+        sol = highspy.HighsSolution()
+        sol.col_value = np.asarray(start, dtype=float)
+        sol.value_valid = True
+        h.setSolution(sol)
+    h.run()
+    return h
+
+
 def _cbc_solve(problem: pulp.LpProblem, time_limit_s: float | None, gap_rel: float,
                threads: int | None) -> SolveResult:
     solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s, gapRel=gap_rel, threads=threads)
