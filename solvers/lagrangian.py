@@ -97,8 +97,8 @@ def _solve_block(block: _Block, time_limit_s: float, threads: int | None) -> tup
                          integer=np.nonzero(block.integer)[0], time_limit_s=time_limit_s,
                          threads=threads, gap_rel=1e-6)
     status = h.getModelStatus()
-    if status == highspy.HighsModelStatus.kInfeasible:
-        return math.inf, True
+    if status == highspy.HighsModelStatus.kInfeasible:  # only by tolerances when the whole
+        return -math.inf, False  # model has a solution: take nothing from it
     bound = float(h.getInfo().mip_dual_bound)
     proven = status == highspy.HighsModelStatus.kOptimal
     return (bound if math.isfinite(bound) else -math.inf), proven
