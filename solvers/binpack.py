@@ -769,6 +769,9 @@ class _ArrayModel:
     row_hi: np.ndarray
     #: options with a start column per period (after the counts), in column order
     start_options: tuple = ()
+    #: rows from here on (quota, spot cap, starts) tie options or periods together; the cover
+    #: and capacity rows before them stay within one period
+    first_linking_row: int = 0
 
     @property
     def nx(self) -> int:
@@ -884,7 +887,8 @@ def _array_model(problem: CoverProblem, *, periods: np.ndarray | None = None,
     return _ArrayModel(dd, jj, tt, kind, kj, kt,
                        np.concatenate([np.zeros(nx), np.array(cost, dtype=float)]),
                        np.concatenate([np.ones(nx), np.array(upper, dtype=float)]),
-                       a, np.concatenate(lo), np.concatenate(hi), tuple(priced))
+                       a, np.concatenate(lo), np.concatenate(hi), tuple(priced),
+                       ncover + J * T)
 
 
 def _run_highs(model: _ArrayModel, *, integer: bool, time_limit_s: float,
@@ -957,22 +961,20 @@ def _solve_lp_arrays(problem: CoverProblem, time_limit_s: float,
                          np.asarray(h.getSolution().row_dual))
 
 
-def _lagrangian_bound(problem: CoverProblem, relax: _LpRelaxation, time_limit_s: float,
-                      workers: int) -> float | None:
+def _lagrangian_bound(relax: _LpRelaxation, time_limit_s: float, workers: int) -> float | None:
     """A lower bound on the cover above the LP's
-    (:func:`solvers.lagrangian.block_lagrangian_bound`): quota, spot-cap and start rows priced at the LP's duals, reserved counts split per period,
-    so that the model falls apart into one MILP per connected piece of one period (in the
-    fleet: one model's buckets and instances), each solved while ``time_limit_s`` lasts.  Each
-    proven piece adds its integrality gap to the LP bound (on the 10 x 10 x 6 scale instance
-    0.4% in 3 s).  ``None`` without the LP's duals."""
+    (:func:`solvers.lagrangian.block_lagrangian_bound`): quota, spot-cap and start rows priced
+    at the LP's duals, reserved counts split per period, so that the model falls apart into one
+    MILP per connected piece of one period (in the fleet: one model's buckets and instances),
+    each solved while ``time_limit_s`` lasts.  Each proven piece adds its integrality gap to
+    the LP bound (on the 10 x 10 x 6 scale instance 0.4% in 3 s).  ``None`` without the LP's
+    duals."""
     from solvers.lagrangian import block_lagrangian_bound
 
     m = relax.model
     if m is None or relax.duals is None:
         return None
-    D, J, T = problem.shape
-    ncover = int(np.count_nonzero(problem.rates > 0))
-    linking = np.arange(ncover + J * T, m.a.shape[0])  # quota, spot-cap and start rows
+    linking = np.arange(m.first_linking_row, m.a.shape[0])  # quota, spot-cap and start rows
     split = m.count_slice.start + np.nonzero(m.kind == 0)[0]  # reserved: held in every period
     integer = np.zeros(m.a.shape[1], dtype=bool)
     integer[m.count_slice.start:] = True  # counts and starts
@@ -1595,9 +1597,8 @@ def _solve_by_periods(problem: CoverProblem, time_limit_s: float, gap_rel: float
     if left > 1.0 and (gap is None or gap > gap_rel + 1e-12):
         # priced-out linking rows: each model-period piece's integrality gap on top of the LP;
         # big models give it what the passes left, others a slice before the whole MILP
-        lifted = _lagrangian_bound(
-            problem, relax, (left - 0.5) if big else min(LAGRANGIAN_SHARE * time_limit_s, left / 4),
-            workers)
+        slice_s = (left - 0.5) if big else min(LAGRANGIAN_SHARE * time_limit_s, left / 4)
+        lifted = _lagrangian_bound(relax, slice_s, workers)
         if lifted is not None:
             bound = max(bound, min(_safe_bound(lifted, problem), best_cost))
     result = SolveResult("feasible", best_cost, bound, relative_gap(best_cost, bound),

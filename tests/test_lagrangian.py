@@ -87,7 +87,7 @@ def test_cover_bound_lies_between_the_lp_and_the_optimum(seed, start_cost):
     exact = solve_cover(problem, time_limit_s=20)
     assert exact.result.status == "optimal"
     relax = _solve_lp_arrays(problem, 10.0, None)
-    lifted = _lagrangian_bound(problem, relax, 10.0, 1)
+    lifted = _lagrangian_bound(relax, 10.0, 1)
     assert relax.value - 1e-7 <= lifted <= exact.cost_per_hour + 1e-7
 
 
@@ -96,12 +96,12 @@ def test_cover_bound_lifts_the_lp_on_small_fleets():
     for seed in range(4):
         problem = _two_model_problem(seed)
         relax = _solve_lp_arrays(problem, 10.0, None)
-        lifts.append(_lagrangian_bound(problem, relax, 10.0, 1) - relax.value)
+        lifts.append(_lagrangian_bound(relax, 10.0, 1) - relax.value)
     assert max(lifts) > 1e-3  # whole instances cost more than the LP's fractions somewhere
 
 
 def test_cover_bound_on_two_processes_equals_one():
     problem = _two_model_problem(1)
     relax = _solve_lp_arrays(problem, 10.0, None)
-    assert _lagrangian_bound(problem, relax, 10.0, 2) == pytest.approx(
-        _lagrangian_bound(problem, relax, 10.0, 1))
+    assert _lagrangian_bound(relax, 10.0, 2) == pytest.approx(
+        _lagrangian_bound(relax, 10.0, 1))
