@@ -991,9 +991,12 @@ def _lagrangian_bound(relax: _LpRelaxation, time_limit_s: float, workers: int) -
 #: as much as the bound gained
 LAGRANGIAN_SHARE = 0.1
 #: routing columns kept per demand in a period's MILP: the period LP's support plus this many
-#: cheapest columns by reduced cost (measured on the scale benchmark: 3 matches the full
-#: column set's incumbent at a tenth of the time)
-PERIOD_COLUMNS = 3
+#: cheapest columns by reduced cost.  Measured on the 1x bucket-noise 20 x 20 x 24 scale
+#: instance (sum of the 24 periods' on-demand / spot costs at the pass's time shares): 2 139.5,
+#: 3 132.1, 4 131.5, 5 131.3, 6 131.3, 8 132.4 $/h; the whole cover 250.9 -> 250.1 $/h from
+#: 3 to 5 (seeds 1, 2: -0.15%, -0.2%; 20 x 20 x 6: -0.3 to -0.4%).  With 3, off-peak periods,
+#: where the fixed reserved counts leave a small top-up, lack the columns their optimum uses
+PERIOD_COLUMNS = 5
 #: periods with at most this many routing columns skip that restriction (their MILP is small)
 SMALL_PERIOD_COLUMNS = 2_000
 
