@@ -12,7 +12,12 @@ def fleet(
     request: Path = typer.Argument(None, help="Fleet request (YAML or JSON)."),
     output: Path = typer.Option(None, "-o", "--output", help="Write the FleetPlan here (.yaml or .json)."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON on stdout (only JSON)."),
-    time_limit: float = typer.Option(None, "--time-limit", help="Solver time limit in seconds."),
+    time_limit: float = typer.Option(
+        None, "--time-limit",
+        help="Time limit in seconds for the mix's solve (default: the request's "
+             "solver.time_limit_s, 30).  Each single-GPU-type baseline and the "
+             "peak-provisioning comparison get a quarter of it (1-10 s): the wall time grows "
+             "with the number of GPU types."),
     melange: Path = typer.Option(None, "--melange", help="Solve a Mélange config JSON directly."),
     previous: Path = typer.Option(None, "--previous", help="The FleetPlan in place: re-plan "
                                   "moving as few GPUs as the cost allowance permits."),
