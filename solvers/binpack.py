@@ -1497,11 +1497,16 @@ def _milp_from_start(problem, lp, R, O, S, X, best, best_cost, time_limit_s, bac
 #: rounding plus the MILP from that start, 0.5%)
 DECOMPOSE_COLUMNS = 20_000
 DECOMPOSE_PERIODS = 6
-#: ... and get the full MILP (with the decomposition's incumbent as a start) for the time left
-#: only up to this many columns; beyond it the improvement passes get the time (set when that
-#: MILP went through PuLP, whose hand-over alone ate the limit; not re-measured since it runs
-#: from arrays)
-START_MILP_COLUMNS = 150_000
+#: ... and get the whole-horizon MILP (the decomposition's incumbent as its start) for the
+#: time left only up to this many routing columns; beyond it the per-period passes get 90% of
+#: the time and the Lagrangian bound the rest.  Measured on the 1x bucket-noise 20 x 20 x 6
+#: scale instance (103k columns; seeds 0, 1, 2): the MILP's 12 s improved neither side
+#: (250.33 / 243.41 / 230.70 $/h); the same time for the passes: 250.14 / 243.13 / 230.64
+WHOLE_MILP_COLUMNS = 50_000
+#: ... and beyond this many, one reserved level (the LP's, rounded to nearest) per pass instead
+#: of three, with improvement passes from the levels a pass settles on (a 20 x 20 x 24 pass
+#: takes ~20 s of the 30)
+ONE_LEVEL_COLUMNS = 150_000
 
 
 def _routing_columns(problem: CoverProblem) -> int:
@@ -1518,17 +1523,17 @@ def _solve_by_periods(problem: CoverProblem, time_limit_s: float, gap_rel: float
        Its value is the reported lower bound: every integer cover is feasible for the LP, so
        no cover costs less (made safe against tolerances by :func:`_safe_bound`).
     2. An incumbent from :func:`_period_rounding`: reserved counts from the LP (where a pass
-       is cheap rounded down, to nearest and up: the cheapest cover wins; on big models to
-       nearest, rounded down only if that fails), then each
+       is cheap rounded down, to nearest and up: the cheapest cover wins; beyond
+       :data:`ONE_LEVEL_COLUMNS` to nearest, rounded down only if that fails), then each
        period's on-demand / spot counts and routing by a small exact-ish MILP per period.
        Where no option offers reserved instances the periods are independent problems:
        their MILPs then run to the requested gap, and where each ran over all its columns
        the sum of their bounds is a bound of the cover too (often a proof of optimality).
-    3. With time left (:data:`LAGRANGIAN_SHARE` of the limit, or on big models what the
-       passes left), the Lagrangian bound (:func:`_lagrangian_bound`): each model-period
-       MILP proven adds its integrality gap to the LP's value.
-    4. With time left and a model of at most :data:`START_MILP_COLUMNS` routing columns, the
-       full MILP with that incumbent as a MIP start; its dual bound is valid too, the largest
+    3. With time left (:data:`LAGRANGIAN_SHARE` of the limit where the whole MILP follows,
+       else what the passes left), the Lagrangian bound (:func:`_lagrangian_bound`): each
+       model-period MILP proven adds its integrality gap to the LP's value.
+    4. With time left and a model of at most :data:`WHOLE_MILP_COLUMNS` routing columns, the
+       whole MILP with that incumbent as a MIP start; its dual bound is valid too, the largest
        bound is kept.
     Returns ``None`` when a step fails (no highspy, LP not solved, a period infeasible given
     the rounded reserved counts); the caller then runs the plain MILP path.
@@ -1539,8 +1544,9 @@ def _solve_by_periods(problem: CoverProblem, time_limit_s: float, gap_rel: float
         return None
     bound = _safe_bound(relax.value, problem)
     left = time_limit_s - (time.perf_counter() - start)
-    big = _routing_columns(problem) > START_MILP_COLUMNS
-    share = 0.9 if big else 0.5
+    big = _routing_columns(problem) > ONE_LEVEL_COLUMNS
+    whole = _routing_columns(problem) <= WHOLE_MILP_COLUMNS  # the whole MILP follows
+    share = 0.5 if whole else 0.9
     independent = _periods_independent(problem)
     period_gap = gap_rel if independent else max(min(gap_rel, 2e-3), 1e-4)
     # reserved levels to try: where a pass is cheap, the LP's rounded down, to nearest and up
@@ -1574,8 +1580,8 @@ def _solve_by_periods(problem: CoverProblem, time_limit_s: float, gap_rel: float
     if _starts_priced(problem):  # the period solves do not see start costs: fill the dips
         arrays = _hold_through_dips(problem, arrays)
         best_cost = objective_of(problem, *arrays[:3])
-    # improvement passes (big models, where no MILP follows): start each period from the
-    # reserved levels the last pass settled on (re-chosen from its count profiles)
+    # improvement passes (big models: one level per pass, no MILP follows): start each period
+    # from the reserved levels the last pass settled on (re-chosen from its count profiles)
     tried: set = set()  # reserved levels already passed over
     for _ in range(3):
         left = time_limit_s - (time.perf_counter() - start)
@@ -1599,8 +1605,8 @@ def _solve_by_periods(problem: CoverProblem, time_limit_s: float, gap_rel: float
     gap = relative_gap(best_cost, bound)
     if left > 1.0 and (gap is None or gap > gap_rel + 1e-12):
         # priced-out linking rows: each model-period piece's integrality gap on top of the LP;
-        # big models give it what the passes left, others a slice before the whole MILP
-        slice_s = (left - 0.5) if big else min(LAGRANGIAN_SHARE * time_limit_s, left / 4)
+        # a slice before the whole MILP; without one, what the passes left
+        slice_s = min(LAGRANGIAN_SHARE * time_limit_s, left / 4) if whole else (left - 0.5)
         lifted = _lagrangian_bound(relax, slice_s, workers)
         if lifted is not None:
             bound = max(bound, min(_safe_bound(lifted, problem), best_cost))
@@ -1608,7 +1614,7 @@ def _solve_by_periods(problem: CoverProblem, time_limit_s: float, gap_rel: float
                          0.0, "highs", time_limit_s)
     left = time_limit_s - (time.perf_counter() - start)
     gap = relative_gap(best_cost, bound)
-    if not big and left > 1.0 and (gap is None or gap > gap_rel + 1e-12):
+    if whole and left > 1.0 and (gap is None or gap > gap_rel + 1e-12):
         # the whole-horizon MILP from arrays (no PuLP: handing 100k columns over through
         # PuLP took seconds past the limit), the incumbent as its start
         model = _array_model(problem)

@@ -221,7 +221,8 @@ def test_period_decomposition_is_feasible_and_its_bound_is_below_the_optimum(see
     assert exact.result.status == "optimal"  # small enough for the plain MILP to prove
     _assert_feasible(problem, exact)
     monkeypatch.setattr(bp, "DECOMPOSE_COLUMNS", 0)
-    monkeypatch.setattr(bp, "START_MILP_COLUMNS", 0)  # decomposition alone, no MILP after it
+    monkeypatch.setattr(bp, "WHOLE_MILP_COLUMNS", 0)  # decomposition alone, no MILP after it
+    monkeypatch.setattr(bp, "ONE_LEVEL_COLUMNS", 0)
     sol = solve_cover(problem, time_limit_s=20)
     assert sol.method.startswith("lp+period-rounding")
     _assert_feasible(problem, sol)
@@ -234,7 +235,7 @@ def test_period_decomposition_is_feasible_and_its_bound_is_below_the_optimum(see
     else:
         assert sol.result.gap > 1e-6
     # with the MILP after it (model small enough), the optimum is proven again
-    monkeypatch.setattr(bp, "START_MILP_COLUMNS", 10**9)
+    monkeypatch.setattr(bp, "WHOLE_MILP_COLUMNS", 10**9)
     again = solve_cover(problem, time_limit_s=20)
     assert again.result.status == "optimal"
     assert again.cost_per_hour == pytest.approx(exact.cost_per_hour)
@@ -246,7 +247,8 @@ def test_period_decomposition_on_two_processes(monkeypatch):
     problem = _random_periods_problem(3)
     exact = solve_cover(problem, time_limit_s=20)
     monkeypatch.setattr(bp, "DECOMPOSE_COLUMNS", 0)
-    monkeypatch.setattr(bp, "START_MILP_COLUMNS", 0)
+    monkeypatch.setattr(bp, "WHOLE_MILP_COLUMNS", 0)
+    monkeypatch.setattr(bp, "ONE_LEVEL_COLUMNS", 0)
     sol = solve_cover(problem, time_limit_s=20, workers=2)
     assert sol.method.startswith("lp+period-rounding")
     _assert_feasible(problem, sol)
@@ -266,7 +268,7 @@ def test_independent_periods_are_proven_by_their_own_milps(monkeypatch):
                            spot_max_fraction=base.spot_max_fraction,
                            spot_capacity_factor=base.spot_capacity_factor)
     assert bp._periods_independent(problem) and not bp._periods_independent(base)
-    monkeypatch.setattr(bp, "START_MILP_COLUMNS", 0)  # decomposition alone
+    monkeypatch.setattr(bp, "WHOLE_MILP_COLUMNS", 0)  # decomposition alone
     sol = solve_cover(problem, time_limit_s=20)
     assert sol.method.startswith("lp+period-rounding")
     _assert_feasible(problem, sol)
