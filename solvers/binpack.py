@@ -1544,8 +1544,9 @@ def _solve_by_periods(problem: CoverProblem, time_limit_s: float, gap_rel: float
         return None
     bound = _safe_bound(relax.value, problem)
     left = time_limit_s - (time.perf_counter() - start)
-    big = _routing_columns(problem) > ONE_LEVEL_COLUMNS
-    whole = _routing_columns(problem) <= WHOLE_MILP_COLUMNS  # the whole MILP follows
+    columns = _routing_columns(problem)
+    big = columns > ONE_LEVEL_COLUMNS
+    whole = columns <= WHOLE_MILP_COLUMNS  # the whole MILP follows the passes
     share = 0.5 if whole else 0.9
     independent = _periods_independent(problem)
     period_gap = gap_rel if independent else max(min(gap_rel, 2e-3), 1e-4)
