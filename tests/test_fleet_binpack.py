@@ -561,3 +561,43 @@ def test_trim_idle_drops_unneeded_instances():
     # nothing to trim: unchanged
     again = _trim_idle(problem, (r2, od2, spot2, routing))
     assert all(np.array_equal(x, y) for x, y in zip(again[:3], (r2, od2, spot2)))
+
+
+def test_highs_beside_the_stages_sends_a_feasible_cover_and_a_valid_bound():
+    """The second worker's run (HiGHS alone on the array model): what it sends back is a
+    feasible cover and a bound no higher than the proven optimum."""
+    import time
+
+    import solvers.binpack as bp
+
+    problem = _random_periods_problem(4, D=6, T=2)
+    exact = solve_cover(problem, time_limit_s=20)
+    assert exact.result.status == "optimal"
+    handle = bp._start_beside(problem, time.perf_counter() + 20.0, 1e-6)
+    assert handle is not None
+    got = bp._finish_beside(handle, 25.0)
+    assert got is not None
+    arrays, bound = got
+    reserved, on_demand, spot, routing = arrays
+    sol = bp.CoverSolution(reserved, on_demand, spot, routing, bp.load_of(problem, routing),
+                           objective_of(problem, reserved, on_demand, spot), exact.result, "beside")
+    _assert_feasible(problem, sol)
+    assert bound <= exact.cost_per_hour + 1e-6
+    assert sol.cost_per_hour >= exact.cost_per_hour - 1e-6
+    assert not handle[0].is_alive()
+
+
+def test_a_run_beside_does_not_change_a_proven_plan(monkeypatch):
+    """With two workers the run beside starts at once (threshold lowered here), yet a plan the
+    stages prove is the same as with one worker: the other run is stopped, not taken."""
+    import solvers.binpack as bp
+
+    problem = _random_periods_problem(6, D=6, T=2)
+    one = solve_cover(problem, time_limit_s=20)
+    assert one.result.status == "optimal"
+    monkeypatch.setattr(bp, "SMALL_PERIOD_COLUMNS", 0)
+    two = solve_cover(problem, time_limit_s=20, workers=2)
+    assert two.result.status == "optimal"
+    assert two.cost_per_hour == one.cost_per_hour
+    assert np.array_equal(two.on_demand, one.on_demand) and np.array_equal(two.spot, one.spot)
+    assert np.array_equal(two.routing, one.routing)
