@@ -1297,7 +1297,8 @@ def _solve_cover(problem: CoverProblem, *, time_limit_s: float | None, backend: 
     """Solve a covering problem; see the module docstring for the formulation.
 
     ``workers``: processes for the per-period solves of :func:`_solve_by_periods` (see
-    :func:`parallel_workers`); 1 keeps everything in this process.
+    :func:`parallel_workers`), and above 1 a second HiGHS run beside the MILP stages; 1 keeps
+    everything in this process.
 
     Large per-period models (continuous routing, more than one period, more than
     :data:`DECOMPOSE_COLUMNS` routing columns) go to :func:`_solve_by_periods` first: the LP
@@ -1310,6 +1311,9 @@ def _solve_cover(problem: CoverProblem, *, time_limit_s: float | None, backend: 
     3. the MILP again for the rest of the time with the best incumbent as a MIP start
        (:func:`solvers.milp.solve_pulp_with_start`; without highspy, an objective cutoff row
        just below the incumbent, where "infeasible" proves it within ``gap_rel``).
+    With ``workers`` > 1, HiGHS alone on the whole model runs beside these stages in another
+    process (:func:`_start_beside`); its incumbent and bound are taken where better, unless
+    the stages proved the requested gap first.
     The bound reported is the best valid one (the MILP's, the LP relaxation's or the cutoff's)
     and the gap is computed from it; "optimal" only when bound and incumbent meet.  With no
     incumbent at all, a greedy cover is returned (method "greedy").
@@ -1468,15 +1472,15 @@ def _beside_run(problem: CoverProblem, deadline: float, gap_rel: float, conn) ->
 
 def _start_beside(problem: CoverProblem, deadline: float, gap_rel: float):
     """Start :func:`_beside_run` in a forked process; ``(process, pipe end)`` or ``None``
-    (no highspy, or less than a second left)."""
+    (no highspy, less than a second left, or inside a daemonic process)."""
     import multiprocessing
 
     try:
         import highspy  # noqa: F401
     except ImportError:
         return None
-    if deadline - time.perf_counter() < 1.0:
-        return None
+    if deadline - time.perf_counter() < 1.0 or multiprocessing.current_process().daemon:
+        return None  # a daemonic process may not start children
     ctx = multiprocessing.get_context("fork")
     receive, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_beside_run, args=(problem, deadline, gap_rel, send), daemon=True)
