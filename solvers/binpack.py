@@ -1355,7 +1355,8 @@ def _solve_cover(problem: CoverProblem, *, time_limit_s: float | None, backend: 
     # run; the better of each is kept), from the start on models with more than
     # SMALL_PERIOD_COLUMNS routing columns, on smaller ones once the first stage proves nothing
     # (measured on the 1x bucket-noise 10 x 10 x 1 scale instance: ours 349.30 / 347.03,
-    # HiGHS alone 348.24 / 346.78 in 1.1 s; seeds 1-8 and 20 x 20 x 1 ours as good or better)
+    # HiGHS alone 348.24 / 346.78 in 1.1 s; seeds 1-8 mixed, HiGHS alone ahead on seed 7 only;
+    # 20 x 20 x 1 seeds 1-4 ours ahead in all)
     may_beside = (use_polish and workers > 1 and backend == "highs"
                   and problem.routing == "per_period")
     beside = (_start_beside(problem, start + time_limit_s, gap_rel)
@@ -1455,18 +1456,28 @@ def _solve_cover(problem: CoverProblem, *, time_limit_s: float | None, backend: 
                          res, "greedy")
 
 
-def _beside_run(problem: CoverProblem, deadline: float, gap_rel: float, conn) -> None:
-    """Child process of :func:`_start_beside`: HiGHS on the whole per-period model until
-    ``deadline`` (``time.perf_counter`` seconds: one monotonic clock for every process); sends
-    ``(cover arrays or None, dual bound)``."""
+def _whole_milp(problem: CoverProblem, time_limit_s: float, gap_rel: float,
+                threads: int | None, start: tuple | None = None) -> tuple:
+    """HiGHS on the whole per-period model from arrays, optionally from a cover ``start``
+    (``(reserved, on_demand, spot, routing)``); stops a little inside ``gap_rel`` so that the
+    safety margin taken off its bound does not push the reported gap past the request.
+    Returns ``(cover arrays or None, HiGHS's dual bound)``."""
     model = _array_model(problem)
-    h = _run_highs(model, integer=True, time_limit_s=max(0.05, deadline - time.perf_counter()),
-                   threads=1, gap_rel=0.99 * gap_rel)
+    h = _run_highs(model, integer=True, time_limit_s=time_limit_s, threads=threads,
+                   gap_rel=0.99 * gap_rel,
+                   start=None if start is None else _model_point(model, *start))
     info = h.getInfo()
     arrays = None
     if info.primal_solution_status == 2:  # kSolutionStatusFeasible
         arrays = _model_cover(problem, model, np.asarray(h.getSolution().col_value))
-    conn.send((arrays, float(info.mip_dual_bound)))
+    return arrays, float(info.mip_dual_bound)
+
+
+def _beside_run(problem: CoverProblem, deadline: float, gap_rel: float, conn) -> None:
+    """Child process of :func:`_start_beside`: :func:`_whole_milp` until ``deadline``
+    (``time.perf_counter`` seconds: one monotonic clock for every process); sends its
+    ``(cover arrays or None, dual bound)``."""
+    conn.send(_whole_milp(problem, max(0.05, deadline - time.perf_counter()), gap_rel, 1))
     conn.close()
 
 
@@ -1710,18 +1721,12 @@ def _solve_by_periods(problem: CoverProblem, time_limit_s: float, gap_rel: float
     if whole and left > 1.0 and (gap is None or gap > gap_rel + 1e-12):
         # the whole-horizon MILP from arrays (no PuLP: handing 100k columns over through
         # PuLP took seconds past the limit), the incumbent as its start
-        model = _array_model(problem)
         left = time_limit_s - (time.perf_counter() - start) - 0.5
         if left > 0.5:
-            # stop a little inside the requested gap: the safety margin taken off HiGHS's
-            # bound must not push the reported gap past the request
-            h = _run_highs(model, integer=True, time_limit_s=left, threads=threads,
-                           gap_rel=0.99 * gap_rel, start=_model_point(model, *arrays))
-            info = h.getInfo()
-            if info.primal_solution_status == 2:  # kSolutionStatusFeasible
+            improved, milp_bound = _whole_milp(problem, left, gap_rel, threads, start=arrays)
+            if improved is not None:
                 # solutions dearer than the incumbent are no better than it
-                bound = max(bound, min(_safe_bound(info.mip_dual_bound, problem), best_cost))
-                improved = _model_cover(problem, model, np.asarray(h.getSolution().col_value))
+                bound = max(bound, min(_safe_bound(milp_bound, problem), best_cost))
                 cost = objective_of(problem, *improved[:3])
                 if cost < best_cost - 1e-9:
                     arrays, best_cost, method = improved, cost, method + "+milp"

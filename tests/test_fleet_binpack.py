@@ -596,8 +596,14 @@ def test_a_run_beside_does_not_change_a_proven_plan(monkeypatch):
     one = solve_cover(problem, time_limit_s=20)
     assert one.result.status == "optimal"
     monkeypatch.setattr(bp, "SMALL_PERIOD_COLUMNS", 0)
+    started = []
+    real_start = bp._start_beside
+    monkeypatch.setattr(bp, "_start_beside",
+                        lambda *a, **k: started.append(real_start(*a, **k)) or started[-1])
     two = solve_cover(problem, time_limit_s=20, workers=2)
-    assert two.result.status == "optimal"
+    assert len(started) == 1 and started[0] is not None  # it ran from the start ...
+    assert not started[0][0].is_alive()  # ... and was stopped
+    assert two.result.status == "optimal" and "beside" not in two.method
     assert two.cost_per_hour == one.cost_per_hour
     assert np.array_equal(two.on_demand, one.on_demand) and np.array_equal(two.spot, one.spot)
     assert np.array_equal(two.routing, one.routing)
