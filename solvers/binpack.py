@@ -727,12 +727,15 @@ class _LpRelaxation:
             :func:`_safe_bound` subtracts).
         reserved: ``[J]`` the LP's reserved counts.
         model, duals: the model solved and its row duals (for :func:`_lagrangian_bound`).
+        top_up: ``[T]`` the LP's on-demand and spot instances per period (0: the LP's
+            reserved counts carry that period's load alone); ``None``: not known.
     """
 
     value: float
     reserved: np.ndarray
     model: _ArrayModel | None = None
     duals: np.ndarray | None = None
+    top_up: np.ndarray | None = None
 
 
 def _safe_bound(value: float, problem: CoverProblem) -> float:
@@ -960,8 +963,10 @@ def _solve_lp_arrays(problem: CoverProblem, time_limit_s: float,
     reserved = np.zeros(problem.shape[1])
     sel = m.kind == 0
     reserved[m.kj[sel]] = x[m.count_slice][sel]
+    top_up = np.zeros(problem.shape[2])
+    np.add.at(top_up, m.kt[~sel], x[m.count_slice][~sel])
     return _LpRelaxation(float(h.getInfo().objective_function_value), reserved, m,
-                         np.asarray(h.getSolution().row_dual))
+                         np.asarray(h.getSolution().row_dual), top_up)
 
 
 def _lagrangian_bound(relax: _LpRelaxation, time_limit_s: float, workers: int) -> float | None:
@@ -996,9 +1001,8 @@ def _lagrangian_bound(relax: _LpRelaxation, time_limit_s: float, workers: int) -
 
 #: share of the time limit the Lagrangian bound gets between the per-period passes and the
 #: whole-horizon MILP (measured on the 1x bucket-noise 10 x 10 x 6 scale instance: all 18
-#: pieces proven in 3 s, gap 0.92% -> 0.70-0.79%).  Big models (no whole MILP) give it what
-#: the passes leave: keeping time for it from the passes cost the 20 x 20 x 24 plan 0.1%,
-#: as much as the bound gained
+#: pieces proven in 3 s, gap 0.92% -> 0.70-0.79%).  Models too big for the whole MILP run it
+#: before their passes instead (:data:`LAGRANGIAN_FIRST_SHARE`)
 LAGRANGIAN_SHARE = 0.1
 #: routing columns kept per demand in a period's MILP: the period LP's support plus this many
 #: cheapest columns by reduced cost.  Measured on the 1x bucket-noise 20 x 20 x 24 scale
@@ -1055,24 +1059,29 @@ def _period_solve(problem: CoverProblem, t: int, reserved: np.ndarray, time_limi
     return on_demand[:, t], spot[:, t], routing[:, :, t], bound
 
 
+#: time limit (s) of a period the LP's reserved instances serve alone (its LP is all the work)
+TRIVIAL_PERIOD_S = 1.0
+
+
 def _periods_in_parallel(problem: CoverProblem, order: list[int], reserved: np.ndarray,
                          time_limit_s: float, threads: int | None, gap_rel: float,
-                         workers: int) -> list | None:
+                         workers: int, load: np.ndarray) -> list | None:
     """:func:`_period_solve` for the periods in ``order`` on ``workers`` processes (HiGHS's
     branch and bound runs on one core; periods are independent once reserved counts are
-    fixed).  Each period gets time in proportion to its load, less a margin for starting the
-    processes.  Returns the results in ``order`` or ``None``."""
+    fixed).  Each period gets time in proportion to its ``load`` (``[T]``, any unit), less a
+    margin for starting the processes; a period of zero load gets :data:`TRIVIAL_PERIOD_S`.
+    Returns the results in ``order`` or ``None``."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     # the pool hands each period to the first free worker: simulate that (list scheduling,
     # times in proportion to load) and scale so the busiest worker ends within the limit
-    load = problem.rates.sum(axis=0)
     ends = np.zeros(workers)
     for t in order:
         ends[np.argmin(ends)] += float(load[t])
-    scale = max(0.1, time_limit_s - 0.5) / float(ends.max())
-    limits = [max(0.05, scale * float(load[t])) for t in order]
+    scale = max(0.1, time_limit_s - 0.5) / max(float(ends.max()), 1e-300)
+    limits = [max(0.05, scale * float(load[t])) if load[t] > 0 else TRIVIAL_PERIOD_S
+              for t in order]
     ctx = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         futures = [pool.submit(_period_solve, problem, t, reserved, tl, threads, gap_rel)
@@ -1115,19 +1124,25 @@ def _period_rounding(problem: CoverProblem, relax: _LpRelaxation, time_limit_s: 
     spot = np.zeros((J, T), dtype=int)
     routing = np.zeros((D, J, T))
     # the heaviest periods first, each with time in proportion to its load: they are the
-    # hardest and decide the most money
+    # hardest and decide the most money.  A period the LP served with its reserved instances
+    # alone needs no top-up once the reserved counts are at least the LP's (the LP's routing
+    # fits in them, and zero top-up counts are integer): its MILP ends at once, so its share
+    # goes to the others (on the 1x bucket-noise 20 x 20 x 6 scale instance, 2 of 6 periods)
     load = problem.rates.sum(axis=0)
     order = [int(t) for t in np.argsort(-load, kind="stable") if load[t] > 0]
+    if relax.top_up is not None and np.all(reserved >= relax.reserved - 1e-6):
+        load = np.where(relax.top_up > 1e-9, load, 0.0)  # time: TRIVIAL_PERIOD_S
+        order = [t for t in order if load[t] > 0] + [t for t in order if load[t] == 0]
     if workers > 1 and len(order) > 1:
         results = _periods_in_parallel(problem, order, reserved, time_limit_s, threads, gap_rel,
-                                       workers)
+                                       workers, load)
     else:
         results = []
         for n, t in enumerate(order):
             left = time_limit_s - (time.perf_counter() - start)
             share = load[t] / max(float(load[order[n:]].sum()), 1e-300)
-            got = None if left <= 0.05 else _period_solve(problem, t, reserved,
-                                                           max(0.05, left * share), threads,
+            limit = max(0.05, left * share) if load[t] > 0 else TRIVIAL_PERIOD_S
+            got = None if left <= 0.05 else _period_solve(problem, t, reserved, limit, threads,
                                                            gap_rel)
             if got is None:
                 return None
@@ -1611,15 +1626,25 @@ def _milp_from_start(problem, lp, R, O, S, X, best, best_cost, time_limit_s, bac
 DECOMPOSE_COLUMNS = 20_000
 DECOMPOSE_PERIODS = 6
 #: ... and get the whole-horizon MILP (the decomposition's incumbent as its start) for the
-#: time left only up to this many routing columns; beyond it the per-period passes get 90% of
-#: the time and the Lagrangian bound the rest.  Measured on the 1x bucket-noise 20 x 20 x 6
-#: scale instance (103k columns; seeds 0, 1, 2): the MILP's 12 s improved neither side
-#: (250.33 / 243.41 / 230.70 $/h); the same time for the passes: 250.14 / 243.13 / 230.64
+#: time left only up to this many routing columns.  Beyond it there is no time for more than one
+#: reserved level: the Lagrangian bound runs first (at most :data:`LAGRANGIAN_FIRST_SHARE` of the
+#: limit), then one pass from the LP's reserved counts rounded up gets all the time left, then
+#: improvement passes while time lasts.  Measured on the 1x bucket-noise 20 x 20 x 6 scale
+#: instance (103k columns; seeds 0, 1, 2): the whole MILP's 12 s improved neither plan nor
+#: bound (250.33 / 243.41 / 230.70 $/h); three levels (down, near, up: up the cheapest on every
+#: seed) in 8 s each and the bound after them: 250.14 / 243.13 / 230.62, gaps 0.75 / 0.57 /
+#: 0.63%; the bound first (all 18 pieces proven in ~8 s) and one pass from "up" in ~19 s:
+#: 249.91 / 243.00 / 230.50, gaps 0.50 / 0.35 / 0.38%
 WHOLE_MILP_COLUMNS = 50_000
-#: ... and beyond this many, one reserved level (the LP's, rounded to nearest) per pass instead
-#: of three, with improvement passes from the levels a pass settles on (a 20 x 20 x 24 pass
-#: takes ~20 s of the 30)
-ONE_LEVEL_COLUMNS = 150_000
+#: ... the cap on the Lagrangian bound's time before that pass (it stops early once every piece
+#: is proven) ...
+LAGRANGIAN_FIRST_SHARE = 0.35
+#: ... on models of up to this many routing columns (the bound's pieces take ~0.1 ms per column
+#: on two cores); beyond, the pass comes first with 85% of the time and the bound gets what is
+#: left (1x bucket-noise 20 x 20 x 24, 415k columns: its 72 pieces need ~40 s; the bound first
+#: for 10.5 s took the plan from 250.03 to 250.51 $/h for +0.05 on the bound; the pass with
+#: 90% / 85%: 250.01 / 247.66 and 250.03 / 247.81)
+LAGRANGIAN_FIRST_COLUMNS = 150_000
 
 
 def _routing_columns(problem: CoverProblem) -> int:
@@ -1635,17 +1660,22 @@ def _solve_by_periods(problem: CoverProblem, time_limit_s: float, gap_rel: float
     1. The LP relaxation, built from arrays and solved by HiGHS (:func:`_solve_lp_arrays`).
        Its value is the reported lower bound: every integer cover is feasible for the LP, so
        no cover costs less (made safe against tolerances by :func:`_safe_bound`).
-    2. An incumbent from :func:`_period_rounding`: reserved counts from the LP (where a pass
-       is cheap rounded down, to nearest and up: the cheapest cover wins; beyond
-       :data:`ONE_LEVEL_COLUMNS` to nearest, rounded down only if that fails), then each
-       period's on-demand / spot counts and routing by a small exact-ish MILP per period.
-       Where no option offers reserved instances the periods are independent problems:
-       their MILPs then run to the requested gap, and where each ran over all its columns
-       the sum of their bounds is a bound of the cover too (often a proof of optimality).
-    3. With time left (:data:`LAGRANGIAN_SHARE` of the limit where the whole MILP follows,
-       else what the passes left), the Lagrangian bound (:func:`_lagrangian_bound`): each
-       model-period MILP proven adds its integrality gap to the LP's value.
-    4. With time left and a model of at most :data:`WHOLE_MILP_COLUMNS` routing columns, the
+    2. Models of more than :data:`WHOLE_MILP_COLUMNS` and at most
+       :data:`LAGRANGIAN_FIRST_COLUMNS` routing columns (unless their periods are
+       independent): the Lagrangian bound (:func:`_lagrangian_bound`; each piece's MILP
+       proven adds its integrality gap to the LP's value), at most
+       :data:`LAGRANGIAN_FIRST_SHARE` of the limit.
+    3. An incumbent from :func:`_period_rounding`: reserved counts from the LP (where the
+       whole MILP follows rounded down, to nearest and up, the cheapest cover wins; else
+       rounded up, the next level only if that pass fails, then improvement passes), then
+       each period's on-demand / spot counts and routing by a small exact-ish MILP per
+       period.  Where no option offers reserved instances the periods are independent
+       problems: their MILPs then run to the requested gap, and where each ran over all its
+       columns the sum of their bounds is a bound of the cover too (often a proof of
+       optimality).
+    4. Where step 2 did not run, with time left (:data:`LAGRANGIAN_SHARE` of the limit where
+       the whole MILP follows, else what the passes left), the Lagrangian bound.
+    5. With time left and a model of at most :data:`WHOLE_MILP_COLUMNS` routing columns, the
        whole MILP with that incumbent as a MIP start; its dual bound is valid too, the largest
        bound is kept.
     Returns ``None`` when a step fails (no highspy, LP not solved, a period infeasible given
@@ -1656,26 +1686,42 @@ def _solve_by_periods(problem: CoverProblem, time_limit_s: float, gap_rel: float
     if relax is None:
         return None
     bound = _safe_bound(relax.value, problem)
-    left = time_limit_s - (time.perf_counter() - start)
     columns = _routing_columns(problem)
-    big = columns > ONE_LEVEL_COLUMNS
     whole = columns <= WHOLE_MILP_COLUMNS  # the whole MILP follows the passes
-    share = 0.5 if whole else 0.9
     independent = _periods_independent(problem)
     period_gap = gap_rel if independent else max(min(gap_rel, 2e-3), 1e-4)
-    # reserved levels to try: where a pass is cheap, the LP's rounded down, to nearest and up
-    # (the cheapest cover wins; on the merged scale instance the nearest level saves 0.1% over
-    # rounding down); on big models one pass: to nearest (0.16% cheaper than rounding down on
-    # the 1x bucket-noise scale instance), rounded down only if that pass fails
+    lagrangian_done = False
+
+    def lift_bound(slice_s: float) -> None:
+        # priced-out linking rows: each piece's integrality gap on top of the LP
+        nonlocal bound, lagrangian_done
+        lagrangian_done = True
+        lifted = _lagrangian_bound(relax, slice_s, workers)
+        if lifted is not None:
+            bound = max(bound, _safe_bound(lifted, problem))
+
+    if not whole and not independent and columns <= LAGRANGIAN_FIRST_COLUMNS:
+        lift_bound(min(LAGRANGIAN_FIRST_SHARE * time_limit_s,
+                       0.5 * (time_limit_s - (time.perf_counter() - start))))
+    left = time_limit_s - (time.perf_counter() - start)
+    # reserved levels from the LP's: where the whole MILP follows, rounded down, to nearest and
+    # up, in passes sharing half the time (the cheapest cover wins; on the merged scale
+    # instance the nearest level saves 0.1% over rounding down); else one pass, rounded up
+    # (the top-ups above fixed reserved counts are where per-period MILPs lose money: the more
+    # capacity reserved counts carry, the less), the next level only if a pass fails
     down, near = np.floor(relax.reserved + 1e-6), np.round(relax.reserved)
-    levels = [near, down] if big else [down, near, np.ceil(relax.reserved - 1e-6)]
+    up = np.ceil(relax.reserved - 1e-6)
+    levels = [down, near, up] if whole else [up, near, down]
     candidates = list({tuple(int(v) for v in r): None for r in levels})
-    budget_end = time.perf_counter() + share * left
+    # (without a whole MILP after it, the pass keeps a second for the clean-up after it, or
+    # 15% of the time for the bound)
+    budget_end = time.perf_counter() + (0.5 * left if whole else
+                                        left - 1.0 if lagrangian_done else 0.85 * left)
     arrays, best_cost, pass_s = None, None, 0.0
     for n, level in enumerate(candidates):
         pass_start = time.perf_counter()
-        budget = (budget_end - pass_start) / (1 if big else len(candidates) - n)
-        if arrays is not None and (big or budget < 0.2):
+        budget = (budget_end - pass_start) / (len(candidates) - n if whole else 1)
+        if arrays is not None and (not whole or budget < 0.2):
             break
         got = _period_rounding(problem, relax, max(0.2, budget), threads, gap_rel=period_gap,
                                reserved=np.array(level, dtype=int), workers=workers)
@@ -1694,13 +1740,13 @@ def _solve_by_periods(problem: CoverProblem, time_limit_s: float, gap_rel: float
     if _starts_priced(problem):  # the period solves do not see start costs: fill the dips
         arrays = _hold_through_dips(problem, arrays)
         best_cost = objective_of(problem, *arrays[:3])
-    # improvement passes (big models: one level per pass, no MILP follows): start each period
-    # from the reserved levels the last pass settled on (re-chosen from its count profiles)
+    # improvement passes (no whole MILP follows): start each period from the reserved levels
+    # the last pass settled on (re-chosen from its count profiles)
     tried: set = set()  # reserved levels already passed over
     for _ in range(3):
         left = time_limit_s - (time.perf_counter() - start)
         gap = relative_gap(best_cost, bound)
-        if not big or left < 1.3 * pass_s + 0.5 or (gap is not None and gap <= gap_rel + 1e-12):
+        if whole or left < 1.3 * pass_s + 0.5 or (gap is not None and gap <= gap_rel + 1e-12):
             break
         if tuple(arrays[0]) in tried:
             break
@@ -1717,13 +1763,10 @@ def _solve_by_periods(problem: CoverProblem, time_limit_s: float, gap_rel: float
         method = "lp+period-rounding+passes"
     left = time_limit_s - (time.perf_counter() - start)
     gap = relative_gap(best_cost, bound)
-    if left > 1.0 and (gap is None or gap > gap_rel + 1e-12):
-        # priced-out linking rows: each model-period piece's integrality gap on top of the LP;
+    if not lagrangian_done and left > 1.0 and (gap is None or gap > gap_rel + 1e-12):
         # a slice before the whole MILP; without one, what the passes left
-        slice_s = min(LAGRANGIAN_SHARE * time_limit_s, left / 4) if whole else (left - 0.5)
-        lifted = _lagrangian_bound(relax, slice_s, workers)
-        if lifted is not None:
-            bound = max(bound, min(_safe_bound(lifted, problem), best_cost))
+        lift_bound(min(LAGRANGIAN_SHARE * time_limit_s, left / 4) if whole else (left - 0.5))
+    bound = min(bound, best_cost)  # solutions dearer than the incumbent are no better than it
     result = SolveResult("feasible", best_cost, bound, relative_gap(best_cost, bound),
                          0.0, "highs", time_limit_s)
     left = time_limit_s - (time.perf_counter() - start)

@@ -222,7 +222,6 @@ def test_period_decomposition_is_feasible_and_its_bound_is_below_the_optimum(see
     _assert_feasible(problem, exact)
     monkeypatch.setattr(bp, "DECOMPOSE_COLUMNS", 0)
     monkeypatch.setattr(bp, "WHOLE_MILP_COLUMNS", 0)  # decomposition alone, no MILP after it
-    monkeypatch.setattr(bp, "ONE_LEVEL_COLUMNS", 0)
     sol = solve_cover(problem, time_limit_s=20)
     assert sol.method.startswith("lp+period-rounding")
     _assert_feasible(problem, sol)
@@ -248,11 +247,30 @@ def test_period_decomposition_on_two_processes(monkeypatch):
     exact = solve_cover(problem, time_limit_s=20)
     monkeypatch.setattr(bp, "DECOMPOSE_COLUMNS", 0)
     monkeypatch.setattr(bp, "WHOLE_MILP_COLUMNS", 0)
-    monkeypatch.setattr(bp, "ONE_LEVEL_COLUMNS", 0)
     sol = solve_cover(problem, time_limit_s=20, workers=2)
     assert sol.method.startswith("lp+period-rounding")
     _assert_feasible(problem, sol)
     assert sol.result.bound <= exact.cost_per_hour + 1e-9 <= sol.cost_per_hour + 2e-9
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_periods_the_reserved_counts_carry_alone_need_no_top_up(workers):
+    """With reserved counts at least the LP's, a period the LP served from reserved instances
+    alone gets no on-demand or spot instance (its MILP has only its LP to solve, and gets
+    TRIVIAL_PERIOD_S instead of a share of the time), and the cover stays feasible."""
+    import solvers.binpack as bp
+
+    problem = _random_periods_problem(2, T=8)
+    relax = bp._solve_lp_arrays(problem, 10.0, None)
+    trivial = relax.top_up <= 1e-9
+    assert trivial.sum() >= 3 and not trivial.all()
+    reserved = np.ceil(relax.reserved - 1e-6).astype(int)
+    got, _ = bp._period_rounding(problem, relax, 20.0, None, reserved=reserved, workers=workers)
+    R, O, S, X = got
+    assert not O[:, trivial].any() and not S[:, trivial].any()
+    sol = bp.CoverSolution(R, O, S, X, bp.load_of(problem, X),
+                           bp.objective_of(problem, R, O, S), None, "test")
+    _assert_feasible(problem, sol)
 
 
 def test_independent_periods_are_proven_by_their_own_milps(monkeypatch):
