@@ -1713,10 +1713,10 @@ def _solve_by_periods(problem: CoverProblem, time_limit_s: float, gap_rel: float
     up = np.ceil(relax.reserved - 1e-6)
     levels = [down, near, up] if whole else [up, near, down]
     candidates = list({tuple(int(v) for v in r): None for r in levels})
-    # (without a whole MILP after it, the pass keeps a second for the clean-up after it, or
+    # (without a whole MILP after it, the pass keeps half a second for the clean-up, or
     # 15% of the time for the bound)
     budget_end = time.perf_counter() + (0.5 * left if whole else
-                                        left - 1.0 if lagrangian_done else 0.85 * left)
+                                        left - 0.5 if lagrangian_done else 0.85 * left)
     arrays, best_cost, pass_s = None, None, 0.0
     for n, level in enumerate(candidates):
         pass_start = time.perf_counter()

@@ -189,7 +189,8 @@ def block_lagrangian_bound(a, cost: np.ndarray, col_hi: np.ndarray, row_lo: np.n
 
     Block MILPs run costliest first (their LP bounds: the most money, usually the largest
     integrality gaps) on ``workers`` processes until ``time_limit_s`` (seconds, wall) is spent;
-    blocks not reached keep their LP bound.  Every number added is a proven bound, so the
+    blocks not reached keep their LP bound; blocks stopped unproven by their share of the time
+    run again with what is left.  Every number added is a proven bound, so the
     result is valid whatever the time limit (up to the solvers' tolerances).
     """
     start = time.perf_counter()
@@ -206,14 +207,25 @@ def block_lagrangian_bound(a, cost: np.ndarray, col_hi: np.ndarray, row_lo: np.n
     best = lp_bounds.copy()
     order = [i for i in np.argsort(-lp_bounds, kind="stable")
              if blocks[i].integer.any() and math.isfinite(lp_bounds[i])]
-    solved = proven = 0
-    if order and math.isfinite(lp_value):
-        results = _run_blocks(blocks, order, start + time_limit_s, workers, threads)
+    solved: set = set()
+    done: set = set()
+    deadline = start + time_limit_s
+    # blocks stopped by their share of the time are run again with the time the others left
+    # (a block's limit is its share of the LP bounds, and some cheap blocks are hard ones)
+    for _ in range(3):
+        if not order or not math.isfinite(lp_value) or deadline - time.perf_counter() < 0.5:
+            break
+        results = _run_blocks(blocks, order, deadline, workers, threads)
         for i, (bound, ok) in results.items():
-            solved += 1
-            proven += int(ok)
+            solved.add(i)
+            if ok:
+                done.add(i)
             best[i] = max(best[i], bound)
-    return LagrangianBound(base + float(best.sum()), lp_value, len(blocks), solved, proven)
+        # (a block with no bound at all, e.g. infeasible by tolerances, is not run again)
+        order = [i for i in order if i in results and not results[i][1]
+                 and math.isfinite(results[i][0])]
+    return LagrangianBound(base + float(best.sum()), lp_value, len(blocks), len(solved),
+                           len(done))
 
 
 def _run_blocks(blocks: list[_Block], order: list[int], deadline: float, workers: int,

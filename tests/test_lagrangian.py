@@ -44,6 +44,31 @@ def test_each_block_pays_its_whole_instance():
     assert none.solved == 0 and none.value == pytest.approx(1.0)
 
 
+def test_blocks_stopped_by_their_share_of_the_time_run_again(monkeypatch):
+    """A block that ends unproven (its share of the time spent) runs again with the time the
+    others left; the best bound of its runs counts."""
+    import solvers.lagrangian as lag
+
+    a = [[2, 0], [0, 2], [1, 1]]
+    cost, hi = np.array([1.0, 1.0]), np.array([10.0, 10.0])
+    lo_r, hi_r = np.array([1.0, 1.0, -np.inf]), np.array([np.inf, np.inf, 5.0])
+    _, y = _lp_duals(a, cost, hi, lo_r, hi_r)
+    real = lag._solve_block
+    calls: list = []
+
+    def first_run_stopped(block, time_limit_s, threads):
+        calls.append(id(block))
+        if calls.count(id(block)) == 1:
+            return block.lp_bound, False  # stopped with nothing above the LP
+        return real(block, time_limit_s, threads)
+
+    monkeypatch.setattr(lag, "_solve_block", first_run_stopped)
+    got = block_lagrangian_bound(a, cost, hi, lo_r, hi_r, np.array([True, True]), y,
+                                 linking_rows=[2], split_columns=[], time_limit_s=10.0)
+    assert len(calls) == 4 and got.solved == 2 and got.proven == 2
+    assert got.value == pytest.approx(2.0)
+
+
 def test_a_column_held_over_two_periods_is_split_with_its_cost():
     """min 3 r + x1 + x2, r + x1 >= 0.5, r + x2 >= 0.5, integer: r (reserved, both periods)
     is split into one copy per period costing 1.5 each; each period's block then pays 1, so
