@@ -1011,7 +1011,9 @@ LAGRANGIAN_SHARE = 0.1
 #: 3 to 5 (seeds 1, 2: -0.15%, -0.2%; 20 x 20 x 6: -0.3 to -0.4%).  With 3, off-peak periods,
 #: where the fixed reserved counts leave a small top-up, lack the columns their optimum uses
 PERIOD_COLUMNS = 5
-#: periods with at most this many routing columns skip that restriction (their MILP is small)
+#: a period with at most this many routing columns counts as small: its MILP skips that
+#: restriction, the Lagrangian bound solves it whole (:func:`_lagrangian_bound`), and a
+#: single-period cover starts its run beside only once stage 1 proves nothing
 SMALL_PERIOD_COLUMNS = 2_000
 
 
