@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from solvers.budgets import connected_pieces
 from solvers.milp import run_highs_arrays
 
 
@@ -108,7 +109,6 @@ def _split_blocks(a, cost, col_hi, row_lo, row_hi, integer, y, linking, split) -
     """Price out the linking rows, split the split columns per block; returns ``(constant,
     blocks, isolated)`` where ``isolated`` is the bound of the columns left in no block."""
     from scipy import sparse
-    from scipy.sparse.csgraph import connected_components
 
     a = sparse.csr_matrix(a)
     nrow, n = a.shape
@@ -126,12 +126,7 @@ def _split_blocks(a, cost, col_hi, row_lo, row_hi, integer, y, linking, split) -
     # blocks: connected pieces of the main rows through the columns that are not split
     nnz_col = np.diff(am.indptr)
     kept = np.nonzero(~is_split & (nnz_col > 0))[0]
-    ak = am[:, kept]
-    graph = sparse.bmat([[None, ak], [ak.T, None]]).tocsr()
-    graph.data[:] = 1.0
-    _, label = connected_components(graph, directed=False)
-    row_label = label[:len(main)]
-    col_label = label[len(main):]
+    row_label, col_label = connected_pieces(am[:, kept])
     # columns in no main row sit alone, at whichever bound their cost prefers
     alone = np.nonzero(nnz_col == 0)[0]
     isolated = _column_floor(priced[alone], col_hi[alone])

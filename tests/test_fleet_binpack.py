@@ -625,3 +625,63 @@ def test_a_run_beside_does_not_change_a_proven_plan(monkeypatch):
     assert two.cost_per_hour == one.cost_per_hour
     assert np.array_equal(two.on_demand, one.on_demand) and np.array_equal(two.spot, one.spot)
     assert np.array_equal(two.routing, one.routing)
+
+
+def _two_model_problem(seed=1, D=6, T=3):
+    """Two models (demands 0..D-1 and D..2D-1), each with its own instances of the same three
+    GPU types: their periods fall apart into one block per model, tied by quotas and spot cap."""
+    one = _random_periods_problem(seed, D=D, T=T)
+    J = len(one.options)
+    cap = np.zeros((2 * D, 2 * J))
+    cap[:D, :J] = one.capacity
+    cap[D:, J:] = one.capacity[::-1]
+    opts = [CoverOption(f"m{m}/{o.name}", o.group, o.units, o.prices)
+            for m in range(2) for o in one.options]
+    rates = np.concatenate([one.rates, one.rates[::-1] * 1.3])
+    return CoverProblem(opts, cap, rates, quotas={"a": 30, "b": 10, "c": 6},
+                        spot_max_fraction=0.3, spot_capacity_factor=0.9)
+
+
+def test_period_blocks_under_budgets_then_the_period_milp_from_them(monkeypatch):
+    """A period of two models is solved model by model under budgets of the shared quota and
+    spot-cap rows (solvers.budgets); the period MILP then starts from that plan with the time
+    the blocks left: never worse, and both feasible."""
+    import solvers.binpack as bp
+
+    base = _two_model_problem(7)
+    t = int(np.argmax(base.rates.sum(axis=0)))
+    problem = CoverProblem(base.options, base.capacity, base.rates[:, [t]], quotas=base.quotas,
+                           spot_max_fraction=base.spot_max_fraction,
+                           spot_capacity_factor=base.spot_capacity_factor)
+    relax = bp._solve_lp_arrays(base, 10.0, None)
+    reserved = np.floor(relax.reserved + 1e-6).astype(int)
+    monkeypatch.setattr(bp, "SMALL_PERIOD_COLUMNS", 0)  # the restricted path, as on big models
+    calls = []
+    real = bp.solve_by_budgets
+
+    def recorded(*a, **k):
+        calls.append(real(*a, **k))
+        return calls[-1]
+
+    monkeypatch.setattr(bp, "solve_by_budgets", recorded)
+
+    def solve():
+        on_demand, spot, routing, _ = bp._period_solve(problem, 0, reserved, 10.0, None, 1e-6)
+        sol = bp.CoverSolution(reserved, on_demand[:, None], spot[:, None], routing[:, :, None],
+                               bp.load_of(problem, routing[:, :, None]),
+                               objective_of(problem, reserved, on_demand[:, None],
+                                            spot[:, None]), None, "test")
+        _assert_feasible(problem, sol)
+        return sol.cost_per_hour
+
+    monkeypatch.setattr(bp, "MIN_MILP_S", 1e9)  # the blocks' plan alone
+    blocks = solve()
+    monkeypatch.setattr(bp, "MIN_MILP_S", 0.0)
+    both = solve()
+    assert len(calls) == 2 and all(x is not None for x in calls)
+    monkeypatch.setattr(bp, "BUDGET_SHARE", 0.0)
+    milp = solve()
+    assert len(calls) == 2
+    # here the split costs 16.60 against the period's optimum of 16.00: the MILP gets it back
+    assert both < blocks - 0.5
+    assert both == pytest.approx(milp)  # small: both proven
