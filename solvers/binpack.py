@@ -1056,7 +1056,9 @@ def _period_solve(problem: CoverProblem, t: int, reserved: np.ndarray, time_limi
         model = _array_model(problem, periods=[t], reserved=reserved, allowed=allowed)
         left = time_limit_s - h.getRunTime()
         if BUDGET_SHARE > 0:
-            x_lp = np.zeros(model.a.shape[1])  # the counts: all the linking rows read
+            # the LP's counts (the same count columns in both models): all the quota and
+            # spot-cap rows read
+            x_lp = np.zeros(model.a.shape[1])
             x_lp[model.count_slice] = x[full.count_slice]
             integer = np.zeros(model.a.shape[1], dtype=bool)
             integer[model.count_slice] = True
