@@ -1088,7 +1088,7 @@ def _period_solve(problem: CoverProblem, t: int, reserved: np.ndarray, time_limi
 #: bucket-noise scale instances (seed 0, 30 s, 2 workers): 20 x 20 x 24 250.03 -> 249.90 $/h,
 #: 20 x 20 x 6 249.9 -> 249.46 (gap 0.50% -> 0.33%), 10 x 10 x 6 236.6 -> 236.46, where the
 #: models' blocks prove early and the period MILP gets the split's loss back; seeds 1 and 2
-#: move by -0.07% to +0.07% (noise of the time-limited solves).  Half the time each: worse on
+#: move by -0.09% to +0.07% (noise of the time-limited solves).  Half the time each: worse on
 #: 20 x 20 x 24 (250.26: the blocks need their time there); blocks only: 10 x 10 x 6 237.1.
 BUDGET_SHARE = 1.0
 MIN_MILP_S = 0.2

@@ -59,8 +59,10 @@ def solve_by_budgets(cost, col_hi, a, row_lo, row_hi, integer, first_linking: in
     start = time.perf_counter()
     a = sparse.csr_matrix(a)
     cost, x_lp = np.asarray(cost, dtype=float), np.asarray(x_lp, dtype=float)
+    col_hi, integer = np.asarray(col_hi, dtype=float), np.asarray(integer, dtype=bool)
+    row_lo, row_hi = np.asarray(row_lo, dtype=float), np.asarray(row_hi, dtype=float)
     linking = np.arange(first_linking, a.shape[0])
-    if np.isfinite(np.asarray(row_lo)[linking]).any():
+    if np.isfinite(row_lo[linking]).any():
         return None
     main = a[:first_linking]
     row_label, col_label = connected_pieces(main)
@@ -76,7 +78,7 @@ def solve_by_budgets(cost, col_hi, a, row_lo, row_hi, integer, first_linking: in
     floors = np.floor(usage + 1e-6)
     weight = np.array([max(float(cost[cols] @ x_lp[cols]), 0.0) for cols in blocks])
     order = np.argsort(-weight, kind="stable")
-    hi_link = np.asarray(row_hi, dtype=float)[linking]
+    hi_link = row_hi[linking]
     used = np.zeros(len(linking))
     x = np.zeros(a.shape[1])
     for n, b in enumerate(order):
@@ -87,11 +89,10 @@ def solve_by_budgets(cost, col_hi, a, row_lo, row_hi, integer, first_linking: in
         sub = sparse.vstack([a[rows][:, cols], a_link[:, cols].tocsr()]).tocsr()
         left = time_limit_s - (time.perf_counter() - start)
         share = weight[b] / max(float(weight[order[n:]].sum()), 1e-300)
-        h = run_highs_arrays(cost[cols], np.asarray(col_hi, dtype=float)[cols], sub,
-                             np.concatenate([np.asarray(row_lo, dtype=float)[rows],
-                                             np.full(len(linking), -np.inf)]),
-                             np.concatenate([np.asarray(row_hi, dtype=float)[rows], budget]),
-                             integer=np.nonzero(np.asarray(integer)[cols])[0],
+        h = run_highs_arrays(cost[cols], col_hi[cols], sub,
+                             np.concatenate([row_lo[rows], np.full(len(linking), -np.inf)]),
+                             np.concatenate([row_hi[rows], budget]),
+                             integer=np.nonzero(integer[cols])[0],
                              time_limit_s=max(0.05, left * share if weight[b] > 0 else left),
                              threads=threads, gap_rel=gap_rel)
         if h.getInfo().primal_solution_status != 2:  # kSolutionStatusFeasible
