@@ -34,6 +34,9 @@ def print_table(rows: list[dict], title: str | None = None) -> None:
 
 
 def _fmt(v) -> str:
+    # 4 significant digits, but cents from 100 up (4 digits cut $196.19/h to 196.2)
     if isinstance(v, float):
-        return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.3e}"
+        if abs(v) >= 1e6:
+            return f"{v:.3e}"
+        return f"{v:.2f}" if abs(v) >= 100 else f"{v:.4g}"
     return "" if v is None else str(v)
