@@ -20,6 +20,13 @@ def test_same_input_same_bytes(tmp_path):
     assert inputs_hash({"x": 1, "y": 2}) == inputs_hash({"y": 2, "x": 1})
 
 
+def test_floats_keep_twelve_digits_without_last_bit_noise():
+    noisy = 1.835 + 3.1  # 4.9350000000000005 in binary floating point
+    plan = envelope("FleetPlan", {"cost_per_hour": noisy, "share": 1 / 3, "tiny": 2.300374835062513e-08})
+    assert plan["cost_per_hour"] == 4.935 and "4.935\n" in to_yaml(plan)
+    assert plan["share"] == 0.333333333333 and plan["tiny"] == 2.30037483506e-08
+
+
 def test_refuses_to_overwrite_input(tmp_path):
     src = tmp_path / "request.yaml"
     src.write_text("x: 1\n")
