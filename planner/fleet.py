@@ -32,7 +32,7 @@ DEFAULT_TPS = (1, 2, 4, 8)
 #: table over all periods, which keeps the model T times smaller.  Per-period routing is the
 #: better plan (each period re-routes: on the 20 x 20-bucket, 24-period scale benchmark it is
 #: ~5% cheaper than the best shared plan) and large per-period models are solved by the
-#: LP-bound + per-period-rounding decomposition (solvers.binpack._solve_by_periods: 415k
+#: LP-bound + per-period-rounding decomposition (solvers.cover_periods._solve_by_periods: 415k
 #: columns in ~20 s on 2 cores), so only beyond this size does "auto" share
 AUTO_SHARED_COLUMNS = 600_000
 
@@ -1050,7 +1050,6 @@ def _role_pools(entry: dict[str, Any], o: Option, price_per_gpu: dict[str, float
 def _routing(fp: FleetProblem, problem: CoverProblem, keep: list[int], sol: CoverSolution
              ) -> list[dict[str, Any]]:
     out = []
-    T = problem.shape[2]
     for d, (mi, b) in enumerate(fp.demand_index):
         rates = problem.rates[d]
         total = float(rates.sum())

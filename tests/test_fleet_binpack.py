@@ -204,7 +204,8 @@ def _assert_feasible(problem, sol):
 
 
 def test_lp_from_arrays_equals_the_pulp_relaxation():
-    from solvers.binpack import _relaxed, _solve_lp_arrays, build_model
+    from solvers.binpack import _relaxed, build_model
+    from solvers.cover_periods import _solve_lp_arrays
 
     problem = _random_periods_problem()
     relax = _solve_lp_arrays(problem, 10.0, None)
@@ -215,13 +216,14 @@ def test_lp_from_arrays_equals_the_pulp_relaxation():
 @pytest.mark.parametrize("seed", [1, 2])
 def test_period_decomposition_is_feasible_and_its_bound_is_below_the_optimum(seed, monkeypatch):
     import solvers.binpack as bp
+    import solvers.cover_periods as cp
 
     problem = _random_periods_problem(seed)
     exact = solve_cover(problem, time_limit_s=20)
     assert exact.result.status == "optimal"  # small enough for the plain MILP to prove
     _assert_feasible(problem, exact)
     monkeypatch.setattr(bp, "DECOMPOSE_COLUMNS", 0)
-    monkeypatch.setattr(bp, "WHOLE_MILP_COLUMNS", 0)  # decomposition alone, no MILP after it
+    monkeypatch.setattr(cp, "WHOLE_MILP_COLUMNS", 0)  # decomposition alone, no MILP after it
     sol = solve_cover(problem, time_limit_s=20)
     assert sol.method.startswith("lp+period-rounding")
     _assert_feasible(problem, sol)
@@ -234,7 +236,7 @@ def test_period_decomposition_is_feasible_and_its_bound_is_below_the_optimum(see
     else:
         assert sol.result.gap > 1e-6
     # with the MILP after it (model small enough), the optimum is proven again
-    monkeypatch.setattr(bp, "WHOLE_MILP_COLUMNS", 10**9)
+    monkeypatch.setattr(cp, "WHOLE_MILP_COLUMNS", 10**9)
     again = solve_cover(problem, time_limit_s=20)
     assert again.result.status == "optimal"
     assert again.cost_per_hour == pytest.approx(exact.cost_per_hour)
@@ -242,11 +244,12 @@ def test_period_decomposition_is_feasible_and_its_bound_is_below_the_optimum(see
 
 def test_period_decomposition_on_two_processes(monkeypatch):
     import solvers.binpack as bp
+    import solvers.cover_periods as cp
 
     problem = _random_periods_problem(3)
     exact = solve_cover(problem, time_limit_s=20)
     monkeypatch.setattr(bp, "DECOMPOSE_COLUMNS", 0)
-    monkeypatch.setattr(bp, "WHOLE_MILP_COLUMNS", 0)
+    monkeypatch.setattr(cp, "WHOLE_MILP_COLUMNS", 0)
     sol = solve_cover(problem, time_limit_s=20, workers=2)
     assert sol.method.startswith("lp+period-rounding")
     _assert_feasible(problem, sol)
@@ -259,13 +262,14 @@ def test_periods_the_reserved_counts_carry_alone_need_no_top_up(workers):
     alone gets no on-demand or spot instance (its MILP has only its LP to solve, and gets
     TRIVIAL_PERIOD_S instead of a share of the time), and the cover stays feasible."""
     import solvers.binpack as bp
+    import solvers.cover_periods as cp
 
     problem = _random_periods_problem(2, T=8)
-    relax = bp._solve_lp_arrays(problem, 10.0, None)
+    relax = cp._solve_lp_arrays(problem, 10.0, None)
     trivial = relax.top_up <= 1e-9
     assert trivial.sum() >= 3 and not trivial.all()
     reserved = np.ceil(relax.reserved - 1e-6).astype(int)
-    got, _ = bp._period_rounding(problem, relax, 20.0, None, reserved=reserved, workers=workers)
+    got, _ = cp._period_rounding(problem, relax, 20.0, None, reserved=reserved, workers=workers)
     R, O, S, X = got
     assert not O[:, trivial].any() and not S[:, trivial].any()
     sol = bp.CoverSolution(R, O, S, X, bp.load_of(problem, X),
@@ -277,6 +281,7 @@ def test_independent_periods_are_proven_by_their_own_milps(monkeypatch):
     """Without a reserved class nothing ties the periods together: the per-period MILPs
     alone prove the optimum (the sum of their bounds bounds the cover), no full MILP needed."""
     import solvers.binpack as bp
+    import solvers.cover_periods as cp
 
     base = _random_periods_problem(5, D=6, T=8)
     opts = [CoverOption(o.name, o.group, o.units,
@@ -285,8 +290,8 @@ def test_independent_periods_are_proven_by_their_own_milps(monkeypatch):
     problem = CoverProblem(opts, base.capacity, base.rates, quotas=base.quotas,
                            spot_max_fraction=base.spot_max_fraction,
                            spot_capacity_factor=base.spot_capacity_factor)
-    assert bp._periods_independent(problem) and not bp._periods_independent(base)
-    monkeypatch.setattr(bp, "WHOLE_MILP_COLUMNS", 0)  # decomposition alone
+    assert cp._periods_independent(problem) and not cp._periods_independent(base)
+    monkeypatch.setattr(cp, "WHOLE_MILP_COLUMNS", 0)  # decomposition alone
     sol = solve_cover(problem, time_limit_s=20)
     assert sol.method.startswith("lp+period-rounding")
     _assert_feasible(problem, sol)
@@ -464,7 +469,8 @@ def _split_problem(quotas=None, periods=1):
 @pytest.mark.parametrize("periods", [1, 8])
 def test_an_option_spanning_two_groups_draws_on_both_quotas(periods, monkeypatch):
     from solvers import binpack
-    from solvers.binpack import _solve_by_periods, quota_groups, quota_usage
+    from solvers.binpack import quota_groups, quota_usage
+    from solvers.cover_periods import _solve_by_periods
 
     free = _split_problem(periods=periods)
     assert quota_groups(free) == ["A100", "A10G"]
@@ -513,7 +519,8 @@ def test_start_costs_keep_a_pool_up_through_a_dip(start_cost, held, monkeypatch)
     """Load 4, 1, 4, 1 req/s on 1-req/s instances at $1/h: flapping costs 2.5 $/h plus 6
     starts, holding 4 instances costs 4 $/h; holding wins once a start costs over 0.25."""
     from solvers import binpack
-    from solvers.binpack import _solve_by_periods, start_cost_of, starts_of
+    from solvers.binpack import start_cost_of, starts_of
+    from solvers.cover_periods import _solve_by_periods
 
     problem = CoverProblem([CoverOption("g", "g", 1, {"on_demand": 1.0}, start_cost=start_cost)],
                            np.ones((1, 1)), np.array([[4.0, 1.0, 4.0, 1.0]]))
@@ -532,7 +539,7 @@ def test_start_costs_keep_a_pool_up_through_a_dip(start_cost, held, monkeypatch)
 
 
 def test_dips_are_held_where_the_starts_saved_cost_more():
-    from solvers.binpack import _hold_through_dips
+    from solvers.cover_periods import _hold_through_dips
 
     def problem(c, quotas=None):
         return CoverProblem([CoverOption("g", "g", 2, {"on_demand": 1.0}, start_cost=c)],
@@ -587,13 +594,14 @@ def test_highs_beside_the_stages_sends_a_feasible_cover_and_a_valid_bound():
     import time
 
     import solvers.binpack as bp
+    import solvers.cover_periods as cp
 
     problem = _random_periods_problem(4, D=6, T=2)
     exact = solve_cover(problem, time_limit_s=20)
     assert exact.result.status == "optimal"
-    handle = bp._start_beside(problem, time.perf_counter() + 20.0, 1e-6)
+    handle = cp._start_beside(problem, time.perf_counter() + 20.0, 1e-6)
     assert handle is not None
-    got = bp._finish_beside(handle, 25.0)
+    got = cp._finish_beside(handle, 25.0)
     assert got is not None
     arrays, bound = got
     reserved, on_demand, spot, routing = arrays
@@ -609,11 +617,12 @@ def test_a_run_beside_does_not_change_a_proven_plan(monkeypatch):
     """With two workers the run beside starts at once (threshold lowered here), yet a plan the
     stages prove is the same as with one worker: the other run is stopped, not taken."""
     import solvers.binpack as bp
+    import solvers.cover_periods as cp
 
     problem = _random_periods_problem(6, D=6, T=2)
     one = solve_cover(problem, time_limit_s=20)
     assert one.result.status == "optimal"
-    monkeypatch.setattr(bp, "SMALL_PERIOD_COLUMNS", 0)
+    monkeypatch.setattr(cp, "SMALL_PERIOD_COLUMNS", 0)
     started = []
     real_start = bp._start_beside
     monkeypatch.setattr(bp, "_start_beside",
@@ -647,26 +656,27 @@ def test_period_blocks_under_budgets_then_the_period_milp_from_them(monkeypatch)
     spot-cap rows (solvers.budgets); the period MILP then starts from that plan with the time
     the blocks left: never worse, and both feasible."""
     import solvers.binpack as bp
+    import solvers.cover_periods as cp
 
     base = _two_model_problem(7)
     t = int(np.argmax(base.rates.sum(axis=0)))
     problem = CoverProblem(base.options, base.capacity, base.rates[:, [t]], quotas=base.quotas,
                            spot_max_fraction=base.spot_max_fraction,
                            spot_capacity_factor=base.spot_capacity_factor)
-    relax = bp._solve_lp_arrays(base, 10.0, None)
+    relax = cp._solve_lp_arrays(base, 10.0, None)
     reserved = np.floor(relax.reserved + 1e-6).astype(int)
-    monkeypatch.setattr(bp, "SMALL_PERIOD_COLUMNS", 0)  # the restricted path, as on big models
+    monkeypatch.setattr(cp, "SMALL_PERIOD_COLUMNS", 0)  # the restricted path, as on big models
     calls = []
-    real = bp.solve_by_budgets
+    real = cp.solve_by_budgets
 
     def recorded(*a, **k):
         calls.append(real(*a, **k))
         return calls[-1]
 
-    monkeypatch.setattr(bp, "solve_by_budgets", recorded)
+    monkeypatch.setattr(cp, "solve_by_budgets", recorded)
 
     def solve():
-        on_demand, spot, routing, _ = bp._period_solve(problem, 0, reserved, 10.0, None, 1e-6)
+        on_demand, spot, routing, _ = cp._period_solve(problem, 0, reserved, 10.0, None, 1e-6)
         sol = bp.CoverSolution(reserved, on_demand[:, None], spot[:, None], routing[:, :, None],
                                bp.load_of(problem, routing[:, :, None]),
                                objective_of(problem, reserved, on_demand[:, None],
@@ -674,12 +684,12 @@ def test_period_blocks_under_budgets_then_the_period_milp_from_them(monkeypatch)
         _assert_feasible(problem, sol)
         return sol.cost_per_hour
 
-    monkeypatch.setattr(bp, "MIN_MILP_S", 1e9)  # the blocks' plan alone
+    monkeypatch.setattr(cp, "MIN_MILP_S", 1e9)  # the blocks' plan alone
     blocks = solve()
-    monkeypatch.setattr(bp, "MIN_MILP_S", 0.0)
+    monkeypatch.setattr(cp, "MIN_MILP_S", 0.0)
     both = solve()
     assert len(calls) == 2 and all(x is not None for x in calls)
-    monkeypatch.setattr(bp, "BUDGET_SHARE", 0.0)
+    monkeypatch.setattr(cp, "BUDGET_SHARE", 0.0)
     milp = solve()
     assert len(calls) == 2
     # here the split costs 16.60 against the period's optimum of 16.00: the MILP gets it back

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from solvers.binpack import (CoverOption, CoverProblem, _lagrangian_bound, _solve_lp_arrays,
-                             solve_cover)
+from solvers.binpack import CoverOption, CoverProblem, solve_cover
+from solvers.cover_periods import _lagrangian_bound, _solve_lp_arrays
 from solvers.lagrangian import block_lagrangian_bound
 
 
@@ -110,7 +110,7 @@ def pieces(request, monkeypatch):
     period models, quota and spot-cap rows kept) or one model in one period (those rows priced
     too)."""
     if request.param == "model-period":
-        monkeypatch.setattr("solvers.binpack.SMALL_PERIOD_COLUMNS", 0)
+        monkeypatch.setattr("solvers.cover_periods.SMALL_PERIOD_COLUMNS", 0)
     return request.param
 
 
@@ -135,7 +135,7 @@ def test_whole_period_pieces_bound_at_least_as_high_as_model_period_pieces(monke
     for seed in range(4):
         relax = _solve_lp_arrays(_two_model_problem(seed), 10.0, None)
         whole = _lagrangian_bound(relax, 10.0, 1)
-        monkeypatch.setattr("solvers.binpack.SMALL_PERIOD_COLUMNS", 0)
+        monkeypatch.setattr("solvers.cover_periods.SMALL_PERIOD_COLUMNS", 0)
         split = _lagrangian_bound(relax, 10.0, 1)
         monkeypatch.undo()
         assert whole >= split - 1e-7
