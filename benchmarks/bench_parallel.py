@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmarks.common import print_table
-from costmodels.batching import EngineLimits, Trace, simulate
+from costmodels.batching import Trace, simulate
 from planner.parallel import (Shape, build_pools, build_shape_model, load_model, parse_request, search_plans,
                               _plan_label)
 

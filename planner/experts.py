@@ -163,14 +163,12 @@ def _read_csv(p: Path) -> np.ndarray:
 
 def _read_torch(p: Path) -> np.ndarray:
     try:
-        import torch  # noqa: F401
+        import torch
     except ImportError:
         raise InputError("reading a .pt dump needs torch, which is not installed", file=str(p),
                          hint="convert it where torch is: python -c \"import torch, numpy; "
                               "d = torch.load('DUMP.pt'); numpy.savez('loads.npz', "
                               "logical_count=d['logical_count'].numpy())\"") from None
-    import torch
-
     data = torch.load(p, map_location="cpu", weights_only=True)
     if isinstance(data, dict):
         if "logical_count" not in data:

@@ -37,12 +37,12 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from costmodels.batching import (EngineLimits, IterationCostTable, SimResult, Trace, fluid_max_rate_rps,
                                  little_stable, percentile, simulate)
 from costmodels.comm import LinkModel
-from costmodels.memory import (MemoryBreakdown, activation_bytes, attention_dp_memory_breakdown,
+from costmodels.memory import (MemoryBreakdown, attention_dp_memory_breakdown,
                                kv_bytes_per_token_per_gpu, memory_breakdown,
                                stage_weight_params)
 from costmodels.model import ModelSpec, dtype_bytes, load_model
@@ -935,9 +935,7 @@ def disaggregated_plan(pe: PhaseEval, de: PhaseEval, pool: Pool, rate: float | N
     if rate is not None:
         npf = max(1, math.ceil(rate / pe.goodput_rps - 1e-9))
         nd = max(1, math.ceil(rate / de.goodput_rps - 1e-9))
-        if npf * gp + nd * gd > total:  # cannot serve the rate: best split of the pool instead
-            rate_cap = None
-        else:
+        if npf * gp + nd * gd <= total:  # else it cannot serve the rate: the pool's best split
             return Plan("disaggregated", pool.accel.name, pe, de, npf, nd, pool.price_per_hour, rate, tier, kv_p50)
     best = None
     for npf in range(1, (total - gd) // gp + 1):
@@ -1372,7 +1370,6 @@ def _phase_dict(e: PhaseEval, count: int) -> dict[str, Any]:
 
 
 def plan_dict(p: Plan, res: SearchResult, rank: int, why: str, launch: dict[str, Any]) -> dict[str, Any]:
-    obj = res.objective
     e = p.prefill
     d = p.decode or p.prefill
     tokens_per_s = p.goodput_rps * res.workload.mean_out

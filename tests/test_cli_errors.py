@@ -8,7 +8,6 @@ import pytest
 import yaml
 
 from hardware.errors import InputError, field_path, from_validation_error
-from planner.cli import main
 from conftest import one_error_line as one_line, run_cli as run
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from hardware.errors import InputError
-from planner.cli import main
 from planner.plan import check_output, dump_plan, envelope, write_atomic
 from conftest import one_error_line as one_line, run_cli as run
 

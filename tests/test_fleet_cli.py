@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from planner.cli import main
 from conftest import run_cli as run
 
 REPO = Path(__file__).resolve().parents[1]

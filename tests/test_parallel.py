@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from hardware.errors import InfeasibleError, InputError
-from planner.parallel import (Shape, build_pools, enumerate_shapes, parse_request, phase_capacity, run_parallel,
+from planner.parallel import (build_pools, enumerate_shapes, parse_request, phase_capacity, run_parallel,
                               search_plans)
 from costmodels.model import load_model
 from solvers.search import SearchLog

@@ -1,13 +1,12 @@
 """``planner estimate``: latency, throughput, memory and a per-op breakdown for one layout."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from planner.commands.common import echo_json, fmt, print_table
+from planner.commands.common import echo_json, print_table
 
 
 def register(app: typer.Typer) -> None:
