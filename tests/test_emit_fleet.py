@@ -156,18 +156,33 @@ def _day_plan(counts: dict[str, list[int]], period_s: float = 3600.0) -> dict:
     return {"apiVersion": "planner/v1", "kind": "FleetPlan", "period_s": period_s, "pools": pools}
 
 
-def _keda_replicas(manifest: dict, minute: int) -> int:
-    """What KEDA would hold at ``minute`` of the day: the largest active cron trigger's
-    count, else ``minReplicaCount`` (a window [start, end) that may wrap past midnight)."""
+def _keda_replicas(manifest: dict, minute: int, horizon_min: int = 1440) -> int:
+    """What KEDA would hold at ``minute`` of the day (or of the week from Monday 00:00, for
+    weekly triggers): the largest active cron trigger's count, else ``minReplicaCount`` (a
+    window [start, end) that may wrap past the horizon's end)."""
     def minute_of(cron: str) -> int:
-        m, h, *rest = cron.split()
-        assert rest == ["*", "*", "*"]
-        return int(h) * 60 + int(m)
+        m, h, dom, month, dow = cron.split()
+        assert (dom, month) == ("*", "*") and (dow == "*") == (horizon_min == 1440)
+        day = 0 if dow == "*" else (int(dow) - 1) % 7  # cron: Sunday = 0
+        return day * 1440 + int(h) * 60 + int(m)
 
     active = [int(t["metadata"]["desiredReplicas"]) for t in manifest["spec"]["triggers"]
-              if (minute - minute_of(t["metadata"]["start"])) % 1440
-              < (minute_of(t["metadata"]["end"]) - minute_of(t["metadata"]["start"])) % 1440]
+              if (minute - minute_of(t["metadata"]["start"])) % horizon_min
+              < (minute_of(t["metadata"]["end"]) - minute_of(t["metadata"]["start"])) % horizon_min]
     return max([manifest["spec"]["minReplicaCount"], *active])
+
+
+def _check_keda_holds(manifest: dict, series: list[int], *, start_min: int, lead_s: float,
+                      horizon_min: int) -> None:
+    """Every minute of the horizon, KEDA holds the period's count, and from ``lead_s`` before
+    a boundary also the next period's (period 0 starts ``start_min`` into the horizon)."""
+    period_min = horizon_min // len(series)
+    for minute in range(horizon_min):
+        since = (minute - start_min) % horizon_min
+        period, into_s = since // period_min, 60 * (since % period_min)
+        following = series[(period + 1) % len(series)]
+        want = series[period] if into_s < 60 * period_min - lead_s else max(series[period], following)
+        assert _keda_replicas(manifest, minute, horizon_min) == want, minute
 
 
 def test_day_plan_keda_triggers_cover_every_period_and_grow_before_shrinking(tmp_path):
@@ -187,13 +202,8 @@ def test_day_plan_keda_triggers_cover_every_period_and_grow_before_shrinking(tmp
         manifest, series = keda[slug(pid)], counts[pid]
         assert manifest["apiVersion"] == "keda.sh/v1alpha1" and manifest["kind"] == "ScaledObject"
         assert all(t["metadata"]["timezone"] == "Europe/Paris" for t in manifest["spec"]["triggers"])
-        for minute in range(1440):
-            period = int((minute * 60 - day_start_s) // 3600) % 24
-            into = (minute * 60 - day_start_s) % 3600
-            following = series[(period + 1) % 24]
-            want = series[period] if into < 3600 - lead_s else max(series[period], following)
-            # the period's count holds all period long, the next one's from lead_s before it
-            assert _keda_replicas(manifest, minute) == want, (pid, minute)
+        _check_keda_holds(manifest, series, start_min=day_start_s // 60, lead_s=lead_s,
+                          horizon_min=1440)
     # the extra $/h the early starts cost: what KEDA holds over the day beyond the plan's counts
     from planner.emit.kubernetes import lead_cost_per_hour
     held_minutes = sum(_keda_replicas(keda[slug(pid)], m) - counts[pid][int((m * 60 - day_start_s) // 3600) % 24]
@@ -201,6 +211,28 @@ def test_day_plan_keda_triggers_cover_every_period_and_grow_before_shrinking(tmp
     assert lead_cost_per_hour(plan, lead_s) == pytest.approx(held_minutes / 60 * 2.0 / 24)
     # a Deployment per pool still goes to the top folder (kubectl apply -f DIR needs no KEDA)
     assert len(list(tmp_path.glob("*.yaml"))) == 3 + 1  # + the model's Service
+
+
+def test_week_plan_keda_triggers_are_weekly_from_the_given_weekday(tmp_path):
+    from planner.emit.kubernetes import emit_fleet_kubernetes
+
+    # hourly over a week: a weekday shape, a quiet weekend, one surge across Thursday midnight
+    series = ([1] * 8 + [3] * 10 + [2] * 6) * 5 + [1] * 48
+    series[3 * 24 + 22: 3 * 24 + 27] = [5] * 5
+    counts = {"m/L4/a/on_demand": series, "m/L4/b/on_demand": [2] * 167 + [0]}
+    plan = _day_plan(counts)
+    lead_s, day_start_s = 600, 7 * 3600 + 15 * 60
+    emit_fleet_kubernetes(plan, tmp_path, day_start_s=day_start_s, weekday="wed", lead_s=lead_s)
+    keda = {yaml.safe_load(p.read_text())["spec"]["scaleTargetRef"]["name"]: yaml.safe_load(p.read_text())
+            for p in (tmp_path / "keda").glob("*.yaml")}
+    assert set(keda) == {slug(pid) for pid in counts}
+    # period 0: Wednesday 07:15, cron day 3; the week's runs are the triggers
+    first = keda[slug("m/L4/a/on_demand")]["spec"]["triggers"][0]["metadata"]
+    # the first 3-replica run: periods 8-17, Wednesday 15:15 (less the lead) to Thursday 01:15
+    assert (first["start"], first["end"], first["desiredReplicas"]) == ("5 15 * * 3", "15 1 * * 4", "3")
+    for pid, series_ in counts.items():
+        _check_keda_holds(keda[slug(pid)], series_, start_min=2 * 1440 + day_start_s // 60,
+                          lead_s=lead_s, horizon_min=7 * 1440)
 
 
 def test_schedule_script_scales_to_each_period_growing_first(tmp_path):
@@ -236,14 +268,15 @@ def test_emit_schedule_options_are_checked(tmp_path, capsys):
     for argv, field in ((["--day-start", "25:00"], "--day-start"),
                         (["--day-start", "6h"], "--day-start"),
                         (["--lead-s", "3600"], "--lead-s"),
-                        (["--lead-s", "-5"], "--lead-s")):
+                        (["--lead-s", "-5"], "--lead-s"),
+                        (["--weekday", "someday"], "--weekday")):
         with pytest.raises(SystemExit) as exc:
             main(["emit", str(path), "--format", "kubernetes", "-o", str(tmp_path / "k"), *argv])
         assert exc.value.code == 2
         assert field in capsys.readouterr().err
     try:
         main(["emit", str(path), "--format", "kubernetes", "-o", str(tmp_path / "k"),
-              "--day-start", "23:30", "--lead-s", "300"])
+              "--day-start", "23:30", "--lead-s", "300", "--weekday", "Friday"])
     except SystemExit as exc:
         assert not exc.code
     assert len(list((tmp_path / "k" / "keda").glob("*.yaml"))) == 1

@@ -24,7 +24,11 @@ def emit(
     namespace: str = typer.Option(None, "--namespace", help="Namespace (kubernetes)."),
     day_start: str = typer.Option("00:00", "--day-start",
                                   help="Time of day period 0 starts, HH:MM (kubernetes: KEDA "
-                                       "cron triggers for a plan whose periods tile a day)."),
+                                       "cron triggers for a plan whose periods tile a day or "
+                                       "a week)."),
+    weekday: str = typer.Option("mon", "--weekday",
+                                help="Day of the week period 0 starts, mon..sun (KEDA cron "
+                                     "triggers for a plan whose periods tile a week)."),
     timezone: str = typer.Option("Etc/UTC", "--timezone", help="IANA time zone of --day-start."),
     lead_s: float = typer.Option(None, "--lead-s",
                                  help="Seconds a KEDA scale-up starts before its period "
@@ -36,7 +40,7 @@ def emit(
     pool."""
     from planner.commands.common import require_finite
     from planner.emit import write_artifacts
-    from planner.emit.kubernetes import (DEFAULT_IMAGE, DEFAULT_LEAD_S, check_timezone,
+    from planner.emit.kubernetes import (DEFAULT_IMAGE, DEFAULT_LEAD_S, WEEKDAYS, check_timezone,
                                          fleet_kubernetes_files)
     from planner.emit.vllm import check_servable, fleet_vllm_files
     from planner.plan import load_plan
@@ -58,6 +62,7 @@ def emit(
                 raise InputError("pool field missing", file=str(plan_path), field=f"pools[{i}].{key}")
     check_servable(plan, file=str(plan_path))
     day_start_s = _time_of_day(day_start)
+    weekday = _weekday(weekday, WEEKDAYS)
     check_timezone(timezone)
     lead = DEFAULT_LEAD_S if lead_s is None else float(lead_s)
     period_s = plan.get("period_s")
@@ -68,7 +73,8 @@ def emit(
         files = fleet_vllm_files(plan)
     else:
         files = fleet_kubernetes_files(plan, image=image or DEFAULT_IMAGE, namespace=namespace,
-                                       day_start_s=day_start_s, timezone=timezone, lead_s=lead)
+                                       day_start_s=day_start_s, weekday=weekday, timezone=timezone,
+                                       lead_s=lead)
     # everything is rendered before the folder is touched: a bad plan leaves it as it was
     written = write_artifacts(out_dir, files, replace=replace)
     for p in written:
@@ -84,8 +90,8 @@ def emit(
     if any(p.name == "schedule.sh" for p in written) and not keda:
         periods = max(len(pool.get("counts_by_period") or []) for pool in plan["pools"])
         typer.echo(f"note: no KEDA ScaledObjects: the plan's {periods} periods of "
-                   f"{plan.get('period_s')} s do not tile one day on whole minutes; schedule.sh "
-                   "scales between them", err=True)
+                   f"{plan.get('period_s')} s do not tile one day or one week on whole minutes; "
+                   "schedule.sh scales between them", err=True)
 
 
 def _time_of_day(text: str) -> float:
@@ -95,6 +101,18 @@ def _time_of_day(text: str) -> float:
             or int(parts[0]) > 23 or int(parts[1]) > 59):
         raise InputError(f"time of day {text!r}", field="--day-start", expected="HH:MM, 00:00-23:59")
     return 3600.0 * int(parts[0]) + 60.0 * int(parts[1])
+
+
+def _weekday(text: str, weekdays: tuple[str, ...]) -> str:
+    """The three-letter day of ``weekdays`` that ``text`` names ("Wed" or "wednesday")."""
+    full = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+    key = text.strip().lower()
+    if key in weekdays:
+        return key
+    if key in full:
+        return weekdays[full.index(key)]
+    raise InputError(f"day of the week {text!r}", field="--weekday",
+                     expected=", ".join(weekdays) + " or the day's full name")
 
 
 def register(app: typer.Typer) -> None:

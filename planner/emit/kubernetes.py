@@ -14,8 +14,9 @@ for the rollouts, switch the routing, then shrink).
 A plan over several periods (a load curve) also gets the scaling between them:
 ``schedule.sh PERIOD`` scales every pool to that period's counts (growing pools first, their
 rollouts awaited, then shrinking ones), for a pipeline or a cron job to call at each boundary;
-and where the periods tile one day on whole minutes, ``keda/`` holds a KEDA ``ScaledObject``
-per pool whose count varies: one cron trigger per run of periods at one count, starting
+and where the periods tile one day or one week on whole minutes, ``keda/`` holds a KEDA
+``ScaledObject`` per pool whose count varies: one cron trigger (daily, or weekly on a day of
+the week) per run of periods at one count, starting
 ``lead_s`` early (a vLLM replica needs minutes to load its weights) and ending with the run, so
 that around a boundary both counts hold (KEDA scales to the largest active trigger): growth
 before shrinkage again.  KEDA manifests sit in their own folder so that ``kubectl apply -f DIR``
@@ -52,6 +53,9 @@ DEFAULT_IMAGE = "vllm/vllm-openai:latest"
 #: loading the weights of a 70B model take minutes; ten is a safe default, ``--lead-s`` sets it
 DEFAULT_LEAD_S = 600
 SECONDS_PER_DAY = 86_400
+SECONDS_PER_WEEK = 7 * SECONDS_PER_DAY
+#: days of the week as ``--weekday`` takes them, Monday first (cron numbers them from Sunday = 0)
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 def gpu_product(gpu: str) -> tuple[str, str, str]:
@@ -176,8 +180,8 @@ def check_timezone(name: str, *, field: str = "--timezone") -> str:
 
 def fleet_kubernetes_files(plan: dict[str, Any], *, image: str = DEFAULT_IMAGE,
                            namespace: str | None = None, day_start_s: float = 0.0,
-                           timezone: str = "Etc/UTC", lead_s: float = DEFAULT_LEAD_S
-                           ) -> dict[str, Artifact]:
+                           weekday: str = "mon", timezone: str = "Etc/UTC",
+                           lead_s: float = DEFAULT_LEAD_S) -> dict[str, Artifact]:
     """The files of :func:`emit_fleet_kubernetes`, by path relative to the output folder."""
     check_servable(plan)
     check_timezone(timezone)
@@ -192,8 +196,8 @@ def fleet_kubernetes_files(plan: dict[str, Any], *, image: str = DEFAULT_IMAGE,
         files["transition.sh"] = Artifact(transition_script(plan, namespace=namespace), executable=True)
     if _varying_pools(plan):
         files["schedule.sh"] = Artifact(schedule_script(plan, namespace=namespace), executable=True)
-        for name, manifest in scaled_objects(plan, day_start_s=day_start_s, timezone=timezone,
-                                             lead_s=lead_s, namespace=namespace):
+        for name, manifest in scaled_objects(plan, day_start_s=day_start_s, weekday=weekday,
+                                             timezone=timezone, lead_s=lead_s, namespace=namespace):
             files[f"keda/{name}.yaml"] = Artifact(yaml.safe_dump(manifest, sort_keys=False))
     services = [(f"service-{slug(model)}", service(model, namespace=namespace), model)
                 for model in sorted({p["model"] for p in plan.get("pools", []) if not p.get("role")})]
@@ -208,17 +212,18 @@ def fleet_kubernetes_files(plan: dict[str, Any], *, image: str = DEFAULT_IMAGE,
 
 def emit_fleet_kubernetes(plan: dict[str, Any], out_dir: Path, *, image: str = DEFAULT_IMAGE,
                           namespace: str | None = None, day_start_s: float = 0.0,
-                          timezone: str = "Etc/UTC", lead_s: float = DEFAULT_LEAD_S,
-                          replace: bool = False) -> list[Path]:
+                          weekday: str = "mon", timezone: str = "Etc/UTC",
+                          lead_s: float = DEFAULT_LEAD_S, replace: bool = False) -> list[Path]:
     """``<pool>.yaml`` (a Deployment) per pool and ``service-<model>.yaml`` per model; for a
     re-plan ``transition.sh``; for a plan over several periods ``schedule.sh`` and, where
     :func:`scaled_objects` applies, ``keda/<pool>.yaml``.
 
     ``day_start_s``: the time of day period 0 starts (seconds after midnight in
-    ``timezone``, an IANA name); ``lead_s``: how early a KEDA scale-up starts.  The folder
+    ``timezone``, an IANA name); ``weekday``: its day of the week (a one-week plan's KEDA
+    triggers); ``lead_s``: how early a KEDA scale-up starts.  The folder
     rules (empty, or ``replace``) are :func:`planner.emit.write_artifacts`'s."""
     files = fleet_kubernetes_files(plan, image=image, namespace=namespace, day_start_s=day_start_s,
-                                   timezone=timezone, lead_s=lead_s)
+                                   weekday=weekday, timezone=timezone, lead_s=lead_s)
     return write_artifacts(out_dir, files, replace=replace)
 
 
@@ -310,30 +315,47 @@ def lead_cost_per_hour(plan: dict[str, Any], lead_s: float) -> float:
     return float(prices @ started) * lead_s / horizon_s if horizon_s > 0 else 0.0
 
 
-def _cron(seconds: float) -> str:
-    """Daily cron expression ("M H * * *") of a time of day in seconds (whole minutes)."""
-    minute = int(round(seconds / 60.0)) % (24 * 60)
-    return f"{minute % 60} {minute // 60} * * *"
+def _cron(seconds: float, horizon_s: float) -> str:
+    """Cron expression of a moment ``seconds`` after Monday 00:00 (whole minutes) that repeats
+    every ``horizon_s``: daily ("M H * * *") for a one-day horizon, weekly on that day of the
+    week ("M H * * D", D = 0 for Sunday) for a one-week one."""
+    minute = int(round(seconds / 60.0)) % int(round(horizon_s / 60.0))
+    day = "*" if horizon_s == SECONDS_PER_DAY else str((minute // 1440 + 1) % 7)
+    minute %= 1440
+    return f"{minute % 60} {minute // 60} * * {day}"
 
 
-def scaled_objects(plan: dict[str, Any], *, day_start_s: float = 0.0, timezone: str = "Etc/UTC",
-                   lead_s: float = DEFAULT_LEAD_S, namespace: str | None = None
-                   ) -> list[tuple[str, dict[str, Any]]]:
-    """KEDA ``ScaledObject`` manifests (``(name, manifest)``) for the pools whose count varies,
-    or ``[]`` when the plan's periods do not tile one day on whole minutes (cron triggers
-    repeat daily; ``schedule.sh`` covers every other case).
-
-    Per pool: ``minReplicaCount`` = its smallest count over the day, one cron trigger per run
-    of consecutive periods at a larger count, from the run's start less ``lead_s`` to its end.
-    """
+def keda_horizon_s(plan: dict[str, Any]) -> float | None:
+    """The span KEDA cron triggers can repeat a plan's periods over: one day or one week (s),
+    or ``None`` when the periods tile neither (``schedule.sh`` covers that case)."""
     pools = _varying_pools(plan)
     if not pools:
+        return None
+    span_s = float(plan.get("period_s") or 0.0) * len(pools[0]["counts_by_period"])
+    return next((h for h in (SECONDS_PER_DAY, SECONDS_PER_WEEK) if abs(span_s - h) <= 1e-6), None)
+
+
+def scaled_objects(plan: dict[str, Any], *, day_start_s: float = 0.0, weekday: str = "mon",
+                   timezone: str = "Etc/UTC", lead_s: float = DEFAULT_LEAD_S,
+                   namespace: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """KEDA ``ScaledObject`` manifests (``(name, manifest)``) for the pools whose count varies,
+    or ``[]`` when the plan's periods do not tile one day or one week on whole minutes (cron
+    triggers repeat daily, or weekly; ``schedule.sh`` covers every other case).
+
+    ``day_start_s``: the time of day period 0 starts (s after midnight in ``timezone``);
+    ``weekday``: its day of the week (one of :data:`WEEKDAYS`; read for a one-week plan only).
+    Per pool: ``minReplicaCount`` = its smallest count over the horizon, one cron trigger per
+    run of consecutive periods at a larger count, from the run's start less ``lead_s`` to its
+    end.
+    """
+    horizon_s = keda_horizon_s(plan)
+    if horizon_s is None:
         return []
+    pools = _varying_pools(plan)
     n_periods = len(pools[0]["counts_by_period"])
     period_s = float(plan.get("period_s") or 0.0)
-    if abs(period_s * n_periods - SECONDS_PER_DAY) > 1e-6:
-        return []
-    starts = [day_start_s + t * period_s for t in range(n_periods + 1)]
+    week_start_s = WEEKDAYS.index(weekday) * SECONDS_PER_DAY + day_start_s
+    starts = [week_start_s + t * period_s for t in range(n_periods + 1)]
     if any(abs(s / 60.0 - round(s / 60.0)) > 1e-9 for s in starts + [s - lead_s for s in starts]):
         return []
     out = []
@@ -348,8 +370,8 @@ def scaled_objects(plan: dict[str, Any], *, day_start_s: float = 0.0, timezone: 
                 end += 1
             if counts[t] > low:
                 triggers.append({"type": "cron", "metadata": {
-                    "timezone": timezone, "start": _cron(starts[t] - lead_s),
-                    "end": _cron(starts[end + 1]), "desiredReplicas": str(counts[t])}})
+                    "timezone": timezone, "start": _cron(starts[t] - lead_s, horizon_s),
+                    "end": _cron(starts[end + 1], horizon_s), "desiredReplicas": str(counts[t])}})
             t = end + 1
         name = slug(pool["id"])
         meta: dict[str, Any] = {"name": name,
