@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from solvers.milp import run_highs_arrays
+from solvers.milp import PROOF_OPTIONS, run_highs_arrays
 
 
 def connected_pieces(a) -> tuple[np.ndarray, np.ndarray]:
@@ -94,7 +94,7 @@ def solve_by_budgets(cost, col_hi, a, row_lo, row_hi, integer, first_linking: in
                              np.concatenate([row_hi[rows], budget]),
                              integer=np.nonzero(integer[cols])[0],
                              time_limit_s=max(0.05, left * share if weight[b] > 0 else left),
-                             threads=threads, gap_rel=gap_rel)
+                             threads=threads, gap_rel=gap_rel, options=PROOF_OPTIONS)
         if h.getInfo().primal_solution_status != 2:  # kSolutionStatusFeasible
             return None
         x[cols] = np.asarray(h.getSolution().col_value)

@@ -64,3 +64,21 @@ def test_stopping_at_a_loose_gap_is_not_called_optimal():
     assert r.gap > 1e-6 and r.status == "feasible"
     exact = solve_pulp(knapsack(n=80, seed=5))
     assert exact.status == "optimal" and exact.gap == 0.0
+
+
+def test_highs_arrays_takes_options_and_skips_unknown_ones():
+    pytest.importorskip("highspy")
+    import numpy as np
+    from scipy import sparse
+
+    from solvers.milp import PROOF_OPTIONS, run_highs_arrays
+
+    # min x0 + x1 with 2 x0 + 3 x1 >= 7, x integer: optimum 3 (x0 = 2, x1 = 1)
+    a = sparse.csr_matrix(np.array([[2.0, 3.0]]))
+    h = run_highs_arrays(np.array([1.0, 1.0]), np.array([10.0, 10.0]), a, np.array([7.0]),
+                         np.array([np.inf]), integer=[0, 1], time_limit_s=5,
+                         options={**PROOF_OPTIONS, "no_such_option": 1})
+    assert h.getInfo().objective_function_value == pytest.approx(3.0)
+    for name, value in PROOF_OPTIONS.items():
+        got = h.getOptionValue(name)
+        assert (got[-1] if isinstance(got, tuple) else got) == value  # (status, value) in 1.14
