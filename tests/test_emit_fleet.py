@@ -216,7 +216,8 @@ def test_day_plan_keda_triggers_cover_every_period_and_grow_before_shrinking(tmp
 def test_week_plan_keda_triggers_are_weekly_from_the_given_weekday(tmp_path):
     from planner.emit.kubernetes import emit_fleet_kubernetes
 
-    # hourly over a week: a weekday shape, a quiet weekend, one surge across Thursday midnight
+    # hourly over a week: five busy days then two quiet ones, and a surge across the night from
+    # the plan's fourth day to its fifth
     series = ([1] * 8 + [3] * 10 + [2] * 6) * 5 + [1] * 48
     series[3 * 24 + 22: 3 * 24 + 27] = [5] * 5
     counts = {"m/L4/a/on_demand": series, "m/L4/b/on_demand": [2] * 167 + [0]}

@@ -325,7 +325,7 @@ def _cron(seconds: float, horizon_s: float) -> str:
     return f"{minute % 60} {minute // 60} * * {day}"
 
 
-def keda_horizon_s(plan: dict[str, Any]) -> float | None:
+def _keda_horizon_s(plan: dict[str, Any]) -> float | None:
     """The span KEDA cron triggers can repeat a plan's periods over: one day or one week (s),
     or ``None`` when the periods tile neither (``schedule.sh`` covers that case)."""
     pools = _varying_pools(plan)
@@ -348,7 +348,7 @@ def scaled_objects(plan: dict[str, Any], *, day_start_s: float = 0.0, weekday: s
     run of consecutive periods at a larger count, from the run's start less ``lead_s`` to its
     end.
     """
-    horizon_s = keda_horizon_s(plan)
+    horizon_s = _keda_horizon_s(plan)
     if horizon_s is None:
         return []
     pools = _varying_pools(plan)
