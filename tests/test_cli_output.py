@@ -14,10 +14,6 @@ from conftest import one_error_line as one_line, run_cli as run
 REPO = Path(__file__).resolve().parents[1]
 
 
-
-
-
-
 # every command that writes a result with -o; the inputs need not exist: -o is checked first
 COMMANDS = {
     "fleet": lambda d: ["fleet", d / "request.yaml"],
@@ -104,3 +100,21 @@ def test_non_finite_numbers_are_refused(capsys, argv, flag):
     code, _, err = run(argv, capsys)
     line = one_line(err)
     assert code == 2 and f"field '{flag}'" in line and "finite" in line
+
+
+def test_spinner_only_where_stderr_is_a_terminal_and_never_on_stdout(monkeypatch, capsys):
+    import contextlib
+    import sys
+
+    from rich.status import Status
+
+    from planner.commands.common import working
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    assert isinstance(working("planning"), contextlib.nullcontext)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    spinner = working("planning")
+    assert isinstance(spinner, Status)
+    with spinner:
+        pass
+    assert capsys.readouterr().out == ""

@@ -2,6 +2,7 @@
 checking numeric options."""
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 from pathlib import Path
@@ -18,6 +19,16 @@ def console():
     table (rich would fold at 80 columns); terminals keep their own width."""
     from rich.console import Console
     return Console(width=None if sys.stdout.isatty() else 160)
+
+
+def working(message: str):
+    """A spinner with ``message`` on stderr while a long step runs (a solve with a time limit
+    of tens of seconds), where stderr is a terminal; pipes, files and tests get nothing.  It
+    is transient: stdout, and with it ``--json``, is untouched."""
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    from rich.console import Console
+    return Console(stderr=True).status(message)
 
 
 def echo_json(obj: Any) -> None:

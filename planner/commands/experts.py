@@ -38,7 +38,7 @@ def experts(
 ) -> None:
     """Replicate and place MoE experts on GPUs: balanced, duplicate-free, with a proven bound."""
     from planner import experts as ex
-    from planner.commands.common import echo_json, require_finite, write_output
+    from planner.commands.common import echo_json, require_finite, working, write_output
     from planner.plan import check_output, envelope, to_json, write_atomic
 
     require_finite(memory_gib=memory_gib, time_limit=time_limit, cpsat_s=cpsat)
@@ -72,7 +72,8 @@ def experts(
         raise InputError("the number of GPUs is not given", field="--gpus",
                          expected="planner experts REQUEST.yaml or --loads FILE --gpus G --slots S")
     req = ex.validate_request(data, file=str(request) if request else None)
-    pl = ex.plan_experts(req)
+    with working("placing experts"):
+        pl = ex.plan_experts(req)
     inputs = [p for p in (request, req.loads, req.traces, req.previous) if p]
     plan = envelope(ex.KIND, ex.plan_body(pl, req), inputs=_hash_inputs(req, pl))
     write_output(plan, output, inputs)

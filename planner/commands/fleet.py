@@ -34,7 +34,7 @@ def fleet(
     from pydantic import ValidationError
 
     from planner import fleet as fl
-    from planner.commands.common import echo_json, require_finite, write_output
+    from planner.commands.common import echo_json, require_finite, working, write_output
     from planner.plan import check_output
 
     require_finite(time_limit=time_limit, keep_within=keep_within, slo_factor=slo_factor)
@@ -53,7 +53,8 @@ def fleet(
         if previous is not None:
             raise InputError("--previous works with a fleet request, not --melange",
                              field="--previous", expected="planner fleet REQUEST.yaml --previous plan.yaml")
-        plan = fl.plan_melange(melange, time_limit_s=time_limit)
+        with working("solving the Mélange instance"):
+            plan = fl.plan_melange(melange, time_limit_s=time_limit)
         inputs = [melange]
     else:
         from planner.plan import load_plan
@@ -70,9 +71,12 @@ def fleet(
                 raise InputError(f"SLO factors {list(slo_factor)}", field="--slo-factor",
                                  expected="factors in (0, 10], e.g. 0.8 for 20% tighter SLOs") from None
             req = req.model_copy(update={"solver": solver})
-        plan = fl.plan_fleet(req, file=str(request), time_limit_s=time_limit, inputs=hashed,
-                             previous=before, previous_file=None if previous is None else str(previous),
-                             keep_within=keep_within)
+        limit = req.solver.time_limit_s if time_limit is None else time_limit
+        with working(f"planning the fleet (solver time limit {limit:g} s)"):
+            plan = fl.plan_fleet(req, file=str(request), time_limit_s=time_limit, inputs=hashed,
+                                 previous=before,
+                                 previous_file=None if previous is None else str(previous),
+                                 keep_within=keep_within)
         # traces are named relative to the request file
         inputs = [request] + [request.parent / m.workload.trace for m in req.models if m.workload.trace]
         inputs += [previous] if previous is not None else []

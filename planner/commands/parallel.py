@@ -7,7 +7,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from planner.commands.common import echo_json, fmt, print_table, write_output
+from planner.commands.common import echo_json, fmt, print_table, working, write_output
 
 
 def register(app: typer.Typer) -> None:
@@ -109,7 +109,8 @@ def parallel_cmd(
         "search.gpu_memory_utilization": gpu_memory_utilization, "search.top_k": top,
     }
     data, file = build_request(request, flags)
-    doc = run_parallel(data, file=file, top_k=top, with_pruned=explain)
+    with working("searching parallel plans"):
+        doc = run_parallel(data, file=file, top_k=top, with_pruned=explain)
     write_output(doc, output, inputs=[request])
     if as_json:
         echo_json(doc)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 from hardware.errors import InputError
-from planner.commands.common import echo_json, print_table, require_finite, write_output
+from planner.commands.common import echo_json, print_table, require_finite, working, write_output
 
 _PRESET_HELP = "Cost model: 'own' (costmodels/training.py) or 'flexsp' (FlexSP's, exactly)."
 
@@ -231,8 +231,9 @@ def step(
     arr = read_lengths(lengths)
     kw = _preset_kw(cost_preset, model, gpu, model_size, memory_gb, seq_limit_k, group_types,
                     sizes, zero_stage, recompute, allow_single, extra)
-    sp = plan_step(arr, (n, gpn), model, cost_preset=cost_preset, time_limit_s=time_limit,
-                   method=method, micro_batches=micro_batches, lengths_file=str(lengths), **kw)
+    with working("planning the step"):
+        sp = plan_step(arr, (n, gpn), model, cost_preset=cost_preset, time_limit_s=time_limit,
+                       method=method, micro_batches=micro_batches, lengths_file=str(lengths), **kw)
     body = sp.model_dump(mode="python")
     doc = envelope("StepPlan", body, inputs={"lengths": arr.tolist(), "gpus": n, "gpus_per_node": gpn,
                                              "cost_preset": cost_preset, "model": model, **kw})
@@ -304,9 +305,10 @@ def plan(
     else:
         dist, weights = read_histogram(histogram)
         src = str(histogram)
-    body = plan_offline(dist, (n, gpn), model, cost_preset=cost_preset, batch_size=batch_size,
-                        num_batches=batches, seed=seed, max_length=max_length, weights=weights,
-                        time_limit_s=time_limit, source=src, **kw)
+    with working("planning the batches"):
+        body = plan_offline(dist, (n, gpn), model, cost_preset=cost_preset, batch_size=batch_size,
+                            num_batches=batches, seed=seed, max_length=max_length, weights=weights,
+                            time_limit_s=time_limit, source=src, **kw)
     doc = envelope("SequencePlan", body, inputs={"source": src, "sha": _sha(dist, weights),
                                                  "gpus": n, "gpus_per_node": gpn,
                                                  "cost_preset": cost_preset, "model": model,
