@@ -71,7 +71,7 @@ def fleet(
                 raise InputError(f"SLO factors {list(slo_factor)}", field="--slo-factor",
                                  expected="factors in (0, 10], e.g. 0.8 for 20% tighter SLOs") from None
             req = req.model_copy(update={"solver": solver})
-        limit = req.solver.time_limit_s if time_limit is None else time_limit
+        limit = time_limit or req.solver.time_limit_s  # as plan_fleet reads it
         with working(f"planning the fleet (solver time limit {limit:g} s)"):
             plan = fl.plan_fleet(req, file=str(request), time_limit_s=time_limit, inputs=hashed,
                                  previous=before,

@@ -325,13 +325,9 @@ def _cron(seconds: float, horizon_s: float) -> str:
     return f"{minute % 60} {minute // 60} * * {day}"
 
 
-def _keda_horizon_s(plan: dict[str, Any]) -> float | None:
-    """The span KEDA cron triggers can repeat a plan's periods over: one day or one week (s),
-    or ``None`` when the periods tile neither (``schedule.sh`` covers that case)."""
-    pools = _varying_pools(plan)
-    if not pools:
-        return None
-    span_s = float(plan.get("period_s") or 0.0) * len(pools[0]["counts_by_period"])
+def _keda_horizon_s(span_s: float) -> float | None:
+    """The span KEDA cron triggers repeat a plan's periods over: one day or one week (s), or
+    ``None`` when the periods (``span_s`` in all) tile neither (``schedule.sh`` covers that)."""
     return next((h for h in (SECONDS_PER_DAY, SECONDS_PER_WEEK) if abs(span_s - h) <= 1e-6), None)
 
 
@@ -348,12 +344,14 @@ def scaled_objects(plan: dict[str, Any], *, day_start_s: float = 0.0, weekday: s
     run of consecutive periods at a larger count, from the run's start less ``lead_s`` to its
     end.
     """
-    horizon_s = _keda_horizon_s(plan)
-    if horizon_s is None:
-        return []
     pools = _varying_pools(plan)
+    if not pools:
+        return []
     n_periods = len(pools[0]["counts_by_period"])
     period_s = float(plan.get("period_s") or 0.0)
+    horizon_s = _keda_horizon_s(period_s * n_periods)
+    if horizon_s is None:
+        return []
     week_start_s = WEEKDAYS.index(weekday) * SECONDS_PER_DAY + day_start_s
     starts = [week_start_s + t * period_s for t in range(n_periods + 1)]
     if any(abs(s / 60.0 - round(s / 60.0)) > 1e-9 for s in starts + [s - lead_s for s in starts]):
