@@ -1461,7 +1461,8 @@ def _explain(fp, problem, keep, sol, body) -> list[str]:
         notes.append(f"prefill/decode disaggregated bundles in the plan: {', '.join(bundles)}; a "
                      "bundle serves a bucket at the lesser of its prefill and decode sides' rates "
                      "(decode with no prefill stalls; TTFT = prefill queue + prefill + KV transfer "
-                     "+ half a TPOT to join a decode step); route requests through a P/D proxy")
+                     "+ half a TPOT to join a decode step); requests reach a bundle through its "
+                     "prefill/decode router (planner emit writes one per bundle)")
     for i, m in enumerate(fp.request.models):
         srcs = body["capacity"][m.name or m.model]
         notes.append(f"{m.name or m.model}: capacity from {', '.join(srcs)}; SLO percentile "

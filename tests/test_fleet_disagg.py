@@ -91,10 +91,12 @@ def test_bundle_pools_emit_kv_transfer_and_replan_cleanly(tmp_path):
     for p in roles:  # one script and one Deployment per role pool
         assert (tmp_path / "vllm" / f"{slug(p['id'])}.sh").exists()
         assert (tmp_path / "k8s" / f"{slug(p['id'])}.yaml").exists()
-    # clients reach plain replicas only; each bundle role has its own Service for the router
-    docs = [yaml.safe_load(f.read_text()) for f in (tmp_path / "k8s").glob("*.yaml")]
+    # clients reach plain replicas only; each bundle role has its own Service, each bundle a
+    # router that finds its two roles' pods and a Service in front of it
+    docs = [d for f in (tmp_path / "k8s").glob("*.yaml") for d in yaml.safe_load_all(f.read_text())]
     pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"]
             for d in docs if d["kind"] == "Deployment"}
+    routers = {n for n, labels in pods.items() if labels["app.kubernetes.io/name"] == "vllm-router"}
     services = [d for d in docs if d["kind"] == "Service"]
     for svc in services:
         sel = svc["spec"]["selector"]
@@ -103,15 +105,77 @@ def test_bundle_pools_emit_kv_transfer_and_replan_cleanly(tmp_path):
         if "planner/role" in sel:
             assert {slug(p["id"]) for p in roles if p["role"] == sel["planner/role"]
                     and slug(p["group"]) == sel["planner/bundle"]} == chosen
+        elif chosen <= routers:
+            assert len(chosen) == 1
         else:
-            assert not chosen & {slug(p["id"]) for p in roles}
+            assert not chosen & ({slug(p["id"]) for p in roles} | routers)
     assert {(slug(p["group"]), p["role"]) for p in roles} == {
         (s["spec"]["selector"]["planner/bundle"], s["spec"]["selector"]["planner/role"])
         for s in services if "planner/role" in s["spec"]["selector"]}
+    assert len(routers) == len({p["group"] for p in roles})
+    for d in docs:
+        if d["kind"] == "Deployment" and d["metadata"]["name"] in routers:
+            pod = d["spec"]["template"]["spec"]
+            args = pod["containers"][0]["args"]
+            for role in ("prefill", "decode"):  # the router's selectors pick this bundle's role pods
+                at = args.index(f"--{role}-selector") + 1
+                sel = dict(a.split("=", 1) for a in args[at:at + 2])
+                assert {n for n, labels in pods.items()
+                        if all(labels.get(k) == v for k, v in sel.items())} == {
+                    slug(p["id"]) for p in roles if p["role"] == role
+                    and slug(p["group"]) == sel["planner/bundle"]}
+            # it may list and watch pods in its namespace: a Role bound to its ServiceAccount
+            account = pod["serviceAccountName"]
+            binding = next(b for b in docs if b["kind"] == "RoleBinding"
+                           and b["subjects"][0]["name"] == account)
+            rules = next(r for r in docs if r["kind"] == "Role"
+                         and r["metadata"]["name"] == binding["roleRef"]["name"])["rules"]
+            assert any("pods" in r["resources"] and {"list", "watch"} <= set(r["verbs"]) for r in rules)
+        elif d["kind"] == "Deployment" and d["metadata"]["name"] in {slug(p["id"]) for p in roles}:
+            # NIXL's handshake host: the pod's own address (vLLM's default is localhost)
+            env = d["spec"]["template"]["spec"]["containers"][0]["env"]
+            assert {"name": "VLLM_NIXL_SIDE_CHANNEL_HOST",
+                    "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in env
     # against itself a re-plan moves nothing: both roles of a bundle read back as one count
     again = fl.plan_fleet(_request("auto", 0.03), previous=plan)
     assert again["replan"]["gpus_changed"] == 0
     assert {p["id"]: p["count"] for p in again["pools"]} == {p["id"]: p["count"] for p in plan["pools"]}
+
+
+def test_bundle_scripts_start_the_router_and_need_nixl_host(tmp_path):
+    """The vLLM scripts of a bundle run as written: the router takes its servers from
+    PREFILL_URLS / DECODE_URLS, a role's server stops at once without NIXL's handshake host."""
+    import os
+    import subprocess
+
+    from planner.emit.vllm import emit_fleet_vllm, slug
+
+    plan = fl.plan_fleet(_request("auto", 0.03))
+    emit_fleet_vllm(plan, tmp_path / "vllm")
+    bin_dir = tmp_path / "bin"  # stand-ins for vllm-router and vllm: they print their arguments
+    bin_dir.mkdir()
+    for tool in ("vllm-router", "vllm"):
+        (bin_dir / tool).write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
+        (bin_dir / tool).chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    bundle = next(p for p in plan["pools"] if p.get("role"))["group"]
+    router = tmp_path / "vllm" / f"{slug(f'router-{bundle}')}.sh"
+    run = subprocess.run(["sh", str(router)], capture_output=True, text=True,
+                         env={**env, "PREFILL_URLS": "http://a:8000 http://b:8000",
+                              "DECODE_URLS": "http://c:8000"})
+    args = run.stdout.split("\n")
+    assert run.returncode == 0 and args[0] == "--vllm-pd-disaggregation"
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--prefill"] == ["http://a:8000", "http://b:8000"]
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--decode"] == ["http://c:8000"]
+    missing = subprocess.run(["sh", str(router)], capture_output=True, text=True, env=env)
+    assert missing.returncode != 0 and "PREFILL_URLS" in missing.stderr
+    role = next(p for p in plan["pools"] if p.get("role"))
+    script = tmp_path / "vllm" / f"{slug(role['id'])}.sh"
+    bare = subprocess.run(["sh", str(script)], capture_output=True, text=True, env=env)
+    assert bare.returncode != 0 and "VLLM_NIXL_SIDE_CHANNEL_HOST" in bare.stderr and not bare.stdout
+    ok = subprocess.run(["sh", str(script)], capture_output=True, text=True,
+                        env={**env, "VLLM_NIXL_SIDE_CHANNEL_HOST": "10.0.0.5"})
+    assert ok.returncode == 0 and "--kv-transfer-config" in ok.stdout.split("\n")
 
 
 NVIDIA_FIVE = ["H100-PCIE", "H100-SXM", "H200-SXM", "A100-80GB", "L40S"]

@@ -1,5 +1,6 @@
 """Parallel-plan search: request parsing, pruning, ranking, plan output, launch commands, bad input."""
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,17 @@ def test_disaggregated_plans_carry_phases_transfer_and_engine_flags(llama_doc):
     assert "--disaggregation-mode prefill" in "\n".join(p["launch"]["sglang"]["prefill"])
     assert "--disaggregation-mode decode" in "\n".join(p["launch"]["sglang"]["decode"])
     assert "NixlConnector" in "\n".join(p["launch"]["vllm"]["prefill"])
+    # vLLM's router names every prefill and decode instance on the port its command serves
+    router = shlex.split(p["launch"]["vllm"]["router"])
+    assert router[:2] == ["vllm-router", "--vllm-pd-disaggregation"]
+    for role in ("prefill", "decode"):
+        urls = [router[i + 1] for i, a in enumerate(router) if a == f"--{role}"]
+        cmds = [c for c in p["launch"]["vllm"][role] if "vllm serve" in c]
+        assert len(urls) == len(cmds) == p[role]["count"]
+        for url, cmd in zip(urls, cmds):
+            assert url.endswith(":" + cmd.split("--port ")[1].split()[0])
+            if "CUDA_VISIBLE_DEVICES=" in cmd:  # one node: NIXL's handshake host is that node
+                assert "VLLM_NIXL_SIDE_CHANNEL_HOST=NODE_" in cmd
 
 
 def test_deterministic_apart_from_timings():

@@ -21,6 +21,10 @@ def emit(
                                       f"(listed in {LISTING}) are replaced or removed, other "
                                       "files kept."),
     image: str = typer.Option(None, "--image", help="Container image (kubernetes)."),
+    router_image: str = typer.Option(None, "--router-image",
+                                     help="Image of the prefill/decode router of each "
+                                          "disaggregated bundle (kubernetes; default "
+                                          "vllm/vllm-router:nightly)."),
     namespace: str = typer.Option(None, "--namespace", help="Namespace (kubernetes)."),
     day_start: str = typer.Option("00:00", "--day-start",
                                   help="Time of day period 0 starts, HH:MM (kubernetes: KEDA "
@@ -36,12 +40,12 @@ def emit(
 ) -> None:
     """Write one vLLM serve command per pool, or one Kubernetes Deployment per pool (plus
     schedule.sh and KEDA ScaledObjects for a plan over several periods, transition.sh for a
-    re-plan).  Each engine gets --max-model-len: the longest request the plan routes to its
-    pool."""
+    re-plan, a prefill/decode router per disaggregated bundle).  Each engine gets
+    --max-model-len: the longest request the plan routes to its pool."""
     from planner.commands.common import require_finite
     from planner.emit import write_artifacts
-    from planner.emit.kubernetes import (DEFAULT_IMAGE, DEFAULT_LEAD_S, WEEKDAYS, check_timezone,
-                                         fleet_kubernetes_files)
+    from planner.emit.kubernetes import (DEFAULT_IMAGE, DEFAULT_LEAD_S, DEFAULT_ROUTER_IMAGE,
+                                         WEEKDAYS, check_timezone, fleet_kubernetes_files)
     from planner.emit.vllm import check_servable, fleet_vllm_files
     from planner.plan import load_plan
 
@@ -74,7 +78,7 @@ def emit(
     else:
         files = fleet_kubernetes_files(plan, image=image or DEFAULT_IMAGE, namespace=namespace,
                                        day_start_s=day_start_s, weekday=weekday, timezone=timezone,
-                                       lead_s=lead)
+                                       lead_s=lead, router_image=router_image or DEFAULT_ROUTER_IMAGE)
     # everything is rendered before the folder is touched: a bad plan leaves it as it was
     written = write_artifacts(out_dir, files, replace=replace)
     for p in written:

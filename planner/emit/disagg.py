@@ -25,6 +25,7 @@ from typing import Any
 
 from planner.emit import hf_model_id
 from planner.emit.sglang import SglangInstance, sglang_commands, sglang_router_command
+from planner.emit.vllm import pd_router_args
 
 NIXL_CONFIG = {"kv_connector": "NixlConnector", "kv_role": "kv_both"}
 
@@ -78,8 +79,9 @@ def _vllm_instance_cmds(model: str, phase: dict, *, engine_opts: dict, port: int
                                max_num_batched_tokens=phase.get("max_num_batched_tokens"),
                                kv_transfer=kv_transfer, port=port + i, **engine_opts)
         env = f"CUDA_VISIBLE_DEVICES={','.join(map(str, gpus))} "
-        if kv_transfer:
-            env += f"VLLM_NIXL_SIDE_CHANNEL_PORT={5600 + 10 * (nixl_base + i)} "
+        if kv_transfer:  # NIXL's handshake: a port per instance on a host, the host others reach
+            env += (f"VLLM_NIXL_SIDE_CHANNEL_HOST=NODE_{node}_IP "
+                    f"VLLM_NIXL_SIDE_CHANNEL_PORT={5600 + 10 * (nixl_base + i)} ")
         span = phase["gpus"] > gpn
         if span and attn_dp > 1:
             local = max(1, gpn // tp)
@@ -167,10 +169,15 @@ def launch_for_plan(p, res) -> dict[str, Any]:
         dp_["role"] = f"decode ({p.decode_pool} pool)"
     router = sglang_router_command([f"http://PREFILL_{i}:{30000 + i}" for i in range(p.n_prefill)],
                                    [f"http://DECODE_{i}:{31000 + i}" for i in range(p.n_decode)])
+    v_router = shlex.join(pd_router_args(
+        [a for i in range(p.n_prefill) for a in ("--prefill", f"http://PREFILL_{i}:{8100 + i}")]
+        + [a for i in range(p.n_decode) for a in ("--decode", f"http://DECODE_{i}:{8200 + i}")], port=8000))
     return {
-        "vllm": {"prefill": v_pre, "decode": v_dec,
-                 "note": "route with a P/D proxy (vLLM's NIXL toy_proxy_server.py --prefiller-hosts/--decoder-hosts, "
-                         "or llm-d / Dynamo); KV moves over NIXL"},
+        "vllm": {"prefill": v_pre, "decode": v_dec, "router": v_router,
+                 "note": "vLLM's router (pip install vllm-router) sends each request to a prefill "
+                         "instance, then to a decode instance that pulls the KV over NIXL; replace "
+                         "PREFILL_i / DECODE_i with the instances' hosts, NODE_n_IP with node n's "
+                         "address (NIXL's handshake host; localhost on one node)"},
         "sglang": {"prefill": s_pre, "decode": s_dec, "router": router,
                    "note": "replace PREFILL_i / DECODE_i with the instances' hosts and HEAD_NODE_IP with the first "
                            "node of a multi-node instance"},

@@ -4,9 +4,11 @@ Each Deployment runs ``count`` replicas of the pool's ``vllm serve`` command wit
 per replica as the GPU resource limit, a node selector on the GPU product label published by
 NVIDIA GPU feature discovery (``nvidia.com/gpu.product``), shared memory for TP/PP workers, and
 labels that a Service per model can select (plain replicas only).  The roles of a prefill/decode
-bundle get a Service each (``service-<bundle>-prefill`` / ``-decode``) for a P/D router to
-call, and role labels (``planner/role``, llm-d's ``llm-d.ai/role``); clients never reach them
-through the model's Service.  Output is plain YAML (``kubectl apply -f DIR``).
+bundle get a Service each (``service-<bundle>-prefill`` / ``-decode``) and role labels
+(``planner/role``, llm-d's ``llm-d.ai/role``); clients never reach them through the model's
+Service but through the bundle's router (``router-<bundle>.yaml``: vLLM's router in P/D mode,
+finding the bundle's prefill and decode pods by those labels, with the RBAC it needs to watch
+pods, and its Service).  Output is plain YAML (``kubectl apply -f DIR``).
 A re-plan (a plan with a ``replan`` section, ``planner fleet --previous``) also gets
 ``transition.sh``: the move from the plan in place in an order that keeps the SLOs (grow, wait
 for the rollouts, switch the routing, then shrink).
@@ -31,7 +33,8 @@ import numpy as np
 import yaml
 
 from planner.emit import Artifact, write_artifacts
-from planner.emit.vllm import ContextLength, add_file, check_servable, context_lengths, pool_command, slug
+from planner.emit.vllm import (ContextLength, add_file, check_servable, context_lengths, pool_command,
+                               pd_router_args, slug)
 
 #: catalog GPU name -> (resource name, node label key, node label value)
 GPU_PRODUCTS = {
@@ -49,6 +52,10 @@ GPU_PRODUCTS = {
     "Gaudi3": ("habana.ai/gaudi", "habana.ai/gaudi.product", "HL-325L"),
 }
 DEFAULT_IMAGE = "vllm/vllm-openai:latest"
+#: the prefill/decode router of a disaggregated bundle: vLLM's router (github.com/vllm-project/
+#: router; ``pip install vllm-router`` holds the same binary), from the image vLLM's own
+#: disaggregation docs run; ``--router-image`` pins a release
+DEFAULT_ROUTER_IMAGE = "vllm/vllm-router:nightly"
 #: seconds a scale-up starts before its period (KEDA cron triggers): pulling the image and
 #: loading the weights of a 70B model take minutes; ten is a safe default, ``--lead-s`` sets it
 DEFAULT_LEAD_S = 600
@@ -90,6 +97,12 @@ def deployment(pool: dict[str, Any], *, image: str = DEFAULT_IMAGE, namespace: s
                    "planner/cost-per-hour": f"{pool['cost_per_hour']:.4f}"}
     if context is not None:
         annotations["planner/max-model-len"] = context.why
+    env = []
+    if pool.get("role"):
+        # NIXL's handshake: a decode pod reaches the prefill pod that holds its KV at the host
+        # the prefill side reports, ``localhost`` unless told: the pod's own IP here
+        env = [{"name": "VLLM_NIXL_SIDE_CHANNEL_HOST",
+                "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
     if "counts_by_period" in pool:
         annotations["planner/replicas-by-period"] = ",".join(str(c) for c in pool["counts_by_period"])
     container = {
@@ -97,6 +110,7 @@ def deployment(pool: dict[str, Any], *, image: str = DEFAULT_IMAGE, namespace: s
         "image": image,
         "command": args[:2],
         "args": args[2:],
+        **({"env": env} if env else {}),
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
         "resources": {"limits": {resource: gpus}, "requests": {resource: gpus}},
         "readinessProbe": {"httpGet": {"path": "/health", "port": port},
@@ -158,6 +172,66 @@ def service(model: str, *, port: int = 8000, namespace: str | None = None,
                      "ports": [{"name": "http", "port": port, "targetPort": port}]}}
 
 
+def pd_router(model: str, bundle: str, *, image: str = DEFAULT_ROUTER_IMAGE,
+              namespace: str | None = None, port: int = 8000) -> list[dict[str, Any]]:
+    """The prefill/decode router of one disaggregated bundle (the manifests, in apply order).
+
+    vLLM's router in P/D mode with Kubernetes service discovery: it watches the pods labelled
+    ``planner/bundle=<bundle>`` with ``planner/role=prefill`` / ``decode`` in its own namespace
+    (read from the downward API, so the manifests apply anywhere), sends each request to a
+    prefill pod and then to a decode pod with the prefill's KV-transfer parameters (the decode
+    pod pulls the KV over NIXL).  A ServiceAccount with a Role to list and watch pods (nothing
+    cluster-wide), the Deployment, and the Service clients of the bundle's traffic call."""
+    name = slug(f"router-{bundle}")
+    labels = {"app.kubernetes.io/name": "vllm-router", "app.kubernetes.io/instance": name,
+              "app.kubernetes.io/managed-by": "llm-placement-planner",
+              "planner/model": slug(model), "planner/bundle": slug(bundle)}
+
+    def meta(**extra: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": name, "labels": dict(labels), **extra}
+        if namespace:
+            out["namespace"] = namespace
+        return out
+
+    def selector(role: str) -> list[str]:
+        return [f"planner/bundle={slug(bundle)}", f"planner/role={role}"]
+
+    args = pd_router_args(["--service-discovery",
+                           "--service-discovery-namespace", "$(POD_NAMESPACE)",
+                           "--service-discovery-port", str(port),
+                           "--prefill-selector", *selector("prefill"),
+                           "--decode-selector", *selector("decode")], port=port)
+    container = {
+        "name": "router", "image": image, "command": args[:1], "args": args[1:],
+        "env": [{"name": "POD_NAMESPACE",
+                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
+        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        "resources": {"requests": {"cpu": "1", "memory": "1Gi"}},
+        "readinessProbe": {"httpGet": {"path": "/health", "port": port},
+                           "initialDelaySeconds": 5, "periodSeconds": 10},
+    }
+    subject = {"kind": "ServiceAccount", "name": name, **({"namespace": namespace} if namespace else {})}
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta()},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta(),
+         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta(),
+         "subjects": [subject],
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(),
+         "spec": {"replicas": 1,
+                  "selector": {"matchLabels": {"app.kubernetes.io/instance": name}},
+                  "template": {"metadata": {"labels": dict(labels)},
+                               "spec": {"serviceAccountName": name, "containers": [container]}}}},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": meta(annotations={"planner/note": f"the entry point of bundle {bundle} "
+                                       f"(model {model}): send it the requests the plan routes "
+                                       "to the bundle"}),
+         "spec": {"selector": {"app.kubernetes.io/instance": name},
+                  "ports": [{"name": "http", "port": port, "targetPort": port}]}},
+    ]
+
+
 def check_timezone(name: str, *, field: str = "--timezone") -> str:
     """``name`` if it is an IANA time zone (``Europe/Paris``, ``Etc/UTC``): KEDA's cron
     triggers load it by that name, and an unknown one leaves the ScaledObject inert."""
@@ -181,7 +255,8 @@ def check_timezone(name: str, *, field: str = "--timezone") -> str:
 def fleet_kubernetes_files(plan: dict[str, Any], *, image: str = DEFAULT_IMAGE,
                            namespace: str | None = None, day_start_s: float = 0.0,
                            weekday: str = "mon", timezone: str = "Etc/UTC",
-                           lead_s: float = DEFAULT_LEAD_S) -> dict[str, Artifact]:
+                           lead_s: float = DEFAULT_LEAD_S,
+                           router_image: str = DEFAULT_ROUTER_IMAGE) -> dict[str, Artifact]:
     """The files of :func:`emit_fleet_kubernetes`, by path relative to the output folder."""
     check_servable(plan)
     check_timezone(timezone)
@@ -207,14 +282,22 @@ def fleet_kubernetes_files(plan: dict[str, Any], *, image: str = DEFAULT_IMAGE,
                                                    for p in plan.get("pools", []) if p.get("role")})]
     for name, manifest, source in services:
         add_file(files, f"{name}.yaml", Artifact(yaml.safe_dump(manifest, sort_keys=False)), source)
+    for model, group in sorted({(p["model"], p["group"]) for p in plan.get("pools", []) if p.get("role")}):
+        add_file(files, f"{slug(f'router-{group}')}.yaml",
+                 Artifact(yaml.safe_dump_all(pd_router(model, group, image=router_image,
+                                                       namespace=namespace), sort_keys=False)),
+                 f"{group} (router)")
     return files
 
 
 def emit_fleet_kubernetes(plan: dict[str, Any], out_dir: Path, *, image: str = DEFAULT_IMAGE,
                           namespace: str | None = None, day_start_s: float = 0.0,
                           weekday: str = "mon", timezone: str = "Etc/UTC",
-                          lead_s: float = DEFAULT_LEAD_S, replace: bool = False) -> list[Path]:
-    """``<pool>.yaml`` (a Deployment) per pool and ``service-<model>.yaml`` per model; for a
+                          lead_s: float = DEFAULT_LEAD_S, replace: bool = False,
+                          router_image: str = DEFAULT_ROUTER_IMAGE) -> list[Path]:
+    """``<pool>.yaml`` (a Deployment) per pool and ``service-<model>.yaml`` per model; per
+    prefill/decode bundle ``service-<bundle>-<role>.yaml`` and ``router-<bundle>.yaml``
+    (:func:`pd_router`, its image ``router_image``); for a
     re-plan ``transition.sh``; for a plan over several periods ``schedule.sh`` and, where
     :func:`scaled_objects` applies, ``keda/<pool>.yaml``.
 
@@ -223,7 +306,8 @@ def emit_fleet_kubernetes(plan: dict[str, Any], out_dir: Path, *, image: str = D
     triggers); ``lead_s``: how early a KEDA scale-up starts.  The folder
     rules (empty, or ``replace``) are :func:`planner.emit.write_artifacts`'s."""
     files = fleet_kubernetes_files(plan, image=image, namespace=namespace, day_start_s=day_start_s,
-                                   weekday=weekday, timezone=timezone, lead_s=lead_s)
+                                   weekday=weekday, timezone=timezone, lead_s=lead_s,
+                                   router_image=router_image)
     return write_artifacts(out_dir, files, replace=replace)
 
 

@@ -89,6 +89,22 @@ def pool_command(pool: dict[str, Any], *, port: int = 8000,
                               port=port, extra_args=extra)
 
 
+#: load balancing of a P/D router's two sides (vLLM's router docs' advice): prefill by prompt
+#: prefix (KV cache hits), decode by load (the less busy of two picked at random)
+ROUTER_POLICIES = {"prefill": "cache_aware", "decode": "power_of_two"}
+
+
+def pd_router_args(backends: list[str], *, port: int | str = 8000) -> list[str]:
+    """The command line of vLLM's router (``vllm-router``, github.com/vllm-project/router) in
+    prefill/decode mode: ``backends`` name its prefill and decode servers (``--prefill URL``
+    / ``--decode URL``, or Kubernetes selectors); it sends each request to a prefill server,
+    then to a decode server with the KV-transfer parameters the prefill returned (NIXL)."""
+    return ["vllm-router", "--vllm-pd-disaggregation", *backends,
+            "--prefill-policy", ROUTER_POLICIES["prefill"],
+            "--decode-policy", ROUTER_POLICIES["decode"],
+            "--host", "0.0.0.0", "--port", str(port)]
+
+
 def slug(text: str) -> str:
     """A DNS-1035 label from a pool id or a model name: lower case ``[a-z0-9-]``, starting with
     a letter (``m-`` goes before one that does not: ``8b-chat`` -> ``m-8b-chat``), ending with
@@ -248,18 +264,28 @@ def fleet_vllm_files(plan: dict[str, Any]) -> dict[str, Artifact]:
         ctx = lengths[pool["id"]]
         cmd = shell_line(pool_command(pool, max_model_len=ctx.tokens))
         name = slug(pool["id"])
+        role = ""
+        if pool.get("role"):
+            router = slug(f"router-{pool['group']}")
+            role = (f"# {pool['role']} role of a disaggregated bundle ({pool['group']}): KV moves "
+                    f"over NIXL; requests come through {router}.sh\n" + NIXL_HOST_CHECK)
         text = ("#!/bin/sh\n"
                 f"# pool {pool['id']}: {pool['count']} replica(s) x {pool['gpus_per_replica']} "
                 f"{pool['gpu']} GPU(s), price class {pool['price_class']}\n"
                 f"# run this on each replica (GPUs {pool['gpus_per_replica']} per replica)\n"
                 f"# --max-model-len: {ctx.why}\n"
-                + (f"# {pool['role']} role of a disaggregated bundle ({pool['group']}): KV moves "
-                   f"over NIXL; route requests through a prefill/decode proxy\n"
-                   if pool.get("role") else "") +
-                f"exec {cmd}\n")
+                + role + f"exec {cmd}\n")
         add_file(files, f"{name}.sh", Artifact(text, executable=True), pool["id"])
         lines.append(f"# {pool['id']} x{pool['count']}; --max-model-len: {ctx.why}\n{cmd}")
     files["commands.txt"] = Artifact("\n".join(lines) + "\n")
+    bundles: dict[tuple[str, str], dict[str, list[str]]] = {}
+    for pool in plan.get("pools", []):
+        if pool.get("role"):
+            roles = bundles.setdefault((pool["model"], pool["group"]), {"prefill": [], "decode": []})
+            roles[pool["role"]].append(f"{pool['id']} ({pool['count']} replica(s))")
+    for (model, group), roles in sorted(bundles.items()):
+        add_file(files, f"{slug(f'router-{group}')}.sh",
+                 Artifact(router_script(model, group, roles), executable=True), f"{group} (router)")
     pools = [p for p in plan.get("pools", []) if p.get("counts_by_period")]
     if pools:
         import csv
@@ -275,6 +301,33 @@ def fleet_vllm_files(plan: dict[str, Any]) -> dict[str, Artifact]:
     return files
 
 
+#: a role pool's script stops unless NIXL's handshake host is set: vLLM's default, localhost,
+#: only works where prefill and decode share one host, and fails at the first transfer
+NIXL_HOST_CHECK = (': "${VLLM_NIXL_SIDE_CHANNEL_HOST:?set it to this host\'s IP, reachable from the '
+                   'other role\'s hosts (NIXL handshake; localhost if all run on one host)}"\n'
+                   "export VLLM_NIXL_SIDE_CHANNEL_HOST\n")
+
+
+def router_script(model: str, group: str, roles: dict[str, list[str]]) -> str:
+    """``router-<bundle>.sh``: vLLM's router in front of one disaggregated bundle
+    (:func:`pd_router_args`), its servers from ``PREFILL_URLS`` / ``DECODE_URLS`` (the
+    replicas' ``http://HOST:8000``, space-separated; the pools in ``roles`` say which)."""
+    args = shell_line(pd_router_args([], port=8090)).replace("--port 8090", '--port "${ROUTER_PORT:-8090}"')
+    head, tail = args.split(" ", 2)[:2], args.split(" ", 2)[2]
+    return ("#!/bin/sh\n"
+            f"# prefill/decode router of bundle {group} (model {model}): clients send it the "
+            "requests the plan routes to the bundle (pip install vllm-router)\n"
+            f"# PREFILL_URLS: the replicas of {', '.join(roles['prefill'])}\n"
+            f"# DECODE_URLS: the replicas of {', '.join(roles['decode'])}\n"
+            "set -eu\n"
+            ': "${PREFILL_URLS:?the prefill replicas, http://HOST:8000 each, space-separated}"\n'
+            ': "${DECODE_URLS:?the decode replicas, http://HOST:8000 each, space-separated}"\n'
+            "set --\n"
+            'for url in $PREFILL_URLS; do set -- "$@" --prefill "$url"; done\n'
+            'for url in $DECODE_URLS; do set -- "$@" --decode "$url"; done\n'
+            f'exec {" ".join(head)} "$@" {tail}\n')
+
+
 def add_file(files: dict[str, Artifact], rel: str, artifact: Artifact, source: str) -> None:
     """Add one file, refusing a second one of the same name (two pool ids that differ only in
     characters a name cannot hold)."""
@@ -287,7 +340,8 @@ def add_file(files: dict[str, Artifact], rel: str, artifact: Artifact, source: s
 
 def emit_fleet_vllm(plan: dict[str, Any], out_dir: Path, *, replace: bool = False) -> list[Path]:
     """One shell script per pool (``<pool>.sh``: the command, run on each of ``count`` replicas)
-    and ``commands.txt`` listing them all; for a plan over several periods also
+    and ``commands.txt`` listing them all; per prefill/decode bundle ``router-<bundle>.sh``
+    (:func:`router_script`); for a plan over several periods also
     ``schedule.csv`` (``period,start_s,pool,replicas``: how many replicas of each pool to run
     in each period, for whatever starts and stops them).  The folder rules (empty, or
     ``replace``) are :func:`planner.emit.write_artifacts`'s."""
