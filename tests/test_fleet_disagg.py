@@ -167,6 +167,7 @@ def test_bundle_scripts_start_the_router_and_need_nixl_host(tmp_path):
     assert run.returncode == 0 and args[0] == "--vllm-pd-disaggregation"
     assert [args[i + 1] for i, a in enumerate(args) if a == "--prefill"] == ["http://a:8000", "http://b:8000"]
     assert [args[i + 1] for i, a in enumerate(args) if a == "--decode"] == ["http://c:8000"]
+    assert args[-3:] == ["--port", "8090", ""]  # ROUTER_PORT unset: the default
     missing = subprocess.run(["sh", str(router)], capture_output=True, text=True, env=env)
     assert missing.returncode != 0 and "PREFILL_URLS" in missing.stderr
     role = next(p for p in plan["pools"] if p.get("role"))

@@ -73,10 +73,11 @@ def test_disaggregated_plans_carry_phases_transfer_and_engine_flags(llama_doc):
         urls = [router[i + 1] for i, a in enumerate(router) if a == f"--{role}"]
         cmds = [c for c in p["launch"]["vllm"][role] if "vllm serve" in c]
         assert len(urls) == len(cmds) == p[role]["count"]
-        for url, cmd in zip(urls, cmds):
+        for i, (url, cmd) in enumerate(zip(urls, cmds)):
             assert url.endswith(":" + cmd.split("--port ")[1].split()[0])
-            if "CUDA_VISIBLE_DEVICES=" in cmd:  # one node: NIXL's handshake host is that node
-                assert "VLLM_NIXL_SIDE_CHANNEL_HOST=NODE_" in cmd
+            if "CUDA_VISIBLE_DEVICES=" in cmd:  # one node: NIXL's handshake host is the URL's
+                host = url.split("//")[1].split(":")[0]
+                assert host == f"{role.upper()}_{i}" and f"VLLM_NIXL_SIDE_CHANNEL_HOST={host} " in cmd
 
 
 def test_deterministic_apart_from_timings():

@@ -67,7 +67,8 @@ def _placements(count: int, gpus_each: int, gpn: int, start: tuple[int, int] = (
 
 
 def _vllm_instance_cmds(model: str, phase: dict, *, engine_opts: dict, port: int, kv_transfer: bool,
-                        gpn: int, count: int, start: tuple[int, int] = (0, 0), nixl_base: int = 0) -> list[str]:
+                        gpn: int, count: int, start: tuple[int, int] = (0, 0), nixl_base: int = 0,
+                        host: str = "") -> list[str]:
     attn_dp = phase.get("attention_dp", 1)
     label = phase.get("role", "replica")
     expert = phase.get("ep", 1) > 1 or attn_dp > 1
@@ -79,8 +80,8 @@ def _vllm_instance_cmds(model: str, phase: dict, *, engine_opts: dict, port: int
                                max_num_batched_tokens=phase.get("max_num_batched_tokens"),
                                kv_transfer=kv_transfer, port=port + i, **engine_opts)
         env = f"CUDA_VISIBLE_DEVICES={','.join(map(str, gpus))} "
-        if kv_transfer:  # NIXL's handshake: a port per instance on a host, the host others reach
-            env += (f"VLLM_NIXL_SIDE_CHANNEL_HOST=NODE_{node}_IP "
+        if kv_transfer:  # NIXL's handshake: the instance's host (``host``_i), a port per instance
+            env += (f"VLLM_NIXL_SIDE_CHANNEL_HOST={host}_{i} "
                     f"VLLM_NIXL_SIDE_CHANNEL_PORT={5600 + 10 * (nixl_base + i)} ")
         span = phase["gpus"] > gpn
         if span and attn_dp > 1:
@@ -159,9 +160,9 @@ def launch_for_plan(p, res) -> dict[str, Any]:
         gpn_d = next(x for x in res.pools if x.accel.name == p.decode_pool).cluster.gpus_per_node
         cursor = (0, 0)
     v_pre = _vllm_instance_cmds(model, pp_, engine_opts=v_opts, port=8100, kv_transfer=True, gpn=gpn,
-                                count=p.n_prefill)
+                                count=p.n_prefill, host="PREFILL")
     v_dec = _vllm_instance_cmds(model, dp_, engine_opts=v_opts, port=8200, kv_transfer=True, gpn=gpn_d,
-                                count=p.n_decode, start=cursor, nixl_base=p.n_prefill)
+                                count=p.n_decode, start=cursor, nixl_base=p.n_prefill, host="DECODE")
     s_pre = _sglang_instance_cmds(model, pp_, mode="prefill", opts=s_opts, port=30000, gpn=gpn, count=p.n_prefill)
     s_dec = _sglang_instance_cmds(model, dp_, mode="decode", opts=s_opts, port=31000, gpn=gpn_d, count=p.n_decode,
                                   start=cursor)
@@ -176,8 +177,8 @@ def launch_for_plan(p, res) -> dict[str, Any]:
         "vllm": {"prefill": v_pre, "decode": v_dec, "router": v_router,
                  "note": "vLLM's router (pip install vllm-router) sends each request to a prefill "
                          "instance, then to a decode instance that pulls the KV over NIXL; replace "
-                         "PREFILL_i / DECODE_i with the instances' hosts, NODE_n_IP with node n's "
-                         "address (NIXL's handshake host; localhost on one node)"},
+                         "PREFILL_i / DECODE_i with the instances' hosts (also NIXL's handshake "
+                         "host: localhost where all run on one node)"},
         "sglang": {"prefill": s_pre, "decode": s_dec, "router": router,
                    "note": "replace PREFILL_i / DECODE_i with the instances' hosts and HEAD_NODE_IP with the first "
                            "node of a multi-node instance"},

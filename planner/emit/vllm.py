@@ -312,8 +312,7 @@ def router_script(model: str, group: str, roles: dict[str, list[str]]) -> str:
     """``router-<bundle>.sh``: vLLM's router in front of one disaggregated bundle
     (:func:`pd_router_args`), its servers from ``PREFILL_URLS`` / ``DECODE_URLS`` (the
     replicas' ``http://HOST:8000``, space-separated; the pools in ``roles`` say which)."""
-    args = shell_line(pd_router_args([], port=8090)).replace("--port 8090", '--port "${ROUTER_PORT:-8090}"')
-    head, tail = args.split(" ", 2)[:2], args.split(" ", 2)[2]
+    args = pd_router_args([], port=8090)  # ends in the port: the script takes ROUTER_PORT
     return ("#!/bin/sh\n"
             f"# prefill/decode router of bundle {group} (model {model}): clients send it the "
             "requests the plan routes to the bundle (pip install vllm-router)\n"
@@ -325,7 +324,7 @@ def router_script(model: str, group: str, roles: dict[str, list[str]]) -> str:
             "set --\n"
             'for url in $PREFILL_URLS; do set -- "$@" --prefill "$url"; done\n'
             'for url in $DECODE_URLS; do set -- "$@" --decode "$url"; done\n'
-            f'exec {" ".join(head)} "$@" {tail}\n')
+            f'exec {shell_line(args[:2])} "$@" {shell_line(args[2:-1])} "${{ROUTER_PORT:-8090}}"\n')
 
 
 def add_file(files: dict[str, Artifact], rel: str, artifact: Artifact, source: str) -> None:
