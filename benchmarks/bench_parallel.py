@@ -32,11 +32,8 @@ from planner.parallel import (Shape, build_pools, build_shape_model, load_model,
 
 # ---------------------------------------------------------------------------------- search time
 def _azure_trace_path() -> str | None:
-    from benchmarks.common import REPO
-    import os
-    env = os.environ.get("PLANNER_SHARED_DATA")
-    base = (REPO.parent / "shared" / "data") if not env else __import__("pathlib").Path(env)
-    p = base / "azure-llm-inference-2023" / "AzureLLMInferenceTrace_conv.csv"
+    from benchmarks.common import shared_data_root
+    p = shared_data_root() / "azure-llm-inference-2023" / "AzureLLMInferenceTrace_conv.csv"
     return str(p) if p.exists() else None
 
 

@@ -8,10 +8,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def shared_data_dir() -> Path:
-    """../shared/data beside the repository, or $PLANNER_SHARED_DATA; exits if absent."""
+def shared_data_root() -> Path:
+    """Where the shared data should be: $PLANNER_SHARED_DATA, else ../shared/data beside the
+    repository (it may not exist)."""
     env = os.environ.get("PLANNER_SHARED_DATA")
-    path = Path(env) if env else REPO.parent / "shared" / "data"
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+def shared_data_dir() -> Path:
+    """:func:`shared_data_root`; exits with a message if it is absent."""
+    path = shared_data_root()
     if not path.is_dir():
         sys.exit(f"shared data not found at {path}; set PLANNER_SHARED_DATA")
     return path
