@@ -260,12 +260,15 @@ def fleet_vllm_files(plan: dict[str, Any]) -> dict[str, Artifact]:
     files: dict[str, Artifact] = {}
     lines = []
     lengths = context_lengths(plan)
+    bundles: dict[tuple[str, str], dict[str, list[str]]] = {}  # (model, group) -> role -> pools
     for pool in plan.get("pools", []):
         ctx = lengths[pool["id"]]
         cmd = shell_line(pool_command(pool, max_model_len=ctx.tokens))
         name = slug(pool["id"])
         role = ""
         if pool.get("role"):
+            roles = bundles.setdefault((pool["model"], pool["group"]), {"prefill": [], "decode": []})
+            roles[pool["role"]].append(f"{pool['id']} ({pool['count']} replica(s))")
             router = slug(f"router-{pool['group']}")
             role = (f"# {pool['role']} role of a disaggregated bundle ({pool['group']}): KV moves "
                     f"over NIXL; requests come through {router}.sh\n" + NIXL_HOST_CHECK)
@@ -278,11 +281,6 @@ def fleet_vllm_files(plan: dict[str, Any]) -> dict[str, Artifact]:
         add_file(files, f"{name}.sh", Artifact(text, executable=True), pool["id"])
         lines.append(f"# {pool['id']} x{pool['count']}; --max-model-len: {ctx.why}\n{cmd}")
     files["commands.txt"] = Artifact("\n".join(lines) + "\n")
-    bundles: dict[tuple[str, str], dict[str, list[str]]] = {}
-    for pool in plan.get("pools", []):
-        if pool.get("role"):
-            roles = bundles.setdefault((pool["model"], pool["group"]), {"prefill": [], "decode": []})
-            roles[pool["role"]].append(f"{pool['id']} ({pool['count']} replica(s))")
     for (model, group), roles in sorted(bundles.items()):
         add_file(files, f"{slug(f'router-{group}')}.sh",
                  Artifact(router_script(model, group, roles), executable=True), f"{group} (router)")
