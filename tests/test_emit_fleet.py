@@ -511,3 +511,66 @@ def test_emit_into_a_used_folder_needs_replace_which_removes_only_its_own_files(
     code, _, err = _run([*emit[:1], p0, *emit[2:], "--replace"], capsys)
     assert code == 2 and "would overwrite schedule.sh" in err
     assert (out / "schedule.sh").read_text() == "mine too\n"
+
+
+def _schema_plan() -> dict:
+    """A plan touching every manifest shape emit writes for plain pools: two models (two
+    Services), a spot pool (tolerations), an AMD pool (``amd.com/gpu``), a pipeline-parallel
+    pool, and counts that vary over a day of hourly periods (KEDA ScaledObjects)."""
+    day = [1, 1, 2, 3, 3, 2] * 4
+    pools = [dict(POOL, counts_by_period=[2 * c for c in day], count=6, price_per_replica_hour=8.0),
+             {"id": "m/MI300X/tp8-pp1/reserved", "group": "m/MI300X/tp8-pp1", "model": "m",
+              "serve_model": "llama-3.1-70b", "gpu": "MI300X", "shape": {"tp": 8, "pp": 1},
+              "gpus_per_replica": 8, "count": 1, "price_class": "reserved", "cost_per_hour": 14.4,
+              "counts_by_period": [1] * 24, "engine": {"dtype": "fp8"}},
+             {"id": "chat/L4/tp2-pp2/on_demand", "group": "chat/L4/tp2-pp2", "model": "chat",
+              "serve_model": "llama-3.1-8b", "gpu": "L4", "shape": {"tp": 2, "pp": 2},
+              "gpus_per_replica": 4, "count": 3, "price_class": "on_demand", "cost_per_hour": 9.6,
+              "counts_by_period": [0, 0, 1, 3, 3, 2] * 4, "price_per_replica_hour": 3.2}]
+    return {"apiVersion": "planner/v1", "kind": "FleetPlan", "period_s": 3600.0, "pools": pools}
+
+
+@pytest.mark.parametrize("source", ["pools", "bundles"])
+@pytest.mark.parametrize("namespace", [None, "llm"])
+def test_every_manifest_passes_the_kubernetes_schemas_strictly(source, namespace):
+    """What ``kubectl apply --dry-run=client`` checks: every emitted object against the
+    Kubernetes OpenAPI schemas (strict: an unknown or misplaced field fails) of the oldest and
+    newest releases kubernetes-validate bundles, and KEDA's ScaledObjects against the fields of
+    KEDA's CRD."""
+    import json
+    from pathlib import Path
+
+    import jsonschema
+    kv = pytest.importorskip("kubernetes_validate", reason="the test extra installs kubernetes-validate")
+    from planner.emit.kubernetes import fleet_kubernetes_files
+
+    if source == "pools":
+        plan = _schema_plan()
+    else:  # prefill/decode bundles: role Deployments, role Services, the router with its RBAC
+        from test_fleet_disagg import _request
+        plan = fl.plan_fleet(_request("auto", 0.03))
+        assert any(p.get("role") for p in plan["pools"])
+    files = fleet_kubernetes_files(plan, namespace=namespace, day_start_s=6 * 3600,
+                                   timezone="Europe/Paris")
+    keda_schema = json.loads((Path(__file__).parent / "data" / "keda_scaledobject_v1alpha1.schema.json")
+                             .read_text())
+    versions = sorted({"1.25.0", kv.latest_version()}, key=lambda v: tuple(map(int, v.split("."))))
+    kinds = []
+    for path, artifact in sorted(files.items()):
+        if not path.endswith(".yaml"):
+            continue
+        for doc in yaml.safe_load_all(artifact.text):
+            kinds.append(doc["kind"])
+            assert doc["metadata"].get("namespace") == namespace, path
+            if doc["apiVersion"] == "keda.sh/v1alpha1":
+                jsonschema.validate(doc, keda_schema)
+                continue
+            for version in versions:
+                try:
+                    kv.validate(doc, version, strict=True)
+                except kv.ValidationError as exc:
+                    pytest.fail(f"{path} ({doc['kind']}) against Kubernetes {version}: "
+                                f"{exc.message} at {list(exc.path)}")
+    want = {"Deployment", "Service"} | ({"ScaledObject"} if source == "pools" else
+                                        {"ServiceAccount", "Role", "RoleBinding"})
+    assert set(kinds) == want
