@@ -156,11 +156,11 @@ def _fleet_model():
 
 
 def _fleet_validate(req: dict[str, Any], file: str | None) -> None:
-    from planner.fleet import FleetRequest, _validation_error
+    from planner.fleet import FleetRequest, validation_error
     try:
         FleetRequest.model_validate(req)
     except ValidationError as exc:  # the fleet's wording of what is expected, the shared form
-        raise _validation_error(exc, file) from None
+        raise validation_error(exc, file) from None
 
 
 def _fleet_run(req: dict[str, Any], base_dir: str, file: str | None, limit: float | None) -> dict[str, Any]:

@@ -10,6 +10,9 @@ import pytest
 
 from hardware.errors import InfeasibleError, InputError
 from planner import fleet as fl
+from planner.fleet.assemble import method_words
+from planner.fleet.options import effective_slo
+from planner.fleet.problem import cover_problem
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = json.loads((REPO / "planner" / "schemas" / "fleet_plan.schema.json").read_text())
@@ -69,11 +72,11 @@ def test_plan_from_histogram_schema_and_stable_names():
         assert p["gpus_per_replica"] == p["shape"]["tp"] * p["shape"]["pp"]
     # the explanations name the solver's method in words
     said = [n for n in plan["explanations"] if n.startswith("solver: ")]
-    assert said == ["solver: " + fl._method_words(plan["solver"]["method"])]
+    assert said == ["solver: " + method_words(plan["solver"]["method"])]
 
 
 def test_method_words_put_the_presolve_first():
-    words = fl._method_words("lp+period-rounding+milp+merged")
+    words = method_words("lp+period-rounding+milp+merged")
     assert words.index("merged first") < words.index("LP relaxation") < words.index("from the best")
 
 
@@ -232,10 +235,10 @@ def test_trace_request_example():
 
 def test_e2e_slo_splits_into_ttft_and_tpot():
     slo = fl.SLOSpec(e2e_s=2.0)
-    ttft, tpot = fl._effective_slo(slo, 99.0)
+    ttft, tpot = effective_slo(slo, 99.0)
     assert ttft + 99.0 * tpot <= 2.0 + 1e-9
     slo = fl.SLOSpec(ttft_s=0.5, tpot_s=0.01, e2e_s=100.0)
-    assert fl._effective_slo(slo, 10.0) == (0.5, 0.01)  # a loose e2e changes nothing
+    assert effective_slo(slo, 10.0) == (0.5, 0.01)  # a loose e2e changes nothing
 
 
 def test_dominated_shapes_dropped_exactly():
@@ -341,6 +344,6 @@ def test_replicas_that_serve_no_bucket_are_not_offered():
     fp = fl.build_problem(fl.FleetRequest.model_validate(req))
     useless = [j for j, o in enumerate(fp.options) if not np.any(o.capacity)]
     assert useless, "expected an option with no capacity (L4 tp1)"
-    problem, keep = fl._cover_problem(fp)
+    problem, keep = cover_problem(fp)
     assert not set(useless) & set(keep)
     assert problem.capacity.any(axis=0).all()

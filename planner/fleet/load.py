@@ -1,0 +1,94 @@
+"""One model's load: its bucket histogram and rate per period, from a trace or a histogram."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hardware.errors import InputError
+from planner import workload as wl
+from planner.fleet.request import ModelEntry
+
+
+@dataclass
+class ModelLoad:
+    """One model's load after reading: bucket histogram and per-period rates.
+
+    ``shares[t]`` is the bucket share in period t (a trace's own mix per period, or the fixed
+    histogram); ``rates_rps[t]`` the total rate; ``mean_tokens`` the mean input + output tokens
+    per request (for $ per million tokens)."""
+
+    hist: wl.Histogram
+    rates_rps: np.ndarray
+    shares: np.ndarray  # [T, I*J]
+    period_s: float
+    mean_tokens: float
+    summary: dict[str, Any]
+
+
+def _field(i: int, name: str) -> str:
+    return f"models[{i}].workload.{name}"
+
+
+def build_load(entry: ModelEntry, index: int, file: str | None = None) -> ModelLoad:
+    """Read the workload of one model entry."""
+    w = entry.workload
+    if (w.trace is None) == (w.histogram is None):
+        raise InputError("give exactly one of trace or histogram", file=file,
+                         field=_field(index, "trace"), expected="a trace file or a histogram")
+    if w.trace is not None:
+        trace = wl.read_trace(w.trace, fmt=w.format)
+        grid = wl.default_grid(trace)
+        if w.input_edges or w.output_edges:
+            grid = wl.BucketGrid(tuple(map(float, w.input_edges or grid.input_edges)),
+                                 tuple(map(float, w.output_edges or grid.output_edges)))
+            # the edges must cover the trace, or long requests would hide in the last bucket
+            if grid.input_edges[-1] < trace.input_tokens.max() or \
+                    grid.output_edges[-1] < trace.output_tokens.max():
+                grid = wl.BucketGrid(grid.input_edges[:-1] + (max(grid.input_edges[-1], float(trace.input_tokens.max())),),
+                                     grid.output_edges[:-1] + (max(grid.output_edges[-1], float(trace.output_tokens.max())),))
+        hist = wl.histogram(trace, grid, percentile=entry.slo.percentile)
+        if w.rate_rps is not None:
+            rates = wl.check_rates(w.rate_rps, file=file, field=_field(index, "rate_rps"))
+            shares = np.tile(hist.shares.ravel(), (len(rates), 1))
+        else:
+            rates = wl.rate_series(trace, w.period_s) * w.rate_scale
+            masks = wl.period_masks(trace, w.period_s)
+            shares = np.stack([
+                wl.histogram(trace, grid, mask=mk).shares.ravel() if mk.any() else hist.shares.ravel()
+                for mk in masks])
+        mean_tokens = float((trace.input_tokens + trace.output_tokens).mean())
+        summary = {"trace": Path(w.trace).name, **wl.summarise(trace, min(w.period_s, 60.0))}
+    else:
+        h = w.histogram
+        hist = wl.histogram_from_shares(h.shares, h.input_edges, h.output_edges,
+                                        normalise=w.normalise_shares, file=file,
+                                        field=_field(index, "histogram.shares"))
+        if w.rate_rps is None:
+            raise InputError("a histogram needs a rate", file=file, field=_field(index, "rate_rps"),
+                             expected="requests per second, or a list of them per period")
+        rates = wl.check_rates(w.rate_rps, file=file, field=_field(index, "rate_rps")) * w.rate_scale
+        shares = np.tile(hist.shares.ravel(), (len(rates), 1))
+        mid_in = (np.asarray(hist.grid.input_edges[:-1]) + np.asarray(hist.grid.input_edges[1:])) / 2
+        mid_out = (np.asarray(hist.grid.output_edges[:-1]) + np.asarray(hist.grid.output_edges[1:])) / 2
+        mean_tokens = float((hist.shares * (mid_in[:, None] + mid_out[None, :])).sum())
+        summary = {"histogram_buckets": list(hist.grid.shape)}
+    if w.periods == "peak" and len(rates) > 1:
+        t = int(np.argmax(rates))
+        rates, shares = rates[t:t + 1], shares[t:t + 1]
+    elif w.periods == "mean" and len(rates) > 1:
+        shares = (shares * rates[:, None]).sum(axis=0, keepdims=True) / rates.sum()
+        rates = np.array([rates.mean()])
+    summary["rates_rps"] = [float(r) for r in rates]
+    return ModelLoad(hist, np.asarray(rates, dtype=float), shares, w.period_s, mean_tokens, summary)
+
+
+def bucket_dict(load: ModelLoad, b: int) -> dict[str, Any]:
+    """Bucket ``b`` (flat index) as plan data: label, token edges, representative request."""
+    g = load.hist.grid
+    i, j = divmod(b, load.hist.shares.shape[1])
+    return {"label": g.label(i, j), "input_tokens": [g.input_edges[i], g.input_edges[i + 1]],
+            "output_tokens": [g.output_edges[j], g.output_edges[j + 1]],
+            "representative": [int(load.hist.input_len[i, j]), int(load.hist.output_len[i, j])]}
