@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -324,22 +324,37 @@ def histogram_from_shares(shares: Sequence[Sequence[float]], input_edges: Sequen
     return Histogram(grid, arr, rep_in, rep_out)
 
 
+def finite_nonnegative(raw: Any, *, ndim: int, what: str, shape: str, values: str,
+                       file: str | None = None, field: str = "", promote: bool = False
+                       ) -> np.ndarray:
+    """``raw`` as a float array of ``ndim`` (1 or 2) dimensions, not empty, every entry finite
+    and >= 0, or one :class:`InputError` saying which of these fails.  ``what``: the values'
+    name in messages ("rates"); ``shape`` / ``values``: what was expected of the layout ("a
+    list of rows of req/s") and of each value ("rates >= 0 requests per second");
+    ``promote``: a flat list is one row of a 2-D grid."""
+    try:
+        arr = np.asarray(raw, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} are not numbers", file=file, field=field, expected=shape) from None
+    if ndim == 1 or (promote and arr.ndim == 1):
+        arr = np.atleast_1d(arr).reshape((-1,) if ndim == 1 else (1, -1))
+    if arr.size == 0:
+        raise InputError(f"no {what} given", file=file, field=field, expected=shape)
+    if arr.ndim != ndim:
+        layout = "a number or a flat list" if ndim == 1 else "a 2-D grid"
+        raise InputError(f"{what} are not {layout}", file=file, field=field, expected=shape)
+    bad = arr[~np.isfinite(arr) | (arr < 0)]
+    if bad.size:
+        raise InputError(f"{what} must be finite and non-negative: found {bad[0]:g}", file=file,
+                         field=field, expected=values)
+    return arr
+
+
 def check_shares(shares, *, normalise: bool = False, file: str | None = None,
                  field: str = "shares") -> np.ndarray:
     """Shares as a 2-D array: non-negative, finite, summing to 1 (or scaled when asked)."""
-    try:
-        arr = np.asarray(shares, dtype=float)
-    except (TypeError, ValueError):
-        raise InputError("shares are not a grid of numbers", file=file, field=field,
-                         expected="a list of rows of numbers") from None
-    if arr.ndim == 1:
-        arr = arr[None, :]
-    if arr.ndim != 2 or arr.size == 0:
-        raise InputError("shares are not a 2-D grid", file=file, field=field,
-                         expected="a list of rows of numbers")
-    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
-        raise InputError("shares must be finite and non-negative", file=file, field=field,
-                         expected="shares >= 0")
+    arr = finite_nonnegative(shares, ndim=2, what="shares", shape="a list of rows of numbers",
+                             values="shares >= 0", file=file, field=field, promote=True)
     total = float(arr.sum())
     if total <= 0:
         raise InputError("shares sum to 0", file=file, field=field, expected="shares summing to 1")
@@ -397,18 +412,9 @@ def period_masks(trace: Trace, period_s: float) -> list[np.ndarray]:
 
 def check_rates(rates, *, file: str | None = None, field: str = "rate_rps") -> np.ndarray:
     """A rate or rate series as a 1-D array of finite, non-negative req/s (not all zero)."""
-    try:
-        arr = np.atleast_1d(np.asarray(rates, dtype=float))
-    except (TypeError, ValueError):
-        raise InputError("rates are not numbers", file=file, field=field,
-                         expected="requests per second (a number or a list)") from None
-    if arr.ndim != 1 or arr.size == 0:
-        raise InputError("rates must be a number or a flat list", file=file, field=field,
-                         expected="requests per second")
-    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
-        bad = arr[~np.isfinite(arr) | (arr < 0)][0]
-        raise InputError(f"negative or non-finite rate {bad:g}", file=file, field=field,
-                         expected="rates >= 0 requests per second")
+    arr = finite_nonnegative(rates, ndim=1, what="rates", values="rates >= 0 requests per second",
+                             shape="requests per second (a number or a flat list)", file=file,
+                             field=field)
     if not np.any(arr > 0):
         raise InputError("all rates are zero", file=file, field=field,
                          expected="at least one positive rate")

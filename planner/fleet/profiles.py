@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from hardware.errors import InputError
+from planner import workload as wl
 from planner.fleet.load import ModelLoad
 from planner.fleet.options import Option
 from planner.fleet.request import GPUEntry, ModelEntry, ProfileSpec
@@ -37,18 +38,9 @@ class ProfileTable:
 
 def read_tputs(raw: Any, file: str, field: str) -> np.ndarray:
     """A throughput grid (req/s, rows by output length) checked: 2-D, finite, >= 0."""
-    try:
-        arr = np.asarray(raw, dtype=float)
-    except (TypeError, ValueError):
-        raise InputError("throughputs are not a grid of numbers", file=file, field=field,
-                         expected="a list of rows of req/s") from None
-    if arr.ndim != 2 or arr.size == 0:
-        raise InputError("throughputs are not a 2-D grid", file=file, field=field,
-                         expected="a list of rows of req/s")
-    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
-        raise InputError("throughputs must be finite and >= 0", file=file, field=field,
-                         expected="req/s >= 0 (0 means cannot meet the SLO)")
-    return arr
+    return wl.finite_nonnegative(raw, ndim=2, what="throughputs", shape="a list of rows of req/s",
+                                 values="req/s >= 0 (0 means cannot meet the SLO)", file=file,
+                                 field=field)
 
 
 def load_profile(spec: ProfileSpec) -> ProfileTable | np.ndarray:
