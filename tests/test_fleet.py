@@ -139,6 +139,8 @@ def test_quota_too_small_says_by_how_much():
     # an alias of a type already listed would merge its prices silently
     (lambda r: r["gpus"].append({"name": "H100", "quota": 4}), "'H100' listed twice (as 'H100-SXM'"),
     (lambda r: r["gpus"].append({"name": "a10g"}), "'a10g' listed twice"),
+    (lambda r: r["models"][0]["slo"].__setitem__("e2e_percentile", 99),
+     "e2e_percentile is set but e2e_s is not"),
 ])
 def test_bad_requests(patch, needle):
     req = _hist_request()
@@ -347,3 +349,41 @@ def test_replicas_that_serve_no_bucket_are_not_offered():
     problem, keep = cover_problem(fp)
     assert not set(useless) & set(keep)
     assert problem.capacity.any(axis=0).all()
+
+
+def _trace_request(slo: dict) -> dict:
+    return {"models": [{"name": "chat", "model": "llama-3.1-8b", "slo": slo,
+                        "workload": {"trace": str(REPO / "examples" / "trace_small.csv"),
+                                     "rate_rps": 6.0, "input_edges": [0, 512, 2048, 8192],
+                                     "output_edges": [0, 128, 1024]}}],
+            "gpus": [{"name": "L4"}, {"name": "A100-80GB"}], "solver": {"baseline": False}}
+
+
+def test_each_slo_target_is_met_at_its_own_percentile():
+    """TTFT on each bucket's p50 request and TPOT on its p99 one: a replica serves a bucket at
+    the lower of the two rates, each the rate meeting one target on its own request."""
+    def capacities(slo: dict) -> dict[tuple, np.ndarray]:
+        fp = fl.build_problem(fl.FleetRequest.model_validate(_trace_request(slo)))
+        return {(o.gpu, o.tp): o.capacity for o in fp.options}
+
+    ttft_p50 = capacities({"ttft_s": 0.4, "percentile": 50})
+    tpot_p99 = capacities({"tpot_s": 0.03, "percentile": 99})
+    mixed = capacities({"ttft_s": 0.4, "tpot_s": 0.03, "percentile": 50, "tpot_percentile": 99})
+    assert set(mixed) == set(ttft_p50) == set(tpot_p99)
+    for key, cap in mixed.items():
+        np.testing.assert_allclose(cap, np.minimum(ttft_p50[key], tpot_p99[key]))
+    # the trace's p99 requests are longer than its p50 ones: TPOT binds somewhere it would not
+    all_p50 = capacities({"ttft_s": 0.4, "tpot_s": 0.03, "percentile": 50})
+    assert any((mixed[k] < all_p50[k] - 1e-9).any() for k in mixed)
+    assert all((mixed[k] <= all_p50[k] + 1e-9).all() for k in mixed)
+    # the plan says which percentile each pool's headroom was taken at, and echoes the SLOs
+    slo = {"ttft_s": 0.4, "tpot_s": 0.03, "percentile": 50, "tpot_percentile": 99}
+    plan = fl.plan_fleet(_trace_request(slo))
+    assert plan["slo"]["chat"] == {**slo, "e2e_s": None}
+    assert {p["slo_headroom"]["percentile"] for p in plan["pools"]} <= {50.0, 99.0}
+    jsonschema.validate(plan, SCHEMA)
+    # one percentile for all targets: one check per bucket, as before
+    from planner.fleet.options import slo_checks
+    fp = fl.build_problem(fl.FleetRequest.model_validate(_trace_request(
+        {"ttft_s": 0.4, "tpot_s": 0.03, "e2e_s": 20.0})))
+    assert {len(c) for c in slo_checks(fp.request.models[0].slo, fp.loads[0].requests)} == {1}

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from planner.fleet.load import bucket_dict
 from planner.fleet.options import Option
 from planner.fleet.problem import FleetProblem, build_problem, solve_problem
-from planner.fleet.request import FleetRequest, validation_error
+from planner.fleet.request import SLO_KEYS, FleetRequest, validation_error
 from planner.fleet.solutions import adopt, nearest_replan
 from planner.fleet.whatif import (break_evens, peak_provisioning, single_gpu_baseline,
                                   slo_sensitivity, with_savings)
@@ -85,7 +85,8 @@ def _pools(fp: FleetProblem, problem: CoverProblem, keep: list[int], sol: CoverS
                     head, key, det = worst
                     entry["slo_headroom"] = {"binding": key, "fraction_at_capacity": float(head),
                                              "predicted_s": float(det[f"{key}_s"]),
-                                             "slo_s": float(det[f"{key}_slo_s"])}
+                                             "slo_s": float(det[f"{key}_slo_s"]),
+                                             "percentile": det.get("percentile")}
             pools.extend(_role_pools(entry, o, {g: fp.prices[g][cls] for g in o.gpus_by_type()})
                          if o.roles else [entry])
     return pools
@@ -279,7 +280,7 @@ def plan_from_problem(fp: FleetProblem, *, time_limit_s: float | None = None,
         (m.name or m.model): sorted({o.source for o in fp.options if o.model_index == i})
         for i, m in enumerate(req.models)}
     body["workload"] = {(m.name or m.model): ld.summary for m, ld in zip(req.models, fp.loads)}
-    body["slo"] = {(m.name or m.model): m.slo.model_dump() for m in req.models}
+    body["slo"] = {(m.name or m.model): m.slo.summary() for m in req.models}
     body["explanations"] = _explain(fp, problem, keep, sol, body)
     return envelope("FleetPlan", body, inputs=inputs)
 
@@ -330,9 +331,15 @@ def _explain(fp, problem, keep, sol, body) -> list[str]:
                      "prefill/decode router (planner emit writes one per bundle)")
     for i, m in enumerate(fp.request.models):
         srcs = body["capacity"][m.name or m.model]
-        notes.append(f"{m.name or m.model}: capacity from {', '.join(srcs)}; SLO percentile "
-                     f"{m.slo.percentile:g} applied through each bucket's representative request "
-                     f"size (the p-th percentile of its lengths)")
+        targets = [f"{k[:-2].upper()} p{m.slo.percentile_of(k):g}" for k in SLO_KEYS
+                   if getattr(m.slo, k) is not None]
+        notes.append(f"{m.name or m.model}: capacity from {', '.join(srcs)}; "
+                     + (f"SLOs met at {', '.join(targets)}" if targets else
+                        f"SLO percentile {m.slo.percentile:g}")
+                     + (", each on every bucket's representative request at that percentile of "
+                        "its lengths" if m.workload.trace else
+                        ", on every bucket's largest request (its upper edges: a histogram has no "
+                        "lengths to take percentiles of)"))
     return notes
 
 

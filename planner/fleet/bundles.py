@@ -3,10 +3,12 @@ type, or prefill on one type and decode on another of the same vendor, KV moved 
 them; a bundle serves a bucket at the lesser of its two sides' rates."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from hardware.errors import InputError
-from planner.fleet.options import Option, effective_slo
+from planner.fleet.options import Option, SLOCheck
 from planner.fleet.request import ModelEntry
 
 
@@ -17,51 +19,58 @@ PD_SHAPES = 2
 
 
 def _phase_caps(entry: ModelEntry, spec, accel, node, phase: str, shape: tuple[int, int],
-                rep_in: np.ndarray, rep_out: np.ndarray, buckets: np.ndarray, link=None) -> dict:
-    """Per active bucket, the capacity estimate of ONE prefill-only or decode-only instance
-    of ``shape`` on ``accel`` (:func:`costmodels.serving.max_rate_disaggregated`); ``link``:
-    the KV path to the decode side (prefill only)."""
+                checks: list[list[SLOCheck]], buckets: np.ndarray, link=None) -> dict:
+    """Per active bucket, ``(estimate, check)``: the capacity of ONE prefill-only or
+    decode-only instance of ``shape`` on ``accel``
+    (:func:`costmodels.serving.max_rate_disaggregated`) under the bucket's check that allows
+    the lowest rate; ``link``: the KV path to the decode side (prefill only).  A prefill check
+    sets aside half the tightest TPOT of the bucket's checks (joining a decode step)."""
     from costmodels.serving import max_rate_disaggregated
 
+    kwargs = {"max_num_seqs": entry.max_num_seqs} if entry.max_num_seqs else {}
     out = {}
     for b in buckets:
-        ttft, tpot = effective_slo(entry.slo, rep_out[b])
-        kwargs = {"max_num_seqs": entry.max_num_seqs} if entry.max_num_seqs else {}
-        out[b] = max_rate_disaggregated(
-            spec, accel, phase=phase, tp=shape[0], pp=shape[1], input_len=int(rep_in[b]),
-            output_len=int(rep_out[b]), ttft_slo_s=ttft, tpot_slo_s=tpot, dtype=entry.dtype,
-            kv_dtype=entry.kv_dtype, node=node, kv_link=link, **kwargs)
+        mine = checks[b]
+        if phase == "prefill":
+            aside = min((c.tpot_s for c in mine if c.tpot_s is not None), default=None)
+            mine = [replace(c, tpot_s=aside) for c in mine]
+        out[b] = min(((max_rate_disaggregated(
+            spec, accel, phase=phase, tp=shape[0], pp=shape[1], input_len=c.input_len,
+            output_len=c.output_len, ttft_slo_s=c.ttft_s, tpot_slo_s=c.tpot_s, dtype=entry.dtype,
+            kv_dtype=entry.kv_dtype, node=node, kv_link=link, **kwargs), c) for c in mine),
+            key=lambda pair: pair[0].rate_rps)
     return out
 
 
 def _bundle_option(entry: ModelEntry, index: int, name: str, gpu: str, decode_gpu: str | None,
                    sp: tuple[int, int], sd: tuple[int, int], n_p: int, n_d: int, pre: dict,
-                   dec: dict, rep_out: np.ndarray, n_buckets: int) -> Option | None:
+                   dec: dict, n_buckets: int) -> Option | None:
     """One bundle of ``n_p`` prefill instances (``sp`` on ``gpu``) and ``n_d`` decode instances
     (``sd`` on ``decode_gpu``, or ``gpu``): it serves a bucket at ``min(n_p cap_P, n_d cap_D)``
-    req/s; ``None`` when it serves no bucket."""
+    req/s; ``None`` when it serves no bucket.  ``pre`` / ``dec``: :func:`_phase_caps`'s."""
     cap = np.zeros(n_buckets)
     details = [dict() for _ in range(n_buckets)]
     for b in pre:
-        p_rate, d_rate = n_p * pre[b].rate_rps, n_d * dec[b].rate_rps
+        (p_est, p_check), (d_est, d_check) = pre[b], dec[b]
+        p_rate, d_rate = n_p * p_est.rate_rps, n_d * d_est.rate_rps
         cap[b] = max(0.0, min(p_rate, d_rate))
-        ttft, tpot = effective_slo(entry.slo, rep_out[b])
-        details[b] = {"binding": ("prefill:" + pre[b].binding) if p_rate <= d_rate
-                      else ("decode:" + dec[b].binding),
-                      "ttft_s": pre[b].ttft_s + (tpot or 0.0) / 2,
-                      "tpot_s": dec[b].tpot_s, "max_batch": dec[b].max_batch,
-                      "ttft_slo_s": ttft, "tpot_slo_s": tpot}
+        details[b] = {"binding": ("prefill:" + p_est.binding) if p_rate <= d_rate
+                      else ("decode:" + d_est.binding),
+                      "ttft_s": p_est.ttft_s + (p_check.tpot_s or 0.0) / 2,
+                      "tpot_s": d_est.tpot_s, "max_batch": d_est.max_batch,
+                      "ttft_slo_s": p_check.ttft_s, "tpot_slo_s": d_check.tpot_s,
+                      "percentile": (p_check if p_rate <= d_rate else d_check).percentile}
     if cap.max() <= 0:
         return None
-    fidelity = pre[next(iter(pre))].fidelity
+    fidelity = pre[next(iter(pre))][0].fidelity
     return Option(index, name, gpu, sp[0], sp[1], cap, f"cost-model:{fidelity}:disaggregated",
                   details, roles=(("prefill", sp[0], sp[1], n_p), ("decode", sd[0], sd[1], n_d)),
                   decode_gpu=decode_gpu)
 
 
 def same_gpu_bundles(entry: ModelEntry, index: int, name: str, spec, accel,
-                     fitting: list[tuple[int, int]],
-                     rep_in: np.ndarray, rep_out: np.ndarray, active: np.ndarray) -> list[Option]:
+                     fitting: list[tuple[int, int]], checks: list[list[SLOCheck]],
+                     active: np.ndarray) -> list[Option]:
     """Prefill/decode bundles on one GPU type: ``nP`` prefill instances of one shape feeding
     ``nD`` decode instances of another (:data:`PD_RATIOS`, the :data:`PD_SHAPES` smallest
     fitting shapes each).  A bundle serves a bucket at ``min(nP cap_P, nD cap_D)`` req/s
@@ -81,7 +90,7 @@ def same_gpu_bundles(entry: ModelEntry, index: int, name: str, spec, accel,
     if not shapes:
         return []
     buckets = np.nonzero(active)[0]
-    decode = {sh: _phase_caps(entry, spec, accel, node, "decode", sh, rep_in, rep_out, buckets)
+    decode = {sh: _phase_caps(entry, spec, accel, node, "decode", sh, checks, buckets)
               for sh in shapes}
     prefill: dict = {}  # (shape, tier) -> capacities: the KV link depends on the bundle's size
     options = []
@@ -93,10 +102,10 @@ def same_gpu_bundles(entry: ModelEntry, index: int, name: str, spec, accel,
                                accel.scale_up).tier_for_group(gpus)
                 if (sp, tier.name) not in prefill:
                     prefill[sp, tier.name] = _phase_caps(entry, spec, accel, node, "prefill", sp,
-                                                         rep_in, rep_out, buckets,
+                                                         checks, buckets,
                                                          LinkModel.from_link(tier.link))
                 o = _bundle_option(entry, index, name, accel.name, None, sp, sd, n_p, n_d,
-                                   prefill[sp, tier.name], decode[sd], rep_out, len(rep_in))
+                                   prefill[sp, tier.name], decode[sd], len(checks))
                 if o is not None:
                     options.append(o)
     return options
@@ -109,8 +118,8 @@ CROSS_BUNDLES_KEPT = 12
 
 
 def cross_gpu_bundles(entry: ModelEntry, index: int, name: str, spec, accels: list,
-                   fitting: dict[str, list[tuple[int, int]]], rep_in: np.ndarray,
-                   rep_out: np.ndarray, active: np.ndarray) -> list[Option]:
+                      fitting: dict[str, list[tuple[int, int]]], checks: list[list[SLOCheck]],
+                      active: np.ndarray) -> list[Option]:
     """Bundles whose prefill instances run on one GPU type and decode instances on another of
     the same vendor (prefill wants FLOPs per $, decode HBM bandwidth and capacity per $; the
     Splitwise idea).  The two sides sit on different nodes: the KV crosses the slower of the
@@ -128,8 +137,8 @@ def cross_gpu_bundles(entry: ModelEntry, index: int, name: str, spec, accels: li
     shapes = {a.name: sorted(fitting.get(a.name, []), key=lambda s: (s[0] * s[1], s))[:PD_SHAPES]
               for a in accels if a.name in nodes}
     by_name = {a.name: a for a in accels}
-    decode = {(g, sh): _phase_caps(entry, spec, by_name[g], nodes[g], "decode", sh, rep_in,
-                                   rep_out, buckets)
+    decode = {(g, sh): _phase_caps(entry, spec, by_name[g], nodes[g], "decode", sh, checks,
+                                   buckets)
               for g, shs in shapes.items() for sh in shs}
     options = []
     for a in accels:
@@ -140,12 +149,12 @@ def cross_gpu_bundles(entry: ModelEntry, index: int, name: str, spec, accels: li
             link = min((nodes[a.name].scale_out, nodes[b.name].scale_out),
                        key=lambda lk: lk.bandwidth_bytes_per_s)
             for sp in shapes[a.name]:
-                pre = _phase_caps(entry, spec, a, nodes[a.name], "prefill", sp, rep_in, rep_out,
+                pre = _phase_caps(entry, spec, a, nodes[a.name], "prefill", sp, checks,
                                   buckets, LinkModel.from_link(link))
                 for sd in shapes[b.name]:
                     for n_p, n_d in PD_RATIOS:
                         o = _bundle_option(entry, index, name, a.name, b.name, sp, sd, n_p, n_d,
-                                           pre, decode[b.name, sd], rep_out, len(rep_in))
+                                           pre, decode[b.name, sd], len(checks))
                         if o is not None:
                             options.append(o)
     return options

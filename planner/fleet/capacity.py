@@ -7,7 +7,7 @@ import numpy as np
 from hardware.errors import InputError
 from planner.fleet.bundles import cross_gpu_bundles, same_gpu_bundles
 from planner.fleet.load import ModelLoad
-from planner.fleet.options import Option, effective_slo, gpu_shapes
+from planner.fleet.options import Option, gpu_shapes, slo_checks
 from planner.fleet.request import GPUEntry, ModelEntry
 
 
@@ -26,46 +26,42 @@ def cost_model_options(entry: ModelEntry, index: int, load: ModelLoad, gpus: lis
         raise InputError(exc.message, file=exc.file or file, field=field, expected=exc.expected,
                          hint=exc.hint) from None
     name = entry.name or entry.model
-    rep_in = load.hist.input_len.ravel()
-    rep_out = load.hist.output_len.ravel()
+    checks = slo_checks(entry.slo, load.requests)
     active = load.shares.max(axis=0) > 0
+    kwargs = {"max_num_seqs": entry.max_num_seqs} if entry.max_num_seqs else {}
     options = []
     for gi, g in enumerate(gpus):
         accel = get_accelerator(g.name, field=f"gpus[{gi}].name", file=file)
         for tp, pp in gpu_shapes(g):
-            cap = np.zeros(rep_in.shape[0])
+            cap = np.zeros(len(checks))
             details = [dict() for _ in range(cap.shape[0])]
             fidelity = "analytical"
             any_fit = False
             for b in np.nonzero(active)[0]:
-                ttft, tpot = effective_slo(entry.slo, rep_out[b])
-                kwargs = {}
-                if entry.max_num_seqs:
-                    kwargs["max_num_seqs"] = entry.max_num_seqs
-                est = max_rate_under_slo(spec, accel, tp=tp, pp=pp, input_len=int(rep_in[b]),
-                                         output_len=int(rep_out[b]), ttft_slo_s=ttft,
-                                         tpot_slo_s=tpot, dtype=entry.dtype,
-                                         kv_dtype=entry.kv_dtype, **kwargs)
+                est, check = min(((max_rate_under_slo(
+                    spec, accel, tp=tp, pp=pp, input_len=c.input_len, output_len=c.output_len,
+                    ttft_slo_s=c.ttft_s, tpot_slo_s=c.tpot_s, dtype=entry.dtype,
+                    kv_dtype=entry.kv_dtype, **kwargs), c) for c in checks[b]),
+                    key=lambda pair: pair[0].rate_rps)
                 if est.binding == "fit":
                     break  # the weights do not fit this shape: no bucket will
                 any_fit = True
                 fidelity = est.fidelity
                 cap[b] = max(est.rate_rps, 0.0)
                 details[b] = {"binding": est.binding, "ttft_s": est.ttft_s, "tpot_s": est.tpot_s,
-                              "max_batch": est.max_batch, "ttft_slo_s": ttft, "tpot_slo_s": tpot}
+                              "max_batch": est.max_batch, "ttft_slo_s": check.ttft_s,
+                              "tpot_slo_s": check.tpot_s, "percentile": check.percentile}
             if any_fit:
                 options.append(Option(index, name, accel.name, tp, pp, cap,
                                       f"cost-model:{fidelity}", details))
         if entry.disaggregation in ("auto", "same_gpu"):
             fitting = [(o.tp, o.pp) for o in options if o.gpu == accel.name and not o.roles]
-            options += same_gpu_bundles(entry, index, name, spec, accel, fitting, rep_in, rep_out,
-                                        active)
+            options += same_gpu_bundles(entry, index, name, spec, accel, fitting, checks, active)
     if entry.disaggregation == "auto" and len(gpus) > 1:
         accels = [get_accelerator(g.name) for g in gpus]
         fitting: dict[str, list[tuple[int, int]]] = {}
         for o in options:
             if not o.roles:
                 fitting.setdefault(o.gpu, []).append((o.tp, o.pp))
-        options += cross_gpu_bundles(entry, index, name, spec, accels, fitting, rep_in, rep_out,
-                                  active)
+        options += cross_gpu_bundles(entry, index, name, spec, accels, fitting, checks, active)
     return options

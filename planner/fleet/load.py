@@ -18,7 +18,9 @@ class ModelLoad:
 
     ``shares[t]`` is the bucket share in period t (a trace's own mix per period, or the fixed
     histogram); ``rates_rps[t]`` the total rate; ``mean_tokens`` the mean input + output tokens
-    per request (for $ per million tokens)."""
+    per request (for $ per million tokens); ``requests[p]`` each bucket's representative
+    request at percentile ``p`` of its lengths, for every percentile an SLO is met at, as flat
+    ``(input tokens, output tokens)`` arrays (``hist`` holds the SLOs' default percentile's)."""
 
     hist: wl.Histogram
     rates_rps: np.ndarray
@@ -26,6 +28,7 @@ class ModelLoad:
     period_s: float
     mean_tokens: float
     summary: dict[str, Any]
+    requests: dict[float, tuple[np.ndarray, np.ndarray]]
 
 
 def _field(i: int, name: str) -> str:
@@ -50,6 +53,8 @@ def build_load(entry: ModelEntry, index: int, file: str | None = None) -> ModelL
                 grid = wl.BucketGrid(grid.input_edges[:-1] + (max(grid.input_edges[-1], float(trace.input_tokens.max())),),
                                      grid.output_edges[:-1] + (max(grid.output_edges[-1], float(trace.output_tokens.max())),))
         hist = wl.histogram(trace, grid, percentile=entry.slo.percentile)
+        at = {p: wl.histogram(trace, grid, percentile=p) for p in entry.slo.percentiles()
+              if p != entry.slo.percentile}
         if w.rate_rps is not None:
             rates = wl.check_rates(w.rate_rps, file=file, field=_field(index, "rate_rps"))
             shares = np.tile(hist.shares.ravel(), (len(rates), 1))
@@ -75,6 +80,7 @@ def build_load(entry: ModelEntry, index: int, file: str | None = None) -> ModelL
         mid_out = (np.asarray(hist.grid.output_edges[:-1]) + np.asarray(hist.grid.output_edges[1:])) / 2
         mean_tokens = float((hist.shares * (mid_in[:, None] + mid_out[None, :])).sum())
         summary = {"histogram_buckets": list(hist.grid.shape)}
+        at = {}  # upper edges represent every bucket, whatever the percentile
     if w.periods == "peak" and len(rates) > 1:
         t = int(np.argmax(rates))
         rates, shares = rates[t:t + 1], shares[t:t + 1]
@@ -82,7 +88,10 @@ def build_load(entry: ModelEntry, index: int, file: str | None = None) -> ModelL
         shares = (shares * rates[:, None]).sum(axis=0, keepdims=True) / rates.sum()
         rates = np.array([rates.mean()])
     summary["rates_rps"] = [float(r) for r in rates]
-    return ModelLoad(hist, np.asarray(rates, dtype=float), shares, w.period_s, mean_tokens, summary)
+    requests = {p: (h.input_len.ravel(), h.output_len.ravel())
+                for p, h in {**{p: hist for p in entry.slo.percentiles()}, **at}.items()}
+    return ModelLoad(hist, np.asarray(rates, dtype=float), shares, w.period_s, mean_tokens, summary,
+                     requests)
 
 
 def bucket_dict(load: ModelLoad, b: int) -> dict[str, Any]:

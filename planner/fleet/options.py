@@ -71,6 +71,37 @@ def effective_slo(slo: SLOSpec, output_len: float) -> tuple[float | None, float 
     return ttft, tpot
 
 
+@dataclass(frozen=True)
+class SLOCheck:
+    """One latency check a bucket's replicas must pass: the targets met at one percentile
+    (TTFT / TPOT limits in s, an end-to-end target split into both), on the bucket's
+    representative request at that percentile (tokens)."""
+
+    percentile: float
+    input_len: int
+    output_len: int
+    ttft_s: float | None
+    tpot_s: float | None
+
+
+def slo_checks(slo: SLOSpec, requests: dict[float, tuple[np.ndarray, np.ndarray]]
+               ) -> list[list[SLOCheck]]:
+    """Per bucket, its checks: one per distinct percentile among the SLO's targets (one in
+    all when they share it).  A replica serves the bucket at the lowest of the rates its checks
+    allow: each is the largest rate meeting its targets, and latency grows with the rate."""
+    groups = [(p, slo.at(p)) for p in slo.percentiles()]
+    n = len(next(iter(requests.values()))[0])
+    out = []
+    for b in range(n):
+        checks = []
+        for p, targets in groups:
+            rep_in, rep_out = requests[p]
+            ttft, tpot = effective_slo(targets, rep_out[b])
+            checks.append(SLOCheck(p, int(rep_in[b]), int(rep_out[b]), ttft, tpot))
+        out.append(checks)
+    return out
+
+
 def gpu_shapes(g: GPUEntry) -> list[tuple[int, int]]:
     """``(tp, pp)`` shapes to evaluate on a GPU type: the request's, else TP 1-8 to ``max_tp``."""
     if g.shapes:

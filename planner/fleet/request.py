@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from hardware.errors import InputError, from_validation_error
 from planner.plan import read_structured
@@ -15,14 +16,54 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: the latency targets an SLO section may set, each with an optional percentile of its own
+SLO_KEYS = ("ttft_s", "tpot_s", "e2e_s")
+
+
 class SLOSpec(_Spec):
-    """Latency targets; ``percentile`` picks each bucket's representative request size from a
-    trace (the p-th percentile of its requests' lengths)."""
+    """Latency targets, each met at a percentile: a bucket's replicas are checked on the
+    bucket's representative request at that percentile of its requests' lengths (in a trace;
+    a histogram's buckets are represented by their upper edges).  ``percentile`` applies to
+    every target without a ``<target>_percentile`` of its own (``ttft_percentile: 99`` with
+    ``percentile: 90``: TTFT on each bucket's p99 request, TPOT on its p90 one)."""
 
     ttft_s: float | None = Field(None, gt=0)
     tpot_s: float | None = Field(None, gt=0)
     e2e_s: float | None = Field(None, gt=0)
     percentile: float = Field(90.0, gt=0, le=100)
+    ttft_percentile: float | None = Field(None, gt=0, le=100)
+    tpot_percentile: float | None = Field(None, gt=0, le=100)
+    e2e_percentile: float | None = Field(None, gt=0, le=100)
+
+    @model_validator(mode="after")
+    def _percentile_needs_its_target(self) -> "SLOSpec":
+        for key in SLO_KEYS:
+            own = key.replace("_s", "_percentile")
+            if getattr(self, own) is not None and getattr(self, key) is None:
+                raise ValueError(f"{own} is set but {key} is not (a percentile for no target)")
+        return self
+
+    def percentile_of(self, key: str) -> float:
+        """The percentile target ``key`` (``"ttft_s"``, ...) is met at."""
+        own = getattr(self, key.replace("_s", "_percentile"))
+        return self.percentile if own is None else own
+
+    def percentiles(self) -> list[float]:
+        """The distinct percentiles the set targets are met at (``[percentile]`` when none is
+        set), ascending."""
+        found = {self.percentile_of(k) for k in SLO_KEYS if getattr(self, k) is not None}
+        return sorted(found or {self.percentile})
+
+    def summary(self) -> dict[str, Any]:
+        """The targets and the default percentile, and a target's own percentile where set."""
+        return {k: v for k, v in self.model_dump().items()
+                if v is not None or k in SLO_KEYS or k == "percentile"}
+
+    def at(self, percentile: float) -> "SLOSpec":
+        """Only the targets met at ``percentile``."""
+        return SLOSpec(**{k: getattr(self, k) for k in SLO_KEYS
+                          if getattr(self, k) is not None and self.percentile_of(k) == percentile},
+                       percentile=percentile)
 
 
 class ShapeSpec(_Spec):
