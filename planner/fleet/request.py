@@ -20,6 +20,11 @@ class _Spec(BaseModel):
 SLO_KEYS = ("ttft_s", "tpot_s", "e2e_s")
 
 
+def _own_percentile(key: str) -> str:
+    """The field holding target ``key``'s own percentile: ``"ttft_s"`` -> ``"ttft_percentile"``."""
+    return key[:-len("_s")] + "_percentile"
+
+
 class SLOSpec(_Spec):
     """Latency targets, each met at a percentile: a bucket's replicas are checked on the
     bucket's representative request at that percentile of its requests' lengths (in a trace;
@@ -38,14 +43,14 @@ class SLOSpec(_Spec):
     @model_validator(mode="after")
     def _percentile_needs_its_target(self) -> "SLOSpec":
         for key in SLO_KEYS:
-            own = key.replace("_s", "_percentile")
+            own = _own_percentile(key)
             if getattr(self, own) is not None and getattr(self, key) is None:
                 raise ValueError(f"{own} is set but {key} is not (a percentile for no target)")
         return self
 
     def percentile_of(self, key: str) -> float:
         """The percentile target ``key`` (``"ttft_s"``, ...) is met at."""
-        own = getattr(self, key.replace("_s", "_percentile"))
+        own = getattr(self, _own_percentile(key))
         return self.percentile if own is None else own
 
     def percentiles(self) -> list[float]:
