@@ -14,7 +14,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import yaml
 from pydantic import BaseModel
@@ -211,6 +211,29 @@ def read_structured(path: str | os.PathLike, *, what: str = "file") -> Any:
         where = f" near line {line + 1 if isinstance(exc, yaml.YAMLError) else line}" if line is not None else ""
         raise InputError(f"malformed {what}{where}: {str(exc).splitlines()[0]}", file=str(path),
                          expected="valid YAML or JSON") from None
+
+
+def json_lines(path: str | os.PathLike, *, what: str = "file",
+               expected: str = "one JSON object per line") -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` per non-blank line of a JSON-lines file; one clear
+    :class:`InputError` for a missing file or a line that is not a JSON object."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} not found", file=str(path))
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for n, line in enumerate(fh, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"line {n} is not JSON ({exc.msg})", file=str(path),
+                                 expected=expected) from None
+            if not isinstance(row, dict):
+                raise InputError(f"line {n} is not a JSON object", file=str(path),
+                                 expected=expected)
+            yield n, row
 
 
 def load_plan(path: str | os.PathLike, *, kinds: Iterable[str] | None = None) -> dict[str, Any]:

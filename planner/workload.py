@@ -12,7 +12,6 @@ in tokens.  Every malformed input raises :class:`hardware.errors.InputError`.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +21,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from hardware.errors import InputError
+from planner.plan import json_lines
 
 #: trace formats :func:`read_trace` understands
 TRACE_FORMATS = ("azure", "burstgpt", "jsonl")
@@ -199,28 +199,17 @@ def _read_csv(path: Path, fmt: str | None) -> Trace:
 
 def _read_jsonl(path: Path) -> Trace:
     times, ins, outs = [], [], []
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        for n, line in enumerate(fh, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"line {n} is not JSON ({exc.msg})", file=str(path),
-                                 expected="one JSON object per line") from None
-            if not isinstance(row, dict):
-                raise InputError(f"line {n} is not a JSON object", file=str(path),
-                                 expected='{"timestamp": s, "input_tokens": n, "output_tokens": n}')
-            keys = {k.lower(): k for k in row}
-            tk, ik, ok = (next((keys[c] for c in cols if c in keys), None)
-                          for cols in (_TIME_COLS, _IN_COLS, _OUT_COLS))
-            if tk is None or ik is None or ok is None:
-                raise InputError(f"line {n} lacks a time or token-count key", file=str(path),
-                                 expected="keys timestamp, input_tokens, output_tokens")
-            times.append(_parse_time(str(row[tk]), str(path), n, tk))
-            ins.append(_parse_count(row[ik], str(path), n, ik))
-            outs.append(_parse_count(row[ok], str(path), n, ok))
+    for n, row in json_lines(path, what="trace file",
+                             expected='{"timestamp": s, "input_tokens": n, "output_tokens": n}'):
+        keys = {k.lower(): k for k in row}
+        tk, ik, ok = (next((keys[c] for c in cols if c in keys), None)
+                      for cols in (_TIME_COLS, _IN_COLS, _OUT_COLS))
+        if tk is None or ik is None or ok is None:
+            raise InputError(f"line {n} lacks a time or token-count key", file=str(path),
+                             expected="keys timestamp, input_tokens, output_tokens")
+        times.append(_parse_time(str(row[tk]), str(path), n, tk))
+        ins.append(_parse_count(row[ik], str(path), n, ik))
+        outs.append(_parse_count(row[ok], str(path), n, ok))
     return _finish(times, ins, outs, str(path))
 
 

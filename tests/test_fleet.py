@@ -387,3 +387,82 @@ def test_each_slo_target_is_met_at_its_own_percentile():
     fp = fl.build_problem(fl.FleetRequest.model_validate(_trace_request(
         {"ttft_s": 0.4, "tpot_s": 0.03, "e2e_s": 20.0})))
     assert {len(c) for c in slo_checks(fp.request.models[0].slo, fp.loads[0].requests)} == {1}
+
+
+def _benchmark_rows(path: Path) -> Path:
+    """AIBrix-style benchmark rows for two request sizes at offered rates 1, 2, 4, 8 req/s:
+    the 128 x 16 cell keeps up to 8 req/s with E2E p90 growing 0.2 s per rate doubling; the
+    512 x 64 cell saturates at 3 req/s (achieved throughput) with E2E p90 above 2 s at 4."""
+    rows = []
+    for (i, o), achieved, e2e_p90 in [((128, 16), [1, 2, 4, 7.9], [0.2, 0.4, 0.6, 0.8]),
+                                      ((512, 64), [1, 2, 3.1, 3.0], [1.0, 1.5, 2.5, 9.0])]:
+        for rate, tput, e2e in zip([1.0, 2.0, 4.0, 8.0], achieved, e2e_p90):
+            base = {"input_tokens": i, "output_tokens": o, "request_rate": rate, "seed": 0}
+            rows.append({**base, "metric": "TPUT", "mean": tput})
+            rows.append({**base, "metric": "E2E", "mean": e2e * 0.8, "P50": e2e * 0.7,
+                         "P90": e2e, "P99": e2e * 1.5})
+            rows.append({**base, "metric": "TTFT", "mean": 0.05, "P50": 0.04, "P90": 0.08,
+                         "P99": 0.1})
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_benchmark_rows_give_capacity_at_the_requests_slo(tmp_path):
+    from planner.fleet.profiles import benchmark_table
+
+    spec = fl.ProfileSpec(gpu="a", file=str(_benchmark_rows(tmp_path / "a.jsonl")))
+    assert spec.follows_slo()
+    loose = benchmark_table(spec, fl.SLOSpec(e2e_s=2.0, percentile=90))
+    # 128 x 16: every rate meets E2E p90 <= 2 s and is sustained: the largest, 8 (7.9 achieved)
+    assert loose.lookup(128, 16) == pytest.approx(7.9)
+    # 512 x 64: 4 req/s is not sustained (3.1 achieved < 90% of 4): 2 req/s it is
+    assert loose.lookup(512, 64) == pytest.approx(2.0)
+    tight = benchmark_table(spec, fl.SLOSpec(e2e_s=0.5, percentile=90))
+    assert tight.lookup(128, 16) == pytest.approx(2.0) and tight.lookup(512, 64) == 0.0
+    # the percentile picks the column: at p99 (1.5x the p90 here) 0.5 s holds only at 1 req/s
+    assert benchmark_table(spec, fl.SLOSpec(e2e_s=0.5, percentile=99)).lookup(128, 16) == 1.0
+    # a TTFT target reads the TTFT rows; no TPOT rows: no rate can be shown to meet a TPOT
+    assert benchmark_table(spec, fl.SLOSpec(ttft_s=0.09)).lookup(512, 64) == pytest.approx(2.0)
+    assert benchmark_table(spec, fl.SLOSpec(tpot_s=0.1)).lookup(128, 16) == 0.0
+    with pytest.raises(InputError, match="no P95 column"):
+        benchmark_table(spec, fl.SLOSpec(e2e_s=1.0, percentile=95))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input_tokens": 1, "output_tokens": 1, "request_rate": 1, "metric": "TPUT"}\n[1]\n')
+    with pytest.raises(InputError, match="line 2 is not a JSON object"):
+        benchmark_table(fl.ProfileSpec(gpu="a", file=str(bad)), fl.SLOSpec(e2e_s=1.0))
+
+
+def test_fleet_plans_from_benchmark_rows_and_reprices_the_slo(tmp_path):
+    rows = _benchmark_rows(tmp_path / "a.jsonl")
+    req = {"models": [{"name": "m", "model": "llama-2-7b",
+                       "slo": {"e2e_s": 2.0, "percentile": 90},
+                       "workload": {"histogram": {"input_edges": [0, 128, 512],
+                                                  "output_edges": [0, 16, 64],
+                                                  "shares": [[0.5, 0.0], [0.0, 0.5]]},
+                                    "rate_rps": 10},
+                       "profiles": [{"gpu": "a", "file": str(rows)}]}],
+           "gpus": [{"name": "a", "price_per_hour": 1.0}],
+           "solver": {"slo_factors": [0.25], "baseline": False}}
+    plan = fl.plan_fleet(req)
+    # 5 req/s of 128 x 16 at 7.9 per replica and 5 req/s of 512 x 64 at 2 per replica: both
+    # routed to one pool, whose replicas split the load: 5/7.9 + 5/2 = 3.13 -> 4 replicas
+    assert plan["pools"][0]["count"] == 4 and plan["solver"]["status"] == "optimal"
+    assert any("derived from benchmark rows" in n for n in plan["explanations"])
+    # a quarter of the E2E target (0.5 s): the 512 x 64 cell can no longer be served
+    (row,) = plan["slo_sensitivity"]
+    assert row["feasible"] is False and "512" in row["reason"]
+
+
+def test_aibrix_benchmark_rows_reproduce_its_published_profile(shared_data):
+    """AIBrix's simulator-llama2-7b-a100.json was generated from the benchmark rows beside it
+    at E2E < 5 s at p99: deriving the table from those rows at that SLO gives it cell for cell."""
+    from planner.fleet.profiles import benchmark_table
+
+    prof = shared_data / "aibrix-gpu-optimizer"
+    published = fl.load_profile(fl.ProfileSpec(gpu="a100", file=str(prof / "simulator-llama2-7b-a100.json")))
+    assert published.measured_at == "E2E 5 s at p99 (the profile's slos)"
+    derived = benchmark_table(fl.ProfileSpec(gpu="a100", file=str(prof / "simulator-llama2-7b-a100.jsonl")),
+                              fl.SLOSpec(e2e_s=5.0, percentile=99))
+    assert derived.input_ticks == published.input_ticks
+    assert derived.output_ticks == published.output_ticks
+    np.testing.assert_allclose(derived.tputs, published.tputs, rtol=0, atol=1e-9)

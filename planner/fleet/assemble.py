@@ -333,13 +333,21 @@ def _explain(fp, problem, keep, sol, body) -> list[str]:
         srcs = body["capacity"][m.name or m.model]
         targets = [f"{k[:-2].upper()} p{m.slo.percentile_of(k):g}" for k in SLO_KEYS
                    if getattr(m.slo, k) is not None]
+        where = (" on every bucket's representative request at that percentile of its lengths"
+                 if m.workload.trace else " on every bucket's largest request (its upper edges: "
+                 "a histogram has no lengths to take percentiles of)")
+        fixed = sorted({(o.source, o.measured_at) for o in fp.options
+                        if o.model_index == i and o.measured_at})
+        if fixed:  # measured tables hold at the SLO they were measured at: say which
+            notes.append(f"{m.name or m.model}: capacity from measured profiles, looked up"
+                         f"{where}: " + "; ".join(f"{src} meets {at}" for src, at in fixed)
+                         + ("" if all(p.follows_slo() for p in m.profiles) else
+                            " (a profile's own SLO is taken as given, not checked against the "
+                            "request's)"))
+            continue
         notes.append(f"{m.name or m.model}: capacity from {', '.join(srcs)}; "
-                     + (f"SLOs met at {', '.join(targets)}" if targets else
-                        f"SLO percentile {m.slo.percentile:g}")
-                     + (", each on every bucket's representative request at that percentile of "
-                        "its lengths" if m.workload.trace else
-                        ", on every bucket's largest request (its upper edges: a histogram has no "
-                        "lengths to take percentiles of)"))
+                     + (f"SLOs met at {', '.join(targets)}," if targets else
+                        f"SLO percentile {m.slo.percentile:g},") + where)
     return notes
 
 

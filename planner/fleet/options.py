@@ -31,6 +31,8 @@ class Option:
     roles: tuple[tuple[str, int, int, int], ...] = ()
     #: a bundle whose decode instances run on another GPU type than ``gpu`` (the prefill's)
     decode_gpu: str | None = None
+    #: a measured profile's capacities: the SLO they meet, in words
+    measured_at: str | None = None
 
     def role_gpu(self, role: str) -> str:
         """The GPU type a role of a bundle runs on."""

@@ -12,19 +12,29 @@ from hardware.errors import InputError
 from planner import workload as wl
 from planner.fleet.load import ModelLoad
 from planner.fleet.options import Option
-from planner.fleet.request import GPUEntry, ModelEntry, ProfileSpec
-from planner.plan import read_structured
+from planner.fleet.request import GPUEntry, ModelEntry, ProfileSpec, SLOSpec
+from planner.plan import json_lines, read_structured
+
+
+#: an offered rate counts as sustained when the benchmark achieved at least this share of it:
+#: below, requests queue without bound and a finite benchmark understates their latency (the
+#: tolerance AIBrix's gen_profile.py applies, TPUT_TOLERANCE)
+SUSTAINED_FRACTION = 0.9
+#: the benchmark rows' metric for each SLO target
+BENCHMARK_METRICS = {"ttft_s": "TTFT", "tpot_s": "TPOT", "e2e_s": "E2E"}
 
 
 @dataclass(frozen=True)
 class ProfileTable:
-    """A measured max-rate table: ``tputs[out_idx][in_idx]`` at tick lengths (AIBrix layout)."""
+    """A measured max-rate table: ``tputs[out_idx][in_idx]`` at tick lengths (AIBrix layout);
+    ``measured_at``: the SLO its rates meet, in words."""
 
     output_ticks: tuple[float, ...]
     input_ticks: tuple[float, ...]
     tputs: np.ndarray  # [len(output_ticks), len(input_ticks)], req/s; 0 = cannot serve
     cost: float | None
     source: str
+    measured_at: str = "an SLO the profile does not record"
 
     def lookup(self, input_len: float, output_len: float) -> float:
         """Rate for a request size: the table cell at the smallest ticks >= the lengths (a
@@ -43,9 +53,77 @@ def read_tputs(raw: Any, file: str, field: str) -> np.ndarray:
                                  field=field)
 
 
-def load_profile(spec: ProfileSpec) -> ProfileTable | np.ndarray:
-    """An AIBrix profile as a :class:`ProfileTable`, or a Mélange ``tputs`` grid (aligned with
-    the request's histogram) as an array."""
+def _slo_words(slos: Any) -> str:
+    """An AIBrix profile's ``slos`` record (``{"percentile": 99, "e2e": 5.0}``) in words."""
+    if not isinstance(slos, dict):
+        return "an SLO the profile does not record"
+    pct = slos.get("percentile")
+    targets = [f"{k.upper()} {v:g} s" for k, v in slos.items()
+               if k != "percentile" and isinstance(v, (int, float))]
+    at = f"p{pct:g}" if isinstance(pct, (int, float)) and pct > 0 else "the mean"
+    return f"{', '.join(targets)} at {at} (the profile's slos)" if targets else "no SLO (the profile's slos)"
+
+
+def benchmark_table(spec: ProfileSpec, slo: SLOSpec) -> ProfileTable:
+    """AIBrix benchmark rows (one JSON object per input_tokens x output_tokens x request_rate x
+    metric, with ``mean`` / ``P50`` / ``P90`` / ``P99``) as a capacity table at ``slo``: a cell's
+    rate (req/s) is the achieved throughput (metric TPUT) at the largest offered rate that was
+    sustained (:data:`SUSTAINED_FRACTION`) and at which every SLO target's measured latency at
+    its percentile is within the target; 0 when no measured rate is (cannot serve)."""
+    file = spec.file
+    cells: dict[tuple[float, float, float], dict[str, dict]] = {}
+    for n, row in json_lines(file, what="benchmark rows", expected=(
+            '{"input_tokens", "output_tokens", "request_rate", "metric", "mean", "P90", ...}')):
+        try:
+            key = (float(row["input_tokens"]), float(row["output_tokens"]), float(row["request_rate"]))
+            metric = str(row["metric"])
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"line {n} lacks a number in input_tokens, output_tokens or "
+                             "request_rate, or a metric", file=file,
+                             expected="AIBrix gpu_benchmark.py rows") from None
+        cells.setdefault(key, {})[metric] = row
+    targets = {k: getattr(slo, k) for k in BENCHMARK_METRICS if getattr(slo, k) is not None}
+    columns = {}
+    for k in targets:
+        col = f"P{slo.percentile_of(k):g}"
+        if not any(col in r for c in cells.values() for r in c.values()):
+            raise InputError(f"the benchmark rows have no {col} column for {k} at percentile "
+                             f"{slo.percentile_of(k):g}", file=file,
+                             expected="percentile 50, 90 or 99 (the columns AIBrix measures)")
+        columns[k] = col
+    ins = sorted({c[0] for c in cells})
+    outs = sorted({c[1] for c in cells})
+    if not cells or not any("TPUT" in c for c in cells.values()):
+        raise InputError("no TPUT (throughput) rows", file=file,
+                         expected="AIBrix gpu_benchmark.py rows with metric TPUT")
+
+    def meets(rate_rows: dict, rate: float) -> bool:
+        tput = rate_rows.get("TPUT", {}).get("mean")
+        if not isinstance(tput, (int, float)) or tput < SUSTAINED_FRACTION * rate:
+            return False
+        for k, limit in targets.items():
+            value = rate_rows.get(BENCHMARK_METRICS[k], {}).get(columns[k])
+            if not isinstance(value, (int, float)) or value > limit:
+                return False
+        return True
+
+    tputs = np.zeros((len(outs), len(ins)))
+    for (i, o, rate), rate_rows in sorted(cells.items()):
+        if meets(rate_rows, rate):  # ascending rates: the largest sustained one wins
+            tputs[outs.index(o), ins.index(i)] = float(rate_rows["TPUT"]["mean"])
+    words = ", ".join(f"{BENCHMARK_METRICS[k]} {v:g} s at {columns[k].lower()}"
+                      for k, v in targets.items()) or "no latency target"
+    return ProfileTable(tuple(outs), tuple(ins), tputs, None, Path(file).name,
+                        f"the request's SLOs ({words}), derived from benchmark rows "
+                        f"(offered rates sustained to {SUSTAINED_FRACTION:.0%})")
+
+
+def load_profile(spec: ProfileSpec, slo: SLOSpec | None = None) -> ProfileTable | np.ndarray:
+    """An AIBrix profile as a :class:`ProfileTable` (from AIBrix benchmark rows: derived at
+    ``slo``, see :func:`benchmark_table`), or a Mélange ``tputs`` grid (aligned with the
+    request's histogram) as an array."""
+    if spec.follows_slo():
+        return benchmark_table(spec, slo if slo is not None else SLOSpec())
     data = read_structured(spec.file, what="capacity profile")
     file = spec.file
     if not isinstance(data, dict):
@@ -74,7 +152,7 @@ def load_profile(spec: ProfileSpec) -> ProfileTable | np.ndarray:
                          expected="one row per output tick, one column per input tick")
     cost = data.get("cost")
     return ProfileTable(out_t, in_t, tputs, float(cost) if isinstance(cost, (int, float)) else None,
-                        Path(file).name)
+                        Path(file).name, _slo_words(data.get("slos")))
 
 
 def profile_options(entry: ModelEntry, index: int, load: ModelLoad, gpus: list[GPUEntry],
@@ -90,15 +168,17 @@ def profile_options(entry: ModelEntry, index: int, load: ModelLoad, gpus: list[G
             raise InputError(f"profile for GPU {p.gpu!r} which is not among the candidate gpus",
                              file=file, field=f"models[{index}].profiles[{pi}].gpu",
                              expected=f"one of {sorted(names.values())}")
-        table = load_profile(p)
+        table = load_profile(p, entry.slo)
         if isinstance(table, np.ndarray):
             if table.shape != load.hist.shares.shape:
                 raise InputError(f"tputs grid {table.shape} does not match the workload grid "
                                  f"{load.hist.shares.shape}", file=p.file, field="tputs",
                                  expected="the same bucket grid as workload_distribution")
             cap = table.ravel().copy()
+            measured_at = "an SLO Mélange configs do not record"
         else:
             cap = np.array([table.lookup(a, b) for a, b in zip(rep_in, rep_out)])
+            measured_at = table.measured_at
         options.append(Option(index, entry.name or entry.model, gname, p.tp, p.pp, cap,
-                              f"profile:{Path(p.file).name}"))
+                              f"profile:{Path(p.file).name}", measured_at=measured_at))
     return options

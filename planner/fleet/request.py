@@ -81,10 +81,21 @@ class ProfileSpec(_Spec):
 
     gpu: str
     file: str
-    format: Literal["auto", "aibrix", "melange"] = "auto"
+    #: "aibrix": a GPU profile (max req/s per input x output tick, at the SLO it was made for);
+    #: "aibrix-benchmark": the benchmark rows such profiles are made from (JSON lines), from
+    #: which the planner derives the table at the request's own SLOs; "melange": a Mélange
+    #: config's ``gpu_info`` entry.  "auto": ``.jsonl`` files are benchmark rows, a JSON with
+    #: ``gpu_info`` is Mélange's, any other JSON an AIBrix profile
+    format: Literal["auto", "aibrix", "aibrix-benchmark", "melange"] = "auto"
     key: str | None = Field(None, description="gpu_info key inside a Mélange config")
     tp: int = Field(1, ge=1)
     pp: int = Field(1, ge=1)
+
+    def follows_slo(self) -> bool:
+        """Whether the capacities are derived at the request's SLOs (benchmark rows) rather
+        than measured at a fixed one."""
+        return self.format == "aibrix-benchmark" or (
+            self.format == "auto" and Path(self.file).suffix.lower() in (".jsonl", ".ndjson"))
 
 
 class HistogramSpec(_Spec):

@@ -98,7 +98,7 @@ def slo_sensitivity(fp: FleetProblem, cost: float, time_limit_s: float) -> list[
     out = []
     for f in req.solver.slo_factors:
         row: dict[str, Any] = {"factor": f}
-        if any(m.profiles for m in req.models):
+        if any(not p.follows_slo() for m in req.models for p in m.profiles):
             out.append({**row, "feasible": None, "reason": "capacity from measured profiles, "
                         "which do not change with the SLO"})
             continue
