@@ -48,6 +48,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hardware.errors import InputError, from_validation_error
+from planner.plan import json_lines
 from solvers import assignment as asg
 
 KIND = "ExpertPlacement"
@@ -209,24 +210,20 @@ def read_traces(path: str | Path) -> LoadData:
     p = Path(path)
     recs: dict[tuple, dict[int, list[int]]] = {}
     max_layer = max_expert = -1
-    with p.open(encoding="utf-8") as fh:
-        for i, line in enumerate(fh, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                obj = json.loads(line)
-                key = (obj.get("request", 0), obj["token"])
-                layer = int(obj["layer"])
-                experts = [int(e) for e in obj["experts"]]
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                raise InputError(f"line {i} is not a routing record", file=str(p),
-                                 expected='{"request", "token", "layer", "experts": [ids]}') from None
-            if layer < 0 or not experts or min(experts) < 0:
-                raise InputError(f"line {i}: negative layer or expert id, or no experts",
-                                 file=str(p), expected="ids >= 0 and a non-empty top-k")
-            recs.setdefault(key, {})[layer] = experts
-            max_layer, max_expert = max(max_layer, layer), max(max_expert, max(experts))
+    record = '{"request", "token", "layer", "experts": [ids]}'
+    for i, obj in json_lines(p, what="routing trace", expected=record):
+        try:
+            key = (obj.get("request", 0), obj["token"])
+            layer = int(obj["layer"])
+            experts = [int(e) for e in obj["experts"]]
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"line {i} is not a routing record", file=str(p),
+                             expected=record) from None
+        if layer < 0 or not experts or min(experts) < 0:
+            raise InputError(f"line {i}: negative layer or expert id, or no experts",
+                             file=str(p), expected="ids >= 0 and a non-empty top-k")
+        recs.setdefault(key, {})[layer] = experts
+        max_layer, max_expert = max(max_layer, layer), max(max_expert, max(experts))
     if max_layer < 0:
         raise InputError("trace file has no records", file=str(p))
     L, E = max_layer + 1, max_expert + 1
