@@ -466,3 +466,26 @@ def test_aibrix_benchmark_rows_reproduce_its_published_profile(shared_data):
     assert derived.input_ticks == published.input_ticks
     assert derived.output_ticks == published.output_ticks
     np.testing.assert_allclose(derived.tputs, published.tputs, rtol=0, atol=1e-9)
+
+
+def test_each_model_gets_its_share_of_the_cost():
+    """Two models on one pool of GPUs: each model's pools, $ per million of its own tokens and
+    GPUs at its own peak; the shares add up to the plan's cost."""
+    req = _hist_request()
+    second = json.loads(json.dumps(req["models"][0]))
+    second.update(name="m70b", model="llama-3.1-70b")
+    second["workload"]["rate_rps"] = [1.0, 2.0, 1.5]
+    req["models"].append(second)
+    req["solver"]["baseline"] = False
+    plan = fl.plan_fleet(req)
+    jsonschema.validate(plan, SCHEMA)
+    shares = plan["cost_by_model"]
+    assert set(shares) == {"m8b", "m70b"}
+    assert sum(s["cost_per_hour"] for s in shares.values()) == pytest.approx(plan["cost_per_hour"])
+    for name, s in shares.items():
+        pools = [p for p in plan["pools"] if p["model"] == name]
+        assert s["cost_per_hour"] == pytest.approx(sum(p["cost_per_hour"] for p in pools))
+        assert s["gpus_peak"] == max(sum(p["counts_by_period"][t] * p["gpus_per_replica"] for p in pools)
+                                     for t in range(3))
+    # the 70B model costs more per token than the 8B one on the same GPUs
+    assert shares["m70b"]["cost_per_million_tokens"] > shares["m8b"]["cost_per_million_tokens"]

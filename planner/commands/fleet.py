@@ -94,6 +94,13 @@ def fleet(
     for p in plan["pools"]:
         typer.echo(f"  {p['count']:>4} x {p['model']} on {p['gpu']} tp{p['shape']['tp']}-pp{p['shape']['pp']}"
                    f" [{p['price_class']}]  util {p['utilisation']:.2f}")
+    by_model = plan.get("cost_by_model") or {}
+    if len(by_model) > 1:
+        for name, m in by_model.items():
+            per_token = ("" if m["cost_per_million_tokens"] is None
+                         else f", {m['cost_per_million_tokens']:.3f} $/M tokens")
+            typer.echo(f"  model {name}: {m['cost_per_hour']:.2f} $/h{per_token}, "
+                       f"{m['gpus_peak']} GPUs at its peak")
     if plan.get("scaling"):
         sc = plan["scaling"]
         typer.echo(f"replica starts over the horizon: {sc['replica_starts']} ({sc['gpu_starts']} GPUs), "

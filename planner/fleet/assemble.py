@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from planner.fleet.load import bucket_dict
+from planner.fleet.load import ModelLoad, bucket_dict
 from planner.fleet.options import Option
 from planner.fleet.problem import FleetProblem, build_problem, solve_problem
 from planner.fleet.request import SLO_KEYS, FleetRequest, validation_error
@@ -172,11 +172,30 @@ def _periods(fp: FleetProblem, problem: CoverProblem, keep: list[int], sol: Cove
     return out
 
 
-def _tokens_per_hour(fp: FleetProblem) -> float:
-    total = 0.0
-    for ld in fp.loads:
-        total += float(ld.rates_rps.mean()) * ld.mean_tokens * 3600.0
-    return total
+def _tokens_per_hour(ld: ModelLoad) -> float:
+    """Tokens (input + output) per hour one model's load brings, averaged over the periods."""
+    return float(ld.rates_rps.mean()) * ld.mean_tokens * 3600.0
+
+
+def _cost_by_model(fp: FleetProblem, pools: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each model's share of the fleet: its pools' $/h (mean over the horizon; replica start
+    costs are the fleet's, not a model's), $ per million of its tokens, and its GPUs at peak."""
+    out = {}
+    for m, ld in zip(fp.request.models, fp.loads):
+        name = m.name or m.model
+        mine = [p for p in pools if p["model"] == name]
+        cost = sum(p["cost_per_hour"] for p in mine)
+        tokens = _tokens_per_hour(ld)
+        out[name] = {"cost_per_hour": cost,
+                     "cost_per_million_tokens": cost / (tokens / 1e6) if tokens > 0 else None,
+                     "gpus_peak": _peak_gpus(mine)}
+    return out
+
+
+def _peak_gpus(pools: list[dict[str, Any]]) -> int:
+    """GPUs ``pools`` hold together in their busiest period."""
+    series = [np.asarray(p.get("counts_by_period", [p["count"]])) * p["gpus_per_replica"] for p in pools]
+    return int(np.sum(series, axis=0).max()) if series else 0
 
 
 def plan_fleet(req: FleetRequest | dict, *, file: str | None = None,
@@ -235,7 +254,7 @@ def plan_from_problem(fp: FleetProblem, *, time_limit_s: float | None = None,
                                              keep_within, limit)
     cost = sol.cost_per_hour
     T = problem.shape[2]
-    tokens = _tokens_per_hour(fp)
+    tokens = sum(_tokens_per_hour(ld) for ld in fp.loads)
     body: dict[str, Any] = {
         "cost_per_hour": cost,
         "peak_cost_per_hour": max(sol.period_cost_per_hour(problem, t) for t in range(T)),
@@ -255,6 +274,7 @@ def plan_from_problem(fp: FleetProblem, *, time_limit_s: float | None = None,
                                    "periods": T}},
     }
     body["gpus"] = {g: n for g, n in body["gpus"].items() if n > 0}
+    body["cost_by_model"] = _cost_by_model(fp, body["pools"])
     if replan is not None:
         body["replan"] = replan
     if breaks is not None:

@@ -245,10 +245,15 @@ def render(plan: dict[str, Any], source: str) -> str:
                   p.get("price_class"), p.get("count"), p.get("gpus"), P.as_float(p.get("price_per_replica_hour")),
                   P.as_float(p.get("cost_per_hour")), P.as_float(p.get("utilisation")),
                   (p.get("slo_headroom") or {}).get("binding"), p.get("capacity_source")) for p in pools]
+    by_model = plan.get("cost_by_model") or {}
+    model_rows = [(name, P.as_float(m.get("cost_per_hour")), P.as_float(m.get("cost_per_million_tokens")),
+                   m.get("gpus_peak")) for name, m in by_model.items()]
     sections = [
         ("Summary", H.cards(headline) + H.table(
             ["pool", "GPU", "shape", "price class", "replicas", "GPUs", "$/replica-h", "$/h (mean)",
-             "utilisation", "binding SLO", "capacity from"], pool_rows)),
+             "utilisation", "binding SLO", "capacity from"], pool_rows)
+         + (H.table(["model", "$/h (its pools)", "$ per million tokens", "GPUs at its peak"], model_rows)
+            if len(model_rows) > 1 else "")),
         ("Cost breakdown by pool and price class",
          H.figure("fleet-cost", _cost_plot(pools), "Mean $/h over the planning horizon per pool, and summed per price class.")),
         ("Routing: which pool serves each bucket",
