@@ -145,6 +145,7 @@ def _periods(fp: FleetProblem, problem: CoverProblem, keep: list[int], sol: Cove
     T = problem.shape[2]
     out, prev = [], None
     spot_allowed = problem.spot_units_allowed()
+    gpus = np.array([fp.options[j].gpus for j in keep])
     for t in range(T):
         counts = {}
         for col, j in enumerate(keep):
@@ -163,8 +164,7 @@ def _periods(fp: FleetProblem, problem: CoverProblem, keep: list[int], sol: Cove
                     "rate_rps": {(m.name or m.model): float(ld.rates_rps[t] if len(ld.rates_rps) > 1 else ld.rates_rps[0])
                                  for m, ld in zip(fp.request.models, fp.loads)},
                     "cost_per_hour": sol.period_cost_per_hour(problem, t),
-                    "gpus": int(sum(n * fp.options[keep[col]].gpus for col in range(len(keep))
-                                    for n in [sol.counts(t)[col]])),
+                    "gpus": int(sol.counts(t) @ gpus),
                     "pools": counts, "changes": changes})
         if problem.spot_max_fraction is not None:
             out[-1]["spot_gpus_allowed"] = float(spot_allowed[t])
