@@ -61,7 +61,9 @@ def _slo_words(slos: Any) -> str:
     targets = [f"{k.upper()} {v:g} s" for k, v in slos.items()
                if k != "percentile" and isinstance(v, (int, float))]
     at = f"p{pct:g}" if isinstance(pct, (int, float)) and pct > 0 else "the mean"
-    return f"{', '.join(targets)} at {at} (the profile's slos)" if targets else "no SLO (the profile's slos)"
+    if not targets:
+        return "no SLO (the profile's slos)"
+    return f"{', '.join(targets)} at {at} (the profile's slos)"
 
 
 def benchmark_table(spec: ProfileSpec, slo: SLOSpec) -> ProfileTable:
@@ -82,6 +84,9 @@ def benchmark_table(spec: ProfileSpec, slo: SLOSpec) -> ProfileTable:
                              "request_rate, or a metric", file=file,
                              expected="AIBrix gpu_benchmark.py rows") from None
         cells.setdefault(key, {})[metric] = row
+    if not any("TPUT" in c for c in cells.values()):
+        raise InputError("no TPUT (throughput) rows", file=file,
+                         expected="AIBrix gpu_benchmark.py rows with metric TPUT")
     targets = {k: getattr(slo, k) for k in BENCHMARK_METRICS if getattr(slo, k) is not None}
     columns = {}
     for k in targets:
@@ -93,9 +98,6 @@ def benchmark_table(spec: ProfileSpec, slo: SLOSpec) -> ProfileTable:
         columns[k] = col
     ins = sorted({c[0] for c in cells})
     outs = sorted({c[1] for c in cells})
-    if not cells or not any("TPUT" in c for c in cells.values()):
-        raise InputError("no TPUT (throughput) rows", file=file,
-                         expected="AIBrix gpu_benchmark.py rows with metric TPUT")
 
     def meets(rate_rows: dict, rate: float) -> bool:
         tput = rate_rows.get("TPUT", {}).get("mean")
