@@ -574,3 +574,35 @@ def test_every_manifest_passes_the_kubernetes_schemas_strictly(source, namespace
     want = {"Deployment", "Service"} | ({"ScaledObject"} if source == "pools" else
                                         {"ServiceAccount", "Role", "RoleBinding"})
     assert set(kinds) == want
+
+
+def test_each_pool_gets_its_vendors_serving_image(tmp_path, capsys):
+    """vLLM's CUDA image does not run on AMD or Gaudi nodes: every pool gets its vendor's image,
+    ``--image IMAGE`` sets every pool's, ``--image VENDOR=IMAGE`` one vendor's."""
+    from planner.emit.kubernetes import DEFAULT_IMAGES
+
+    plan = _schema_plan()  # H100 (NVIDIA), MI300X (AMD) and L4 (NVIDIA) pools
+    path = tmp_path / "plan.yaml"
+    dump_plan(plan, path)
+
+    def images(*argv: str, out: str) -> dict[str, str]:
+        code, _, err = _run(["emit", path, "--format", "kubernetes", "-o", tmp_path / out, *argv], capsys)
+        assert code == 0, err
+        return {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["image"]
+                for f in (tmp_path / out).glob("*.yaml") for d in yaml.safe_load_all(f.read_text())
+                if d["kind"] == "Deployment"}
+
+    amd = slug("m/MI300X/tp8-pp1/reserved")
+    got = images(out="a")
+    assert got.pop(amd) == DEFAULT_IMAGES["amd"] and set(got.values()) == {DEFAULT_IMAGES["nvidia"]}
+    got = images("--image", "reg/vllm:1", "--image", "AMD=reg/vllm-rocm:1", out="b")
+    assert got.pop(amd) == "reg/vllm-rocm:1" and set(got.values()) == {"reg/vllm:1"}
+    # Gaudi has no default: the pool and the flag to give are named
+    gaudi = dict(plan["pools"][1], id="m/Gaudi3/tp8-pp1/reserved", gpu="Gaudi3")
+    dump_plan({**plan, "pools": [gaudi]}, tmp_path / "gaudi.yaml")
+    code, _, err = _run(["emit", tmp_path / "gaudi.yaml", "--format", "kubernetes", "-o", tmp_path / "c"], capsys)
+    assert code == 2 and "no default vLLM image for intel GPUs" in err and "--image intel=IMAGE" in err
+    for bad, needle in ((["--image", "tpu=x"], "VENDOR one of amd, intel, nvidia"),
+                        (["--image", "a", "--image", "b"], "two images for every pool")):
+        code, _, err = _run(["emit", path, "--format", "kubernetes", "-o", tmp_path / "d", *bad], capsys)
+        assert code == 2 and needle in err

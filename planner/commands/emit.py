@@ -20,7 +20,12 @@ def emit(
                                  help="Emit into a folder an earlier planner emit wrote: its files "
                                       f"(listed in {LISTING}) are replaced or removed, other "
                                       "files kept."),
-    image: str = typer.Option(None, "--image", help="Container image (kubernetes)."),
+    image: list[str] = typer.Option(None, "--image",
+                                    help="Serving image (kubernetes): IMAGE for every pool, or "
+                                         "VENDOR=IMAGE for one vendor's pools (nvidia, amd, "
+                                         "intel); repeatable.  Defaults: "
+                                         "vllm/vllm-openai:latest (nvidia), rocm/vllm:latest "
+                                         "(amd)."),
     router_image: str = typer.Option(None, "--router-image",
                                      help="Image of the prefill/decode router of each "
                                           "disaggregated bundle (kubernetes; default "
@@ -44,8 +49,8 @@ def emit(
     --max-model-len: the longest request the plan routes to its pool."""
     from planner.commands.common import require_finite
     from planner.emit import write_artifacts
-    from planner.emit.kubernetes import (DEFAULT_IMAGE, DEFAULT_LEAD_S, DEFAULT_ROUTER_IMAGE,
-                                         WEEKDAYS, check_timezone, fleet_kubernetes_files)
+    from planner.emit.kubernetes import (DEFAULT_LEAD_S, DEFAULT_ROUTER_IMAGE, WEEKDAYS,
+                                         check_timezone, fleet_kubernetes_files)
     from planner.emit.vllm import check_servable, fleet_vllm_files
     from planner.plan import load_plan
 
@@ -65,6 +70,7 @@ def emit(
             if key not in pool:
                 raise InputError("pool field missing", file=str(plan_path), field=f"pools[{i}].{key}")
     check_servable(plan, file=str(plan_path))
+    images = _images(image or [])
     day_start_s = _time_of_day(day_start)
     weekday = _weekday(weekday, WEEKDAYS)
     check_timezone(timezone)
@@ -76,7 +82,7 @@ def emit(
     if fmt == "vllm":
         files = fleet_vllm_files(plan)
     else:
-        files = fleet_kubernetes_files(plan, image=image or DEFAULT_IMAGE, namespace=namespace,
+        files = fleet_kubernetes_files(plan, images=images, namespace=namespace,
                                        day_start_s=day_start_s, weekday=weekday, timezone=timezone,
                                        lead_s=lead, router_image=router_image or DEFAULT_ROUTER_IMAGE)
     # everything is rendered before the folder is touched: a bad plan leaves it as it was
@@ -121,3 +127,24 @@ def _weekday(text: str, weekdays: tuple[str, ...]) -> str:
 
 def register(app: typer.Typer) -> None:
     app.command("emit")(emit)
+
+
+def _images(values: list[str]) -> dict[str, str]:
+    """``--image`` values as serving images by vendor (``"*"``: every pool)."""
+    from planner.emit.kubernetes import VENDOR_OF_RESOURCE
+
+    vendors = sorted(set(VENDOR_OF_RESOURCE.values()))
+    out: dict[str, str] = {}
+    for value in values:
+        vendor, sep, ref = value.partition("=")  # image references never hold '='
+        vendor, ref = (vendor.strip().lower(), ref.strip()) if sep else ("*", value.strip())
+        if (sep and vendor not in vendors) or not ref:
+            raise InputError(f"--image {value!r}", field="--image",
+                             expected=f"IMAGE, or VENDOR=IMAGE with VENDOR one of "
+                                      f"{', '.join(vendors)}")
+        if vendor in out:
+            raise InputError(f"two images for {'every pool' if vendor == '*' else vendor}: "
+                             f"{out[vendor]!r} and {ref!r}", field="--image",
+                             expected="one image per vendor")
+        out[vendor] = ref
+    return out

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from hardware.errors import InputError
 from planner.emit import Artifact, write_artifacts
 from planner.emit.vllm import (ContextLength, add_file, check_servable, context_lengths, pool_command,
                                pd_router_args, slug)
@@ -51,7 +52,13 @@ GPU_PRODUCTS = {
     "MI300X": ("amd.com/gpu", "amd.com/gpu.product-name", "AMD_Instinct_MI300X_OAM"),
     "Gaudi3": ("habana.ai/gaudi", "habana.ai/gaudi.product", "HL-325L"),
 }
-DEFAULT_IMAGE = "vllm/vllm-openai:latest"
+#: the vLLM serving image per GPU vendor: vLLM's own CUDA image (docs.vllm.ai, "Using Docker")
+#: and AMD's ROCm build of vLLM (rocm.docs.amd.com, "vLLM inference"); Intel Gaudi runs vLLM from
+#: Habana's images, whose tags follow its driver release: no default, ``--image intel=IMAGE``
+DEFAULT_IMAGES = {"nvidia": "vllm/vllm-openai:latest", "amd": "rocm/vllm:latest"}
+DEFAULT_IMAGE = DEFAULT_IMAGES["nvidia"]
+#: a GPU's vendor by its device plugin's resource name
+VENDOR_OF_RESOURCE = {"nvidia.com/gpu": "nvidia", "amd.com/gpu": "amd", "habana.ai/gaudi": "intel"}
 #: the prefill/decode router of a disaggregated bundle: vLLM's router (github.com/vllm-project/
 #: router; ``pip install vllm-router`` holds the same binary), from the image vLLM's own
 #: disaggregation docs run; ``--router-image`` pins a release
@@ -74,6 +81,18 @@ def gpu_product(gpu: str) -> tuple[str, str, str]:
         if k.lower() == gpu.lower():
             return v
     return ("nvidia.com/gpu", "nvidia.com/gpu.product", "NVIDIA-" + gpu.upper())
+
+
+def image_for(pool: dict[str, Any], images: dict[str, str] | None = None) -> str:
+    """The serving image of a pool: ``images[vendor]``, else ``images["*"]`` (one image for every
+    pool), else the vendor's :data:`DEFAULT_IMAGES` entry."""
+    images = images or {}
+    vendor = VENDOR_OF_RESOURCE[gpu_product(pool["gpu"])[0]]
+    image = images.get(vendor) or images.get("*") or DEFAULT_IMAGES.get(vendor)
+    if image is None:
+        raise InputError(f"no default vLLM image for {vendor} GPUs (pool {pool['id']} on "
+                         f"{pool['gpu']})", field="--image", expected=f"--image {vendor}=IMAGE")
+    return image
 
 
 def deployment(pool: dict[str, Any], *, image: str = DEFAULT_IMAGE, namespace: str | None = None,
@@ -237,7 +256,7 @@ def check_timezone(name: str, *, field: str = "--timezone") -> str:
     triggers load it by that name, and an unknown one leaves the ScaledObject inert."""
     import zoneinfo
 
-    from hardware.errors import InputError, nearest
+    from hardware.errors import nearest
 
     known = zoneinfo.available_timezones()
     try:
@@ -252,19 +271,21 @@ def check_timezone(name: str, *, field: str = "--timezone") -> str:
     return name
 
 
-def fleet_kubernetes_files(plan: dict[str, Any], *, image: str = DEFAULT_IMAGE,
+def fleet_kubernetes_files(plan: dict[str, Any], *, images: dict[str, str] | None = None,
                            namespace: str | None = None, day_start_s: float = 0.0,
                            weekday: str = "mon", timezone: str = "Etc/UTC",
                            lead_s: float = DEFAULT_LEAD_S,
                            router_image: str = DEFAULT_ROUTER_IMAGE) -> dict[str, Artifact]:
-    """The files of :func:`emit_fleet_kubernetes`, by path relative to the output folder."""
+    """The files of :func:`emit_fleet_kubernetes`, by path relative to the output folder;
+    ``images``: serving images by vendor (:func:`image_for`)."""
     check_servable(plan)
     check_timezone(timezone)
     files: dict[str, Artifact] = {}
     lengths = context_lengths(plan)
     for pool in plan.get("pools", []):
         add_file(files, f"{slug(pool['id'])}.yaml",
-                 Artifact(yaml.safe_dump(deployment(pool, image=image, namespace=namespace,
+                 Artifact(yaml.safe_dump(deployment(pool, image=image_for(pool, images),
+                                                    namespace=namespace,
                                                     context=lengths[pool["id"]]), sort_keys=False)),
                  pool["id"])
     if plan.get("replan"):
@@ -290,7 +311,8 @@ def fleet_kubernetes_files(plan: dict[str, Any], *, image: str = DEFAULT_IMAGE,
     return files
 
 
-def emit_fleet_kubernetes(plan: dict[str, Any], out_dir: Path, *, image: str = DEFAULT_IMAGE,
+def emit_fleet_kubernetes(plan: dict[str, Any], out_dir: Path, *,
+                          images: dict[str, str] | None = None,
                           namespace: str | None = None, day_start_s: float = 0.0,
                           weekday: str = "mon", timezone: str = "Etc/UTC",
                           lead_s: float = DEFAULT_LEAD_S, replace: bool = False,
@@ -305,7 +327,8 @@ def emit_fleet_kubernetes(plan: dict[str, Any], out_dir: Path, *, image: str = D
     ``timezone``, an IANA name); ``weekday``: its day of the week (a one-week plan's KEDA
     triggers); ``lead_s``: how early a KEDA scale-up starts.  The folder
     rules (empty, or ``replace``) are :func:`planner.emit.write_artifacts`'s."""
-    files = fleet_kubernetes_files(plan, image=image, namespace=namespace, day_start_s=day_start_s,
+    files = fleet_kubernetes_files(plan, images=images, namespace=namespace,
+                                   day_start_s=day_start_s,
                                    weekday=weekday, timezone=timezone, lead_s=lead_s,
                                    router_image=router_image)
     return write_artifacts(out_dir, files, replace=replace)
