@@ -60,6 +60,9 @@ def test_deployment_structure():
     assert d["metadata"]["name"] == slug(POOL["id"]) and len(d["metadata"]["name"]) <= 63
     assert d["metadata"]["annotations"]["planner/replicas-by-period"] == "1,3,2"
     assert pod["tolerations"]  # spot pools tolerate the spot taint
+    # gated weights: the token from the hf-token Secret, optional so public models need none
+    assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
+        "name": "hf-token", "key": "token", "optional": True}}} in c["env"]
     # every label value is a valid label value (<= 63 chars, alnum at the ends)
     for v in tmpl_labels.values():
         assert len(v) <= 63 and v[0].isalnum() and v[-1].isalnum()

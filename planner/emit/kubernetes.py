@@ -57,6 +57,8 @@ GPU_PRODUCTS = {
 #: Habana's images, whose tags follow its driver release: no default, ``--image intel=IMAGE``
 DEFAULT_IMAGES = {"nvidia": "vllm/vllm-openai:latest", "amd": "rocm/vllm:latest"}
 DEFAULT_IMAGE = DEFAULT_IMAGES["nvidia"]
+#: the Secret (key ``token``) whose Hugging Face token the serving pods read, if it exists
+HF_TOKEN_SECRET = "hf-token"
 #: a GPU's vendor by its device plugin's resource name
 VENDOR_OF_RESOURCE = {"nvidia.com/gpu": "nvidia", "amd.com/gpu": "amd", "habana.ai/gaudi": "intel"}
 #: the prefill/decode router of a disaggregated bundle: vLLM's router (github.com/vllm-project/
@@ -116,12 +118,15 @@ def deployment(pool: dict[str, Any], *, image: str = DEFAULT_IMAGE, namespace: s
                    "planner/cost-per-hour": f"{pool['cost_per_hour']:.4f}"}
     if context is not None:
         annotations["planner/max-model-len"] = context.why
-    env = []
+    # gated weights (Llama, say) download with a Hugging Face token: from the Secret
+    # HF_TOKEN_SECRET when it exists (optional: public models start without it)
+    env: list[dict[str, Any]] = [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
+        "name": HF_TOKEN_SECRET, "key": "token", "optional": True}}}]
     if pool.get("role"):
         # NIXL's handshake: a decode pod reaches the prefill pod that holds its KV at the host
         # the prefill side reports, ``localhost`` unless told: the pod's own IP here
-        env = [{"name": "VLLM_NIXL_SIDE_CHANNEL_HOST",
-                "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
+        env.append({"name": "VLLM_NIXL_SIDE_CHANNEL_HOST",
+                    "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
     if "counts_by_period" in pool:
         annotations["planner/replicas-by-period"] = ",".join(str(c) for c in pool["counts_by_period"])
     container = {
@@ -129,7 +134,7 @@ def deployment(pool: dict[str, Any], *, image: str = DEFAULT_IMAGE, namespace: s
         "image": image,
         "command": args[:2],
         "args": args[2:],
-        **({"env": env} if env else {}),
+        "env": env,
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
         "resources": {"limits": {resource: gpus}, "requests": {resource: gpus}},
         "readinessProbe": {"httpGet": {"path": "/health", "port": port},
