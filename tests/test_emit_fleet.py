@@ -67,6 +67,11 @@ def test_deployment_structure():
     for v in tmpl_labels.values():
         assert len(v) <= 63 and v[0].isalnum() and v[-1].isalnum()
     assert gpu_product("MI300X")[0] == "amd.com/gpu"
+    # a weights cache claim: mounted where the images keep the Hugging Face cache
+    pod = deployment(POOL, cache_pvc="weights")["spec"]["template"]["spec"]
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "hf-cache")
+    assert mount["mountPath"] == "/root/.cache/huggingface"
+    assert {"name": "hf-cache", "persistentVolumeClaim": {"claimName": "weights"}} in pod["volumes"]
 
 
 def _plan_file(tmp_path):
@@ -554,7 +559,7 @@ def test_every_manifest_passes_the_kubernetes_schemas_strictly(source, namespace
         plan = fl.plan_fleet(_request("auto", 0.03))
         assert any(p.get("role") for p in plan["pools"])
     files = fleet_kubernetes_files(plan, namespace=namespace, day_start_s=6 * 3600,
-                                   timezone="Europe/Paris")
+                                   timezone="Europe/Paris", cache_pvc=namespace and "hf-cache")
     keda_schema = json.loads((Path(__file__).parent / "data" / "keda_scaledobject_v1alpha1.schema.json")
                              .read_text())
     versions = sorted({"1.25.0", kv.latest_version()}, key=lambda v: tuple(map(int, v.split("."))))
@@ -606,6 +611,7 @@ def test_each_pool_gets_its_vendors_serving_image(tmp_path, capsys):
     code, _, err = _run(["emit", tmp_path / "gaudi.yaml", "--format", "kubernetes", "-o", tmp_path / "c"], capsys)
     assert code == 2 and "no default vLLM image for intel GPUs" in err and "--image intel=IMAGE" in err
     for bad, needle in ((["--image", "tpu=x"], "VENDOR one of amd, intel, nvidia"),
-                        (["--image", "a", "--image", "b"], "two images for every pool")):
+                        (["--image", "a", "--image", "b"], "two images for every pool"),
+                        (["--cache-pvc", "HF_Cache"], "a PersistentVolumeClaim name")):
         code, _, err = _run(["emit", path, "--format", "kubernetes", "-o", tmp_path / "d", *bad], capsys)
         assert code == 2 and needle in err

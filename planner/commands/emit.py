@@ -1,6 +1,7 @@
 """``planner emit``: deployable artifacts from a plan (vLLM commands, Kubernetes manifests)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import typer
@@ -9,6 +10,8 @@ from hardware.errors import InputError
 from planner.emit import LISTING
 
 FORMATS = ("vllm", "kubernetes")
+#: a Kubernetes object name (DNS subdomain: RFC 1123, at most 253 characters)
+_DNS_NAME = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 
 
 def emit(
@@ -31,6 +34,10 @@ def emit(
                                           "disaggregated bundle (kubernetes; default "
                                           "vllm/vllm-router:nightly)."),
     namespace: str = typer.Option(None, "--namespace", help="Namespace (kubernetes)."),
+    cache_pvc: str = typer.Option(None, "--cache-pvc",
+                                  help="PersistentVolumeClaim mounted as every serving pod's "
+                                       "Hugging Face cache (kubernetes): new replicas load the "
+                                       "weights from it instead of downloading them."),
     day_start: str = typer.Option("00:00", "--day-start",
                                   help="Time of day period 0 starts, HH:MM (kubernetes: KEDA "
                                        "cron triggers for a plan whose periods tile a day or "
@@ -71,6 +78,10 @@ def emit(
                 raise InputError("pool field missing", file=str(plan_path), field=f"pools[{i}].{key}")
     check_servable(plan, file=str(plan_path))
     images = _images(image or [])
+    if cache_pvc is not None and not _DNS_NAME.fullmatch(cache_pvc):
+        raise InputError(f"--cache-pvc {cache_pvc!r}", field="--cache-pvc",
+                         expected="a PersistentVolumeClaim name: lower-case letters, digits, '-' "
+                                  "and '.', starting and ending alphanumeric, at most 253")
     day_start_s = _time_of_day(day_start)
     weekday = _weekday(weekday, WEEKDAYS)
     check_timezone(timezone)
@@ -82,7 +93,8 @@ def emit(
     if fmt == "vllm":
         files = fleet_vllm_files(plan)
     else:
-        files = fleet_kubernetes_files(plan, images=images, namespace=namespace,
+        files = fleet_kubernetes_files(plan, images=images, cache_pvc=cache_pvc,
+                                       namespace=namespace,
                                        day_start_s=day_start_s, weekday=weekday, timezone=timezone,
                                        lead_s=lead, router_image=router_image or DEFAULT_ROUTER_IMAGE)
     # everything is rendered before the folder is touched: a bad plan leaves it as it was

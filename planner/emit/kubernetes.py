@@ -59,6 +59,8 @@ DEFAULT_IMAGES = {"nvidia": "vllm/vllm-openai:latest", "amd": "rocm/vllm:latest"
 DEFAULT_IMAGE = DEFAULT_IMAGES["nvidia"]
 #: the Secret (key ``token``) whose Hugging Face token the serving pods read, if it exists
 HF_TOKEN_SECRET = "hf-token"
+#: where the vLLM images keep the Hugging Face cache (downloaded weights)
+HF_CACHE_PATH = "/root/.cache/huggingface"
 #: a GPU's vendor by its device plugin's resource name
 VENDOR_OF_RESOURCE = {"nvidia.com/gpu": "nvidia", "amd.com/gpu": "amd", "habana.ai/gaudi": "intel"}
 #: the prefill/decode router of a disaggregated bundle: vLLM's router (github.com/vllm-project/
@@ -98,12 +100,14 @@ def image_for(pool: dict[str, Any], images: dict[str, str] | None = None) -> str
 
 
 def deployment(pool: dict[str, Any], *, image: str = DEFAULT_IMAGE, namespace: str | None = None,
-               port: int = 8000, context: ContextLength | None = None) -> dict[str, Any]:
+               port: int = 8000, context: ContextLength | None = None,
+               cache_pvc: str | None = None) -> dict[str, Any]:
     """The Deployment manifest of one pool (a plain dict, ready for ``yaml.safe_dump``).
 
     ``context``: the pool's ``--max-model-len`` and where it came from (see
     :func:`planner.emit.vllm.context_lengths`), recorded in the ``planner/max-model-len``
-    annotation."""
+    annotation.  ``cache_pvc``: a PersistentVolumeClaim mounted as the Hugging Face cache, so
+    a new replica loads the weights from there instead of downloading them again."""
     name = slug(pool["id"])
     resource, label_key, label_value = gpu_product(pool["gpu"])
     gpus = int(pool["gpus_per_replica"])
@@ -141,13 +145,18 @@ def deployment(pool: dict[str, Any], *, image: str = DEFAULT_IMAGE, namespace: s
                            "initialDelaySeconds": 60, "periodSeconds": 10},
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
     }
+    volumes: list[dict[str, Any]] = [
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}}]
+    if cache_pvc:
+        container["volumeMounts"].append({"name": "hf-cache", "mountPath": HF_CACHE_PATH})
+        volumes.append({"name": "hf-cache", "persistentVolumeClaim": {"claimName": cache_pvc}})
     meta = {"name": name, "labels": labels, "annotations": annotations}
     if namespace:
         meta["namespace"] = namespace
     pod_spec: dict[str, Any] = {
         "nodeSelector": {label_key: label_value},
         "containers": [container],
-        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}}],
+        "volumes": volumes,
     }
     if pool["price_class"] == "spot":
         pod_spec["tolerations"] = [{"key": "planner/spot", "operator": "Exists", "effect": "NoSchedule"}]
@@ -277,12 +286,14 @@ def check_timezone(name: str, *, field: str = "--timezone") -> str:
 
 
 def fleet_kubernetes_files(plan: dict[str, Any], *, images: dict[str, str] | None = None,
+                           cache_pvc: str | None = None,
                            namespace: str | None = None, day_start_s: float = 0.0,
                            weekday: str = "mon", timezone: str = "Etc/UTC",
                            lead_s: float = DEFAULT_LEAD_S,
                            router_image: str = DEFAULT_ROUTER_IMAGE) -> dict[str, Artifact]:
     """The files of :func:`emit_fleet_kubernetes`, by path relative to the output folder;
-    ``images``: serving images by vendor (:func:`image_for`)."""
+    ``images``: serving images by vendor (:func:`image_for`); ``cache_pvc``: the weights'
+    cache claim (:func:`deployment`)."""
     check_servable(plan)
     check_timezone(timezone)
     files: dict[str, Artifact] = {}
@@ -290,7 +301,7 @@ def fleet_kubernetes_files(plan: dict[str, Any], *, images: dict[str, str] | Non
     for pool in plan.get("pools", []):
         add_file(files, f"{slug(pool['id'])}.yaml",
                  Artifact(yaml.safe_dump(deployment(pool, image=image_for(pool, images),
-                                                    namespace=namespace,
+                                                    namespace=namespace, cache_pvc=cache_pvc,
                                                     context=lengths[pool["id"]]), sort_keys=False)),
                  pool["id"])
     if plan.get("replan"):
@@ -317,7 +328,7 @@ def fleet_kubernetes_files(plan: dict[str, Any], *, images: dict[str, str] | Non
 
 
 def emit_fleet_kubernetes(plan: dict[str, Any], out_dir: Path, *,
-                          images: dict[str, str] | None = None,
+                          images: dict[str, str] | None = None, cache_pvc: str | None = None,
                           namespace: str | None = None, day_start_s: float = 0.0,
                           weekday: str = "mon", timezone: str = "Etc/UTC",
                           lead_s: float = DEFAULT_LEAD_S, replace: bool = False,
@@ -332,7 +343,7 @@ def emit_fleet_kubernetes(plan: dict[str, Any], out_dir: Path, *,
     ``timezone``, an IANA name); ``weekday``: its day of the week (a one-week plan's KEDA
     triggers); ``lead_s``: how early a KEDA scale-up starts.  The folder
     rules (empty, or ``replace``) are :func:`planner.emit.write_artifacts`'s."""
-    files = fleet_kubernetes_files(plan, images=images, namespace=namespace,
+    files = fleet_kubernetes_files(plan, images=images, cache_pvc=cache_pvc, namespace=namespace,
                                    day_start_s=day_start_s,
                                    weekday=weekday, timezone=timezone, lead_s=lead_s,
                                    router_image=router_image)
