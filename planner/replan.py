@@ -73,7 +73,9 @@ def previous_counts(previous: dict[str, Any], problem: CoverProblem, keep: list[
             per_replica = float(p.get("gpus_per_replica") or 0)
             retired.append({"pool": str(p.get("id", f"{group}/{cls}")), "count": count,
                             "gpus": float(series.mean()) * per_replica,
-                            "cost_per_hour": float(p.get("cost_per_hour") or 0.0)})
+                            "cost_per_hour": float(p.get("cost_per_hour") or 0.0),
+                            # what emit needs to find the pool's workload (multi-node or not)
+                            "gpu": str(p.get("gpu", "")), "gpus_per_replica": int(per_replica)})
             continue
         counts[cls][col] = series // max(per_unit, 1)  # both roles of a bundle agree
     reserved = counts["reserved"].max(axis=1)

@@ -524,7 +524,8 @@ def test_emit_into_a_used_folder_needs_replace_which_removes_only_its_own_files(
 def _schema_plan() -> dict:
     """A plan touching every manifest shape emit writes for plain pools: two models (two
     Services), a spot pool (tolerations), an AMD pool (``amd.com/gpu``), a pipeline-parallel
-    pool, and counts that vary over a day of hourly periods (KEDA ScaledObjects)."""
+    pool, a pool whose replicas span two nodes (a LeaderWorkerSet), and counts that vary over a
+    day of hourly periods (KEDA ScaledObjects)."""
     day = [1, 1, 2, 3, 3, 2] * 4
     pools = [dict(POOL, counts_by_period=[2 * c for c in day], count=6, price_per_replica_hour=8.0),
              {"id": "m/MI300X/tp8-pp1/reserved", "group": "m/MI300X/tp8-pp1", "model": "m",
@@ -534,7 +535,12 @@ def _schema_plan() -> dict:
              {"id": "chat/L4/tp2-pp2/on_demand", "group": "chat/L4/tp2-pp2", "model": "chat",
               "serve_model": "llama-3.1-8b", "gpu": "L4", "shape": {"tp": 2, "pp": 2},
               "gpus_per_replica": 4, "count": 3, "price_class": "on_demand", "cost_per_hour": 9.6,
-              "counts_by_period": [0, 0, 1, 3, 3, 2] * 4, "price_per_replica_hour": 3.2}]
+              "counts_by_period": [0, 0, 1, 3, 3, 2] * 4, "price_per_replica_hour": 3.2},
+             {"id": "big/H100-SXM/tp8-pp2/on_demand", "group": "big/H100-SXM/tp8-pp2",
+              "model": "big", "serve_model": "llama-3.1-405b", "gpu": "H100-SXM",
+              "shape": {"tp": 8, "pp": 2}, "gpus_per_replica": 16, "count": 2,
+              "price_class": "on_demand", "cost_per_hour": 120.0,
+              "counts_by_period": [1, 1, 2, 2, 2, 1] * 4, "price_per_replica_hour": 78.7}]
     return {"apiVersion": "planner/v1", "kind": "FleetPlan", "period_s": 3600.0, "pools": pools}
 
 
@@ -560,8 +566,9 @@ def test_every_manifest_passes_the_kubernetes_schemas_strictly(source, namespace
         assert any(p.get("role") for p in plan["pools"])
     files = fleet_kubernetes_files(plan, namespace=namespace, day_start_s=6 * 3600,
                                    timezone="Europe/Paris", cache_pvc=namespace and "hf-cache")
-    keda_schema = json.loads((Path(__file__).parent / "data" / "keda_scaledobject_v1alpha1.schema.json")
-                             .read_text())
+    data = Path(__file__).parent / "data"
+    keda_schema = json.loads((data / "keda_scaledobject_v1alpha1.schema.json").read_text())
+    lws_schema = json.loads((data / "leaderworkerset_v1.schema.json").read_text())
     versions = sorted({"1.25.0", kv.latest_version()}, key=lambda v: tuple(map(int, v.split("."))))
     kinds = []
     for path, artifact in sorted(files.items()):
@@ -573,14 +580,23 @@ def test_every_manifest_passes_the_kubernetes_schemas_strictly(source, namespace
             if doc["apiVersion"] == "keda.sh/v1alpha1":
                 jsonschema.validate(doc, keda_schema)
                 continue
-            for version in versions:
-                try:
-                    kv.validate(doc, version, strict=True)
-                except kv.ValidationError as exc:
-                    pytest.fail(f"{path} ({doc['kind']}) against Kubernetes {version}: "
-                                f"{exc.message} at {list(exc.path)}")
-    want = {"Deployment", "Service"} | ({"ScaledObject"} if source == "pools" else
-                                        {"ServiceAccount", "Role", "RoleBinding"})
+            objects = [doc]
+            if doc["kind"] == "LeaderWorkerSet":  # its pod templates, as the Pods they become
+                jsonschema.validate(doc, lws_schema)
+                objects = [{"apiVersion": "v1", "kind": "Pod",
+                            "metadata": {"name": doc["metadata"]["name"], **template["metadata"]},
+                            "spec": template["spec"]}
+                           for template in doc["spec"]["leaderWorkerTemplate"].values()
+                           if isinstance(template, dict)]
+            for obj in objects:
+                for version in versions:
+                    try:
+                        kv.validate(obj, version, strict=True)
+                    except kv.ValidationError as exc:
+                        pytest.fail(f"{path} ({obj['kind']}) against Kubernetes {version}: "
+                                    f"{exc.message} at {list(exc.path)}")
+    want = {"Deployment", "Service"} | ({"ScaledObject", "LeaderWorkerSet"} if source == "pools"
+                                        else {"ServiceAccount", "Role", "RoleBinding"})
     assert set(kinds) == want
 
 
@@ -615,3 +631,81 @@ def test_each_pool_gets_its_vendors_serving_image(tmp_path, capsys):
                         (["--cache-pvc", "HF_Cache"], "a PersistentVolumeClaim name")):
         code, _, err = _run(["emit", path, "--format", "kubernetes", "-o", tmp_path / "d", *bad], capsys)
         assert code == 2 and needle in err
+
+
+def test_replicas_larger_than_a_node_run_over_ray_on_several_nodes(tmp_path):
+    """A 16-GPU replica on 8-GPU H100 nodes: a LeaderWorkerSet of two 8-GPU pods per replica
+    (the leader heads a Ray cluster and serves, the worker joins it), scaled as a
+    LeaderWorkerSet by schedule.sh and KEDA; the vLLM script starts either side."""
+    import os
+
+    from planner.emit.kubernetes import fleet_kubernetes_files
+    from planner.emit.vllm import fleet_vllm_files
+
+    plan = _schema_plan()
+    big = next(p for p in plan["pools"] if p["gpus_per_replica"] == 16)
+    name = slug(big["id"])
+    files = fleet_kubernetes_files(plan)
+    lws = yaml.safe_load(files[f"{name}.yaml"].text)
+    assert lws["kind"] == "LeaderWorkerSet" and lws["spec"]["replicas"] == big["count"]
+    group = lws["spec"]["leaderWorkerTemplate"]
+    assert group["size"] == 2 and group["restartPolicy"] == "RecreateGroupOnPodRestart"
+    leader, worker = (group[k]["spec"]["containers"][0] for k in ("leaderTemplate", "workerTemplate"))
+    assert leader["resources"]["limits"] == worker["resources"]["limits"] == {"nvidia.com/gpu": 8}
+    head = leader["args"][0]
+    assert head.startswith("ray start --head --port=6379 && exec vllm serve")
+    serve = shlex.split(head.split("&& exec ", 1)[1])
+    assert serve[serve.index("--pipeline-parallel-size") + 1] == "2"
+    assert serve[serve.index("--distributed-executor-backend") + 1] == "ray"
+    assert worker["args"] == ['exec ray start --address="${LWS_LEADER_ADDRESS}:6379" --block']
+    assert "readinessProbe" in leader and "ports" not in worker
+    # the model's Service reaches the leaders (which serve), never the workers
+    svc = yaml.safe_load(files[f"service-{slug(big['model'])}.yaml"].text)["spec"]["selector"]
+    picks = lambda labels: all(labels.get(k) == v for k, v in svc.items())  # noqa: E731
+    assert picks(group["leaderTemplate"]["metadata"]["labels"])
+    assert not picks(group["workerTemplate"]["metadata"]["labels"])
+    # scaled as what it is
+    schedule = files["schedule.sh"].text
+    assert f"kubectl scale leaderworkerset/{name} --replicas=2" in schedule
+    assert f"kubectl wait --for=condition=Available leaderworkerset/{name} --timeout=30m" in schedule
+    assert f"deployment/{name}" not in schedule
+    keda = yaml.safe_load(fleet_kubernetes_files(plan, day_start_s=0)[f"keda/{name}.yaml"].text)
+    assert keda["spec"]["scaleTargetRef"] == {"apiVersion": "leaderworkerset.x-k8s.io/v1",
+                                              "kind": "LeaderWorkerSet", "name": name}
+    # the vLLM script: 'head' (the default) starts Ray's head then serves, 'worker IP' joins
+    script = tmp_path / f"{name}.sh"
+    script.write_text(fleet_vllm_files(plan)[f"{name}.sh"].text)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("ray", "vllm"):
+        (bin_dir / tool).write_text(f'#!/bin/sh\necho {tool} "$@"\n')
+        (bin_dir / tool).chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    out = subprocess.run(["sh", str(script)], capture_output=True, text=True, env=env).stdout
+    assert out.startswith("ray start --head --port=6379\nvllm serve")
+    assert "--distributed-executor-backend ray" in out
+    out = subprocess.run(["sh", str(script), "worker", "10.0.0.7"], capture_output=True, text=True,
+                         env=env).stdout
+    assert out == "ray start --address=10.0.0.7:6379 --block\n"
+    bad = subprocess.run(["sh", str(script), "worker"], capture_output=True, text=True, env=env)
+    assert bad.returncode != 0 and "head node's IP" in bad.stderr
+
+
+
+def test_a_retired_multi_node_pool_is_deleted_as_a_leader_worker_set():
+    """The re-plan's transition deletes a vanished pool by what it was in the plan in place: a
+    LeaderWorkerSet for replicas larger than a node (the retired pool's GPU and size say so)."""
+    from planner.emit.kubernetes import transition_script
+
+    plan = {"apiVersion": "planner/v1", "kind": "FleetPlan", "pools": [POOL], "replan": {
+        "gpus_changed": 32, "retired_pools": [
+            {"pool": "big/H100-SXM/tp8-pp2/on_demand", "count": 2, "gpus": 32.0,
+             "cost_per_hour": 120.0, "gpu": "H100-SXM", "gpus_per_replica": 16}],
+        "transition": {"period": 0, "cost_per_hour_during_switch": 150.0,
+                       "grow_first": [{"pool": POOL["id"], "from": 1, "to": 3}],
+                       "shrink_after": [{"pool": "big/H100-SXM/tp8-pp2/on_demand", "from": 2, "to": 0}]}}}
+    lines = transition_script(plan).splitlines()
+    assert f"kubectl scale deployment/{slug(POOL['id'])} --replicas=3" in lines
+    assert f"kubectl rollout status deployment/{slug(POOL['id'])} --timeout=30m" in lines
+    assert (f"kubectl delete leaderworkerset/{slug('big/H100-SXM/tp8-pp2/on_demand')} "
+            "--ignore-not-found") in lines

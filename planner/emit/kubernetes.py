@@ -34,8 +34,8 @@ import yaml
 
 from hardware.errors import InputError
 from planner.emit import Artifact, write_artifacts
-from planner.emit.vllm import (ContextLength, add_file, check_servable, context_lengths, pool_command,
-                               pd_router_args, slug)
+from planner.emit.vllm import (RAY_PORT, ContextLength, add_file, check_servable, context_lengths,
+                               pd_router_args, pool_command, replica_nodes, shell_line, slug)
 
 #: catalog GPU name -> (resource name, node label key, node label value)
 GPU_PRODUCTS = {
@@ -61,6 +61,8 @@ DEFAULT_IMAGE = DEFAULT_IMAGES["nvidia"]
 HF_TOKEN_SECRET = "hf-token"
 #: where the vLLM images keep the Hugging Face cache (downloaded weights)
 HF_CACHE_PATH = "/root/.cache/huggingface"
+#: LeaderWorkerSet's API (the multi-node replicas of :func:`deployment`)
+LWS_API_VERSION = "leaderworkerset.x-k8s.io/v1"
 #: a GPU's vendor by its device plugin's resource name
 VENDOR_OF_RESOURCE = {"nvidia.com/gpu": "nvidia", "amd.com/gpu": "amd", "habana.ai/gaudi": "intel"}
 #: the prefill/decode router of a disaggregated bundle: vLLM's router (github.com/vllm-project/
@@ -102,7 +104,10 @@ def image_for(pool: dict[str, Any], images: dict[str, str] | None = None) -> str
 def deployment(pool: dict[str, Any], *, image: str = DEFAULT_IMAGE, namespace: str | None = None,
                port: int = 8000, context: ContextLength | None = None,
                cache_pvc: str | None = None) -> dict[str, Any]:
-    """The Deployment manifest of one pool (a plain dict, ready for ``yaml.safe_dump``).
+    """The manifest of one pool (a plain dict, ready for ``yaml.safe_dump``): a Deployment, or
+    for replicas larger than a node (:func:`planner.emit.vllm.replica_nodes`) a LeaderWorkerSet
+    (github.com/kubernetes-sigs/lws, the pattern of vLLM's own multi-node docs): per replica a
+    leader pod that heads a Ray cluster and serves, and worker pods that join it.
 
     ``context``: the pool's ``--max-model-len`` and where it came from (see
     :func:`planner.emit.vllm.context_lengths`), recorded in the ``planner/max-model-len``
@@ -110,7 +115,7 @@ def deployment(pool: dict[str, Any], *, image: str = DEFAULT_IMAGE, namespace: s
     a new replica loads the weights from there instead of downloading them again."""
     name = slug(pool["id"])
     resource, label_key, label_value = gpu_product(pool["gpu"])
-    gpus = int(pool["gpus_per_replica"])
+    nodes, gpus = replica_nodes(pool)
     labels = {"app.kubernetes.io/name": "vllm",
               "app.kubernetes.io/instance": name,
               "app.kubernetes.io/managed-by": "llm-placement-planner",
@@ -133,43 +138,83 @@ def deployment(pool: dict[str, Any], *, image: str = DEFAULT_IMAGE, namespace: s
                     "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
     if "counts_by_period" in pool:
         annotations["planner/replicas-by-period"] = ",".join(str(c) for c in pool["counts_by_period"])
-    container = {
-        "name": "vllm",
-        "image": image,
-        "command": args[:2],
-        "args": args[2:],
-        "env": env,
-        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
-        "resources": {"limits": {resource: gpus}, "requests": {resource: gpus}},
-        "readinessProbe": {"httpGet": {"path": "/health", "port": port},
-                           "initialDelaySeconds": 60, "periodSeconds": 10},
-        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
-    }
     volumes: list[dict[str, Any]] = [
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}}]
+    mounts = [{"name": "dshm", "mountPath": "/dev/shm"}]
     if cache_pvc:
-        container["volumeMounts"].append({"name": "hf-cache", "mountPath": HF_CACHE_PATH})
+        mounts.append({"name": "hf-cache", "mountPath": HF_CACHE_PATH})
         volumes.append({"name": "hf-cache", "persistentVolumeClaim": {"claimName": cache_pvc}})
+
+    def pod(command: list[str], cmd_args: list[str], serves: bool) -> dict[str, Any]:
+        container = {"name": "vllm", "image": image, "command": command, "args": cmd_args,
+                     "env": [dict(e) for e in env]}
+        if serves:
+            container["ports"] = [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+        container["resources"] = {"limits": {resource: gpus}, "requests": {resource: gpus}}
+        if serves:
+            container["readinessProbe"] = {"httpGet": {"path": "/health", "port": port},
+                                           "initialDelaySeconds": 60, "periodSeconds": 10}
+        container["volumeMounts"] = [dict(m) for m in mounts]
+        spec: dict[str, Any] = {"nodeSelector": {label_key: label_value},
+                                "containers": [container], "volumes": [dict(v) for v in volumes]}
+        if pool["price_class"] == "spot":
+            spec["tolerations"] = [{"key": "planner/spot", "operator": "Exists",
+                                    "effect": "NoSchedule"}]
+        return spec
+
     meta = {"name": name, "labels": labels, "annotations": annotations}
     if namespace:
         meta["namespace"] = namespace
-    pod_spec: dict[str, Any] = {
-        "nodeSelector": {label_key: label_value},
-        "containers": [container],
-        "volumes": volumes,
-    }
-    if pool["price_class"] == "spot":
-        pod_spec["tolerations"] = [{"key": "planner/spot", "operator": "Exists", "effect": "NoSchedule"}]
+    if nodes == 1:
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": meta,
+            "spec": {
+                "replicas": int(pool["count"]),
+                "selector": {"matchLabels": {"app.kubernetes.io/instance": name}},
+                "template": {"metadata": {"labels": dict(labels)},
+                             "spec": pod(args[:2], args[2:], serves=True)},
+            },
+        }
+    annotations["planner/nodes-per-replica"] = f"{nodes} x {gpus} GPUs"
+    # workers hold GPUs but serve nothing: without the serving labels no Service picks them
+    workers = {k: v for k, v in labels.items() if not k.startswith(("planner/serving",
+                                                                   "planner/role", "llm-d.ai/"))}
+    leader = f"ray start --head --port={RAY_PORT} && exec {shell_line(args)}"
+    worker = f'exec ray start --address="${{LWS_LEADER_ADDRESS}}:{RAY_PORT}" --block'
     return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
+        "apiVersion": LWS_API_VERSION,
+        "kind": "LeaderWorkerSet",
         "metadata": meta,
         "spec": {
             "replicas": int(pool["count"]),
-            "selector": {"matchLabels": {"app.kubernetes.io/instance": name}},
-            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+            "leaderWorkerTemplate": {
+                "size": nodes,
+                "restartPolicy": "RecreateGroupOnPodRestart",
+                "leaderTemplate": {"metadata": {"labels": dict(labels)},
+                                   "spec": pod(["/bin/sh", "-c"], [leader], serves=True)},
+                "workerTemplate": {"metadata": {"labels": {**workers, "planner/lws": "worker"}},
+                                   "spec": pod(["/bin/sh", "-c"], [worker], serves=False)},
+            },
         },
     }
+
+
+def workload_ref(pool: dict[str, Any]) -> str:
+    """``kind/name`` of a pool's workload for kubectl: ``deployment/...``, or
+    ``leaderworkerset/...`` for multi-node replicas (:func:`deployment`)."""
+    kind = "leaderworkerset" if replica_nodes(pool)[0] > 1 else "deployment"
+    return f"{kind}/{slug(pool['id'])}"
+
+
+def wait_ready(pool: dict[str, Any], ns: str) -> str:
+    """The kubectl line that waits for a pool's scale-up: a Deployment's rollout, or a
+    LeaderWorkerSet's ``Available`` condition."""
+    ref = workload_ref(pool)
+    if ref.startswith("deployment/"):
+        return f"kubectl rollout status{ns} {ref} --timeout=30m"
+    return f"kubectl wait{ns} --for=condition=Available {ref} --timeout=30m"
 
 
 def serving_labels(pool: dict[str, Any]) -> dict[str, str]:
@@ -354,9 +399,19 @@ def transition_script(plan: dict[str, Any], *, namespace: str | None = None) -> 
     """A shell script moving the cluster from the plan in place to ``plan`` (its ``replan``
     section): new pools are applied from their manifests and growing ones scaled up, every
     rollout awaited, then (after the routing switch) shrinking pools scaled down and vanished
-    ones deleted.  Deployment names are the pools' slugs, as :func:`deployment` names them."""
+    ones deleted.  Workload names are the pools' slugs, as :func:`deployment` names them."""
     tr = plan["replan"]["transition"]
     ns = f" -n {namespace}" if namespace else ""
+    # a step names its pool: this plan's, or one the plan in place had (retired_pools)
+    pools = {p["id"]: p for p in [*plan["replan"].get("retired_pools", []), *plan.get("pools", [])]
+             if "id" in p}
+    pools.update({r["pool"]: {"id": r["pool"], "gpu": r.get("gpu", ""),
+                              "gpus_per_replica": r.get("gpus_per_replica", 1)}
+                  for r in plan["replan"].get("retired_pools", []) if r["pool"] not in pools})
+
+    def pool_of(step: dict[str, Any]) -> dict[str, Any]:
+        return pools.get(step["pool"]) or {"id": step["pool"], "gpu": "", "gpus_per_replica": 1}
+
     lines = ["#!/bin/sh",
              "# Move from the plan in place to this one without breaking the SLOs "
              "(planner fleet --previous).",
@@ -365,24 +420,22 @@ def transition_script(plan: dict[str, Any], *, namespace: str | None = None) -> 
              f"{tr['cost_per_hour_during_switch']:.2f}.",
              "set -eu", 'cd "$(dirname "$0")"  # the manifests sit next to this script', "",
              "# 1. grow first"]
-    lines += [_kubectl(step, ns) for step in tr["grow_first"]]
-    for step in tr["grow_first"]:
-        lines.append(f"kubectl rollout status{ns} deployment/{slug(step['pool'])} --timeout=30m")
+    lines += [_kubectl(step, pool_of(step), ns) for step in tr["grow_first"]]
+    lines += [wait_ready(pool_of(step), ns) for step in tr["grow_first"]]
     lines += ["", "# 2. switch the router to this plan's routing table (plan.routing)", "",
               "# 3. then shrink"]
-    lines += [_kubectl(step, ns) for step in tr["shrink_after"]]
+    lines += [_kubectl(step, pool_of(step), ns) for step in tr["shrink_after"]]
     return "\n".join(lines) + "\n"
 
 
-def _kubectl(step: dict[str, Any], ns: str) -> str:
-    """The kubectl line of one transition step: a new pool is applied from its manifest, a
-    vanished one deleted, any other scaled."""
-    name = slug(step["pool"])
+def _kubectl(step: dict[str, Any], pool: dict[str, Any], ns: str) -> str:
+    """The kubectl line of one transition step of ``pool``: a new pool is applied from its
+    manifest, a vanished one deleted, any other scaled."""
     if step["from"] == 0:
-        return f"kubectl apply{ns} -f {name}.yaml"
+        return f"kubectl apply{ns} -f {slug(step['pool'])}.yaml"
     if step["to"] == 0:
-        return f"kubectl delete{ns} deployment/{name} --ignore-not-found"
-    return f"kubectl scale{ns} deployment/{name} --replicas={step['to']}"
+        return f"kubectl delete{ns} {workload_ref(pool)} --ignore-not-found"
+    return f"kubectl scale{ns} {workload_ref(pool)} --replicas={step['to']}"
 
 
 def _varying_pools(plan: dict[str, Any]) -> list[dict[str, Any]]:
@@ -404,18 +457,17 @@ def schedule_script(plan: dict[str, Any], *, namespace: str | None = None) -> st
              "# Scale the fleet to one period of the plan: ./schedule.sh PERIOD",
              f"# {n_periods} periods of {period_s:g} s; call it at each period's start "
              "(period i starts i x period_s after period 0).",
-             "# Pools with one count throughout keep their Deployment's replicas.",
+             "# Pools with one count throughout keep their workload's replicas.",
              "set -eu", 'case "${1:-}" in']
     for t in range(n_periods):
         before = (t - 1) % n_periods
         grow = [p for p in pools if p["counts_by_period"][t] > p["counts_by_period"][before]]
         rest = [p for p in pools if p["counts_by_period"][t] <= p["counts_by_period"][before]]
-        body = [f"kubectl scale{ns} deployment/{slug(p['id'])} "
-                f"--replicas={p['counts_by_period'][t]}" for p in grow]
-        body += [f"kubectl rollout status{ns} deployment/{slug(p['id'])} --timeout=30m"
-                 for p in grow if p["counts_by_period"][t] > 0]
-        body += [f"kubectl scale{ns} deployment/{slug(p['id'])} "
-                 f"--replicas={p['counts_by_period'][t]}" for p in rest]
+        body = [f"kubectl scale{ns} {workload_ref(p)} --replicas={p['counts_by_period'][t]}"
+                for p in grow]
+        body += [wait_ready(p, ns) for p in grow if p["counts_by_period"][t] > 0]
+        body += [f"kubectl scale{ns} {workload_ref(p)} --replicas={p['counts_by_period'][t]}"
+                 for p in rest]
         lines.append(f"  {t})  # starts at {t * period_s:g} s")
         lines += [f"    {b}" for b in body] + ["    ;;"]
     lines += ['  *) echo "usage: $0 PERIOD (0..' + str(n_periods - 1) + ')" >&2; exit 2 ;;',
@@ -452,6 +504,15 @@ def _keda_horizon_s(span_s: float) -> float | None:
     """The span KEDA cron triggers repeat a plan's periods over: one day or one week (s), or
     ``None`` when the periods (``span_s`` in all) tile neither (``schedule.sh`` covers that)."""
     return next((h for h in (SECONDS_PER_DAY, SECONDS_PER_WEEK) if abs(span_s - h) <= 1e-6), None)
+
+
+def _scale_target(pool: dict[str, Any]) -> dict[str, str]:
+    """A ScaledObject's ``scaleTargetRef``: the pool's Deployment (KEDA's default kind), or its
+    LeaderWorkerSet, which has the scale subresource KEDA drives."""
+    name = slug(pool["id"])
+    if replica_nodes(pool)[0] == 1:
+        return {"name": name}
+    return {"apiVersion": LWS_API_VERSION, "kind": "LeaderWorkerSet", "name": name}
 
 
 def scaled_objects(plan: dict[str, Any], *, day_start_s: float = 0.0, weekday: str = "mon",
@@ -504,7 +565,7 @@ def scaled_objects(plan: dict[str, Any], *, day_start_s: float = 0.0, weekday: s
             meta["namespace"] = namespace
         out.append((name, {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
                            "metadata": meta,
-                           "spec": {"scaleTargetRef": {"name": name},
+                           "spec": {"scaleTargetRef": _scale_target(pool),
                                     "minReplicaCount": low, "maxReplicaCount": max(counts),
                                     "triggers": triggers}}))
     return out

@@ -70,6 +70,27 @@ def shell_line(args: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in args)
 
 
+#: the port a multi-node replica's Ray head listens on (Ray's default)
+RAY_PORT = 6379
+
+
+def replica_nodes(pool: dict[str, Any]) -> tuple[int, int]:
+    """``(nodes, GPUs per node)`` one replica of ``pool`` spans: more than one when its GPUs
+    exceed the largest catalog node of its GPU type (vLLM then runs over a Ray cluster, its
+    pipeline stages across the nodes); one node of all its GPUs for a type outside the
+    catalog."""
+    from hardware.catalog import default_node_for
+    from hardware.errors import InputError
+
+    gpus = int(pool["gpus_per_replica"])
+    try:
+        per_node = default_node_for(pool["gpu"]).gpus_per_node
+    except InputError:
+        return 1, gpus
+    nodes = -(-gpus // per_node)
+    return nodes, -(-gpus // nodes)
+
+
 def pool_command(pool: dict[str, Any], *, port: int = 8000,
                  max_model_len: int | None = None) -> list[str]:
     """The ``vllm serve`` command of one FleetPlan pool (one replica).
@@ -82,6 +103,8 @@ def pool_command(pool: dict[str, Any], *, port: int = 8000,
     if engine.get("kv_transfer"):  # a prefill or decode role of a disaggregated bundle
         from planner.emit.disagg import NIXL_CONFIG
         extra = ["--kv-transfer-config", json.dumps(NIXL_CONFIG, separators=(",", ":"))]
+    if replica_nodes(pool)[0] > 1:  # one engine over the Ray cluster of the replica's nodes
+        extra += ["--distributed-executor-backend", "ray"]
     return vllm_serve_command(pool.get("serve_model") or pool["model"], tp=pool["shape"]["tp"],
                               pp=pool["shape"].get("pp", 1), max_num_seqs=engine.get("max_num_seqs"),
                               max_model_len=max_model_len or engine.get("max_model_len"),
@@ -272,12 +295,21 @@ def fleet_vllm_files(plan: dict[str, Any]) -> dict[str, Artifact]:
             router = slug(f"router-{pool['group']}")
             role = (f"# {pool['role']} role of a disaggregated bundle ({pool['group']}): KV moves "
                     f"over NIXL; requests come through {router}.sh\n" + NIXL_HOST_CHECK)
+        nodes, per_node = replica_nodes(pool)
+        where = (f"# run this on each replica (GPUs {pool['gpus_per_replica']} per replica)\n"
+                 if nodes == 1 else
+                 f"# each replica spans {nodes} nodes of {per_node} GPUs (a Ray cluster): run "
+                 f"'{name}.sh worker HEAD_IP' on all but its first node, then '{name}.sh' there\n")
+        start = f"exec {cmd}\n" if nodes == 1 else (
+            'case "${1:-head}" in\n'
+            f"  head) ray start --head --port={RAY_PORT} && exec {cmd} ;;\n"
+            f'  worker) exec ray start --address="${{2:?the head node\'s IP}}:{RAY_PORT}" --block ;;\n'
+            '  *) echo "usage: $0 [head | worker HEAD_IP]" >&2; exit 2 ;;\n'
+            "esac\n")
         text = ("#!/bin/sh\n"
                 f"# pool {pool['id']}: {pool['count']} replica(s) x {pool['gpus_per_replica']} "
                 f"{pool['gpu']} GPU(s), price class {pool['price_class']}\n"
-                f"# run this on each replica (GPUs {pool['gpus_per_replica']} per replica)\n"
-                f"# --max-model-len: {ctx.why}\n"
-                + role + f"exec {cmd}\n")
+                + where + f"# --max-model-len: {ctx.why}\n" + role + start)
         add_file(files, f"{name}.sh", Artifact(text, executable=True), pool["id"])
         lines.append(f"# {pool['id']} x{pool['count']}; --max-model-len: {ctx.why}\n{cmd}")
     files["commands.txt"] = Artifact("\n".join(lines) + "\n")
