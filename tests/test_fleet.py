@@ -7,6 +7,7 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 import pytest
+import yaml
 
 from hardware.errors import InfeasibleError, InputError
 from planner import fleet as fl
@@ -489,3 +490,24 @@ def test_each_model_gets_its_share_of_the_cost():
                                      for t in range(3))
     # the 70B model costs more per token than the 8B one on the same GPUs
     assert shares["m70b"]["cost_per_million_tokens"] > shares["m8b"]["cost_per_million_tokens"]
+
+
+def test_a_model_no_node_holds_gets_pipeline_stages_across_nodes(tmp_path):
+    """Llama 3.1 405B in BF16 (~810 GB) fits no 8 x H100 node (640 GB): the planner offers TP 8
+    over the fewest nodes that hold it (PP 2), and emit runs each replica over Ray (a
+    LeaderWorkerSet); shapes the request names are taken as they are."""
+    from planner.emit.kubernetes import fleet_kubernetes_files
+
+    req = _hist_request(gpus=[{"name": "H100-SXM"}])
+    req["models"][0]["model"] = "llama-3.1-405b"
+    req["models"][0]["workload"]["rate_rps"] = 0.5
+    req["solver"]["baseline"] = False
+    plan = fl.plan_fleet(req)
+    shapes = {(p["shape"]["tp"], p["shape"]["pp"]) for p in plan["pools"]}
+    assert shapes == {(8, 2)} and all(p["gpus_per_replica"] == 16 for p in plan["pools"])
+    kinds = {yaml.safe_load(a.text)["kind"] for name, a in fleet_kubernetes_files(plan).items()
+             if name.endswith(".yaml") and not name.startswith(("service-", "keda/"))}
+    assert kinds == {"LeaderWorkerSet"}
+    req["gpus"] = [{"name": "H100-SXM", "shapes": [{"tp": 8, "pp": 1}]}]
+    with pytest.raises(InfeasibleError, match="no candidate GPU shape fits"):
+        fl.plan_fleet(req)

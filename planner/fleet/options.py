@@ -104,6 +104,25 @@ def slo_checks(slo: SLOSpec, requests: dict[float, tuple[np.ndarray, np.ndarray]
     return out
 
 
+#: pipeline stages tried, one node each, when a model fits no single node of a GPU type
+MAX_NODES_PER_REPLICA = 8
+
+
+def multi_node_shapes(g: GPUEntry, accel) -> list[tuple[int, int]]:
+    """``(tp, pp)`` shapes over several nodes of ``accel``'s largest catalog node: TP across a
+    node's GPUs (up to ``max_tp``), one pipeline stage per node, 2 to
+    :data:`MAX_NODES_PER_REPLICA` nodes; none for a type with no node in the catalog."""
+    from hardware.catalog import default_node_for
+    from hardware.errors import InputError
+
+    try:
+        per_node = default_node_for(accel).gpus_per_node
+    except InputError:
+        return []
+    tp = min(per_node, g.max_tp)
+    return [(tp, pp) for pp in range(2, MAX_NODES_PER_REPLICA + 1)]
+
+
 def gpu_shapes(g: GPUEntry) -> list[tuple[int, int]]:
     """``(tp, pp)`` shapes to evaluate on a GPU type: the request's, else TP 1-8 to ``max_tp``."""
     if g.shapes:

@@ -226,7 +226,8 @@ def explain_unservable(fp: FleetProblem) -> None:
             raise InfeasibleError(
                 f"model {entry.name or entry.model}: no candidate GPU shape fits the model",
                 binding="memory", file=fp.file, field=f"models[{mi}]",
-                expected="a GPU type with enough memory (or larger max_tp)")
+                expected="a GPU type with enough memory, a larger max_tp, or shapes with more "
+                         "pipeline stages (without shapes the planner tries up to 8 nodes)")
         best = None
         for o in opts:
             det = o.details[b] if o.details and o.details[b] else None
