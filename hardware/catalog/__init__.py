@@ -134,6 +134,15 @@ def get_node(name: str, *, field: str | None = "node", file: str | None = None) 
     return nodes[key]
 
 
+def largest_node_gpus(accelerator: str | Accelerator) -> int | None:
+    """GPUs in the largest catalog node of this accelerator (:func:`default_node_for`); None
+    when the catalog has no node (or no entry) for it."""
+    try:
+        return default_node_for(accelerator).gpus_per_node
+    except InputError:
+        return None
+
+
 def default_node_for(accelerator: str | Accelerator) -> NodeType:
     """The largest catalog node type built from this accelerator (8-GPU boxes before 1-GPU VMs)."""
     acc = get_accelerator(accelerator)

@@ -79,13 +79,11 @@ def replica_nodes(pool: dict[str, Any]) -> tuple[int, int]:
     exceed the largest catalog node of its GPU type (vLLM then runs over a Ray cluster, its
     pipeline stages across the nodes); one node of all its GPUs for a type outside the
     catalog."""
-    from hardware.catalog import default_node_for
-    from hardware.errors import InputError
+    from hardware.catalog import largest_node_gpus
 
     gpus = int(pool["gpus_per_replica"])
-    try:
-        per_node = default_node_for(pool["gpu"]).gpus_per_node
-    except InputError:
+    per_node = largest_node_gpus(pool["gpu"])
+    if per_node is None:
         return 1, gpus
     nodes = -(-gpus // per_node)
     return nodes, -(-gpus // nodes)

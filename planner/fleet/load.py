@@ -53,8 +53,8 @@ def build_load(entry: ModelEntry, index: int, file: str | None = None) -> ModelL
                 grid = wl.BucketGrid(grid.input_edges[:-1] + (max(grid.input_edges[-1], float(trace.input_tokens.max())),),
                                      grid.output_edges[:-1] + (max(grid.output_edges[-1], float(trace.output_tokens.max())),))
         hist = wl.histogram(trace, grid, percentile=entry.slo.percentile)
-        at = {p: wl.histogram(trace, grid, percentile=p) for p in entry.slo.percentiles()
-              if p != entry.slo.percentile}
+        at = {p: hist if p == entry.slo.percentile else wl.histogram(trace, grid, percentile=p)
+              for p in entry.slo.percentiles()}
         if w.rate_rps is not None:
             rates = wl.check_rates(w.rate_rps, file=file, field=_field(index, "rate_rps"))
             shares = np.tile(hist.shares.ravel(), (len(rates), 1))
@@ -80,7 +80,7 @@ def build_load(entry: ModelEntry, index: int, file: str | None = None) -> ModelL
         mid_out = (np.asarray(hist.grid.output_edges[:-1]) + np.asarray(hist.grid.output_edges[1:])) / 2
         mean_tokens = float((hist.shares * (mid_in[:, None] + mid_out[None, :])).sum())
         summary = {"histogram_buckets": list(hist.grid.shape)}
-        at = {}  # upper edges represent every bucket, whatever the percentile
+        at = {p: hist for p in entry.slo.percentiles()}  # upper edges, whatever the percentile
     if w.periods == "peak" and len(rates) > 1:
         t = int(np.argmax(rates))
         rates, shares = rates[t:t + 1], shares[t:t + 1]
@@ -88,8 +88,7 @@ def build_load(entry: ModelEntry, index: int, file: str | None = None) -> ModelL
         shares = (shares * rates[:, None]).sum(axis=0, keepdims=True) / rates.sum()
         rates = np.array([rates.mean()])
     summary["rates_rps"] = [float(r) for r in rates]
-    requests = {p: (h.input_len.ravel(), h.output_len.ravel())
-                for p, h in {**{p: hist for p in entry.slo.percentiles()}, **at}.items()}
+    requests = {p: (h.input_len.ravel(), h.output_len.ravel()) for p, h in at.items()}
     return ModelLoad(hist, np.asarray(rates, dtype=float), shares, w.period_s, mean_tokens, summary,
                      requests)
 

@@ -112,12 +112,10 @@ def multi_node_shapes(g: GPUEntry, accel) -> list[tuple[int, int]]:
     """``(tp, pp)`` shapes over several nodes of ``accel``'s largest catalog node: TP across a
     node's GPUs (up to ``max_tp``), one pipeline stage per node, 2 to
     :data:`MAX_NODES_PER_REPLICA` nodes; none for a type with no node in the catalog."""
-    from hardware.catalog import default_node_for
-    from hardware.errors import InputError
+    from hardware.catalog import largest_node_gpus
 
-    try:
-        per_node = default_node_for(accel).gpus_per_node
-    except InputError:
+    per_node = largest_node_gpus(accel)
+    if per_node is None:
         return []
     tp = min(per_node, g.max_tp)
     return [(tp, pp) for pp in range(2, MAX_NODES_PER_REPLICA + 1)]
