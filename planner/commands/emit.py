@@ -12,6 +12,8 @@ from planner.emit import LISTING
 FORMATS = ("vllm", "kubernetes")
 #: a Kubernetes object name (DNS subdomain: RFC 1123, at most 253 characters)
 _DNS_NAME = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+#: a namespace name (DNS label: RFC 1123, at most 63 characters)
+_DNS_LABEL = re.compile(r"(?=.{1,63}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
 def emit(
@@ -55,10 +57,11 @@ def emit(
     re-plan, a prefill/decode router per disaggregated bundle).  Each engine gets
     --max-model-len: the longest request the plan routes to its pool."""
     from planner.commands.common import require_finite
-    from planner.emit import write_artifacts
+    from planner.emit import check_output_folder, write_artifacts
     from planner.emit.kubernetes import (DEFAULT_LEAD_S, DEFAULT_ROUTER_IMAGE, WEEKDAYS,
                                          check_timezone, fleet_kubernetes_files)
-    from planner.emit.vllm import check_servable, fleet_vllm_files
+    from planner.emit.plan_check import check_fleet_plan
+    from planner.emit.vllm import fleet_vllm_files
     from planner.plan import load_plan
 
     if fmt is None or fmt not in FORMATS:
@@ -68,16 +71,11 @@ def emit(
         raise InputError("no output folder given", field="-o/--output",
                          expected="planner emit PLAN --format FORMAT -o FOLDER")
     require_finite(lead_s=lead_s)
-    plan = load_plan(plan_path, kinds=["FleetPlan"])
-    if not isinstance(plan.get("pools"), list) or not plan["pools"]:
-        raise InputError("the plan has no pools", file=str(plan_path), field="pools",
-                         expected="a FleetPlan with at least one pool")
-    for i, pool in enumerate(plan["pools"]):
-        for key in ("id", "model", "gpu", "count", "shape", "price_class", "gpus_per_replica"):
-            if key not in pool:
-                raise InputError("pool field missing", file=str(plan_path), field=f"pools[{i}].{key}")
-    check_servable(plan, file=str(plan_path))
     images = _images(image or [])
+    if namespace is not None and not _DNS_LABEL.fullmatch(namespace):
+        raise InputError(f"--namespace {namespace!r}", field="--namespace",
+                         expected="a namespace name (DNS-1123 label): lower-case letters, digits "
+                                  "and '-', starting and ending alphanumeric, at most 63")
     if cache_pvc is not None and not _DNS_NAME.fullmatch(cache_pvc):
         raise InputError(f"--cache-pvc {cache_pvc!r}", field="--cache-pvc",
                          expected="a PersistentVolumeClaim name: lower-case letters, digits, '-' "
@@ -85,18 +83,32 @@ def emit(
     day_start_s = _time_of_day(day_start)
     weekday = _weekday(weekday, WEEKDAYS)
     check_timezone(timezone)
+    check_output_folder(out_dir)
+    # one check of everything the emitters read: each bad field is one error naming the file
+    plan = check_fleet_plan(load_plan(plan_path, kinds=["FleetPlan"]), file=str(plan_path))
     lead = DEFAULT_LEAD_S if lead_s is None else float(lead_s)
     period_s = plan.get("period_s")
-    if lead < 0 or (isinstance(period_s, (int, float)) and lead >= period_s):
-        raise InputError(f"lead {lead:g} s", field="--lead-s",
-                         expected=f"at least 0 and less than the plan's period ({period_s} s)")
-    if fmt == "vllm":
-        files = fleet_vllm_files(plan)
-    else:
-        files = fleet_kubernetes_files(plan, images=images, cache_pvc=cache_pvc,
-                                       namespace=namespace,
-                                       day_start_s=day_start_s, weekday=weekday, timezone=timezone,
-                                       lead_s=lead, router_image=router_image or DEFAULT_ROUTER_IMAGE)
+    if fmt == "kubernetes" or lead_s is not None:  # KEDA's lead: kubernetes only
+        given = "--lead-s" if lead_s is not None else "the default lead (--lead-s)"
+        if lead < 0:
+            raise InputError(f"lead {lead:g} s", field="--lead-s", expected="at least 0")
+        if period_s is not None and lead >= period_s:
+            raise InputError(f"{given} {lead:g} s is not shorter than the plan's periods "
+                             f"({period_s:g} s, period_s in {plan_path})", field="--lead-s",
+                             expected=f"at least 0 and less than {period_s:g}")
+    try:
+        if fmt == "vllm":
+            files = fleet_vllm_files(plan)
+        else:
+            files = fleet_kubernetes_files(plan, images=images, cache_pvc=cache_pvc,
+                                           namespace=namespace, day_start_s=day_start_s,
+                                           weekday=weekday, timezone=timezone, lead_s=lead,
+                                           router_image=router_image or DEFAULT_ROUTER_IMAGE)
+    except InputError as exc:  # a clash between the plan's names found while rendering
+        if exc.file is None and (exc.field or "").startswith("pools"):
+            raise InputError(exc.message, file=str(plan_path), field=exc.field,
+                             expected=exc.expected, hint=exc.hint) from None
+        raise
     # everything is rendered before the folder is touched: a bad plan leaves it as it was
     written = write_artifacts(out_dir, files, replace=replace)
     for p in written:

@@ -55,6 +55,32 @@ def _read_listing(out_dir: Path) -> dict[str, str]:
     return out
 
 
+def check_output_folder(out_dir: str | os.PathLike) -> Path:
+    """Refuse an output folder that cannot be one before anything is rendered or written: an
+    existing file, a path through a file (``afile/sub``), or a new folder whose nearest existing
+    parent is not writable.  Returns the path.  (Whether a folder is empty, or was written by an
+    earlier emit, is :func:`write_artifacts`'s check.)"""
+    from hardware.errors import InputError
+
+    out_dir = Path(out_dir)
+    if out_dir.is_dir():
+        return out_dir
+    if out_dir.exists() or out_dir.is_symlink():
+        raise InputError("output exists and is not a folder", file=str(out_dir),
+                         field="-o/--output", expected="a new or empty folder")
+    for parent in out_dir.absolute().parents:
+        if parent.is_dir():
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise InputError(f"cannot make a folder in {parent} (not writable)",
+                                 file=str(out_dir), field="-o/--output",
+                                 expected="a folder you can write to")
+            break
+        if parent.exists() or parent.is_symlink():
+            raise InputError(f"{parent} is not a folder", file=str(out_dir), field="-o/--output",
+                             expected="a new or empty folder whose parents are folders")
+    return out_dir
+
+
 def write_artifacts(out_dir: str | os.PathLike, files: dict[str, Artifact], *,
                     replace: bool = False) -> list[Path]:
     """Write ``files`` (relative path -> :class:`Artifact`) under ``out_dir`` and return their
@@ -69,10 +95,7 @@ def write_artifacts(out_dir: str | os.PathLike, files: dict[str, Artifact], *,
     from hardware.errors import InputError
     from planner.plan import write_atomic
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError("output exists and is not a folder", file=str(out_dir),
-                         field="-o/--output", expected="a new or empty folder")
+    out_dir = check_output_folder(out_dir)
     present = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
     if present and not replace:
         shown = ", ".join(present[:4]) + (f" and {len(present) - 4} more" if len(present) > 4 else "")
@@ -100,7 +123,11 @@ def write_artifacts(out_dir: str | os.PathLike, files: dict[str, Artifact], *,
                          file=str(out_dir), field="-o/--output",
                          expected=f"the files as {LISTING} records them",
                          hint="Move them away (or delete them) and run again")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # made unwritable, or a file put in its way, since the check
+        raise InputError(f"cannot make the folder: {exc.strerror or exc}", file=str(out_dir),
+                         field="-o/--output", expected="a new or empty folder") from None
     texts = {rel: art.text.encode("utf-8") for rel, art in files.items()}
     digests = {rel: hashlib.sha256(data).hexdigest() for rel, data in texts.items()}
 

@@ -34,7 +34,7 @@ import yaml
 
 from hardware.errors import InputError
 from planner.emit import Artifact, write_artifacts
-from planner.emit.vllm import (RAY_PORT, ContextLength, add_file, check_servable, context_lengths,
+from planner.emit.vllm import (RAY_PORT, ContextLength, add_file, context_lengths,
                                pd_router_args, pool_command, replica_nodes, shell_line, slug)
 
 #: catalog GPU name -> (resource name, node label key, node label value)
@@ -338,8 +338,10 @@ def fleet_kubernetes_files(plan: dict[str, Any], *, images: dict[str, str] | Non
                            router_image: str = DEFAULT_ROUTER_IMAGE) -> dict[str, Artifact]:
     """The files of :func:`emit_fleet_kubernetes`, by path relative to the output folder;
     ``images``: serving images by vendor (:func:`image_for`); ``cache_pvc``: the weights'
-    cache claim (:func:`deployment`)."""
-    check_servable(plan)
+    cache claim (:func:`deployment`).  The plan is checked first
+    (:func:`planner.emit.plan_check.check_fleet_plan`)."""
+    from planner.emit.plan_check import check_fleet_plan
+    plan = check_fleet_plan(plan)
     check_timezone(timezone)
     files: dict[str, Artifact] = {}
     lengths = context_lengths(plan)

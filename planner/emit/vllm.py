@@ -276,8 +276,10 @@ def context_lengths(plan: dict[str, Any]) -> dict[str, ContextLength]:
 # ------------------------------------------------------------------------------------ artifacts
 
 def fleet_vllm_files(plan: dict[str, Any]) -> dict[str, Artifact]:
-    """The files of :func:`emit_fleet_vllm`, by path relative to the output folder."""
-    check_servable(plan)
+    """The files of :func:`emit_fleet_vllm`, by path relative to the output folder (the plan
+    checked first: :func:`planner.emit.plan_check.check_fleet_plan`)."""
+    from planner.emit.plan_check import check_fleet_plan
+    plan = check_fleet_plan(plan)
     files: dict[str, Artifact] = {}
     lines = []
     lengths = context_lengths(plan)
