@@ -28,6 +28,10 @@ TRACE_FORMATS = ("azure", "burstgpt", "jsonl")
 
 _EPOCH = datetime(1970, 1, 1)
 
+#: the longest request (input or output tokens) a workload may hold: far beyond any model's
+#: context, so a larger count is a broken file rather than a request
+MAX_TOKENS = 100_000_000
+
 # column name variants (lower-cased) per role
 _TIME_COLS = ("timestamp", "time", "arrival_time", "arrival_time_s", "ts")
 _IN_COLS = ("contexttokens", "request tokens", "input_tokens", "prompt_tokens", "input_len",
@@ -117,9 +121,14 @@ def _num(x: float) -> str:
 def _parse_time(text: str, path: str, line: int, column: str) -> float:
     text = text.strip()
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(value):
+            raise InputError(f"line {line}: time {text!r} is not finite", file=path, field=column,
+                             expected="seconds or an ISO date-time like 2023-11-16 18:17:03.98")
+        return value
     try:
         # Azure writes 7 fractional digits; datetime takes at most 6
         if "." in text:
@@ -142,9 +151,10 @@ def _parse_count(text: str, path: str, line: int, column: str) -> int:
     except ValueError:
         raise InputError(f"line {line}: {text!r} is not a number", file=path, field=column,
                          expected="a non-negative token count") from None
-    if not math.isfinite(value) or value < 0:
-        raise InputError(f"line {line}: token count {text!r} is negative or not finite", file=path,
-                         field=column, expected="a non-negative token count")
+    if not (0 <= value <= MAX_TOKENS):  # also NaN
+        raise InputError(f"line {line}: token count {text!r} is negative, not finite or above "
+                         f"{MAX_TOKENS:,}", file=path, field=column,
+                         expected="a non-negative token count")
     return int(round(value))
 
 
@@ -163,12 +173,15 @@ def _finish(times: list[float], ins: list[int], outs: list[int], path: str) -> T
     t = np.asarray(times, dtype=float)
     order = np.argsort(t, kind="stable")
     t = t[order] - t[order][0]
+    if not np.isfinite(t[-1]):
+        raise InputError("the arrival times span more seconds than a float holds", file=path,
+                         field="timestamps", expected="times in seconds or ISO date-times")
     return Trace(t, np.asarray(ins, dtype=np.int64)[order], np.asarray(outs, dtype=np.int64)[order],
                  str(path))
 
 
 def _read_csv(path: Path, fmt: str | None) -> Trace:
-    with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:  # BOM or not
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
         tcol, icol, ocol = _pick(header, _TIME_COLS), _pick(header, _IN_COLS), _pick(header, _OUT_COLS)
@@ -295,15 +308,11 @@ def histogram_from_shares(shares: Sequence[Sequence[float]], input_edges: Sequen
     to sum to 1 instead.
     """
     arr = check_shares(shares, normalise=normalise, file=file, field=field)
-    grid = BucketGrid(tuple(float(e) for e in input_edges), tuple(float(e) for e in output_edges))
     # the edges sit beside the shares: "models[0].workload.histogram.shares" -> "...input_edges"
     where = field.rpartition(".")[0]
-    for name, edges in (("input_edges", grid.input_edges), ("output_edges", grid.output_edges)):
-        if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])) or edges[0] < 0:
-            given = ", ".join(_num(e) for e in edges)
-            raise InputError(f"bucket edges [{given}] are not at least two increasing non-negative "
-                             "numbers", file=file, field=f"{where}.{name}" if where else name,
-                             expected="e.g. [0, 512, 1024, 2048]")
+    grid = BucketGrid(*(check_edges(edges, file=file, field=f"{where}.{name}" if where else name)
+                        for name, edges in (("input_edges", input_edges),
+                                            ("output_edges", output_edges))))
     if arr.shape != grid.shape:
         raise InputError(f"shares are {arr.shape[0]} x {arr.shape[1]} but the edges give "
                          f"{grid.shape[0]} x {grid.shape[1]} buckets", file=file, field=field,
@@ -311,6 +320,30 @@ def histogram_from_shares(shares: Sequence[Sequence[float]], input_edges: Sequen
     rep_in = np.tile(np.asarray(grid.input_edges[1:])[:, None], (1, grid.shape[1]))
     rep_out = np.tile(np.asarray(grid.output_edges[1:])[None, :], (grid.shape[0], 1))
     return Histogram(grid, arr, rep_in, rep_out)
+
+
+def check_edges(edges: Sequence[float], *, file: str | None = None, field: str = "edges"
+                ) -> tuple[float, ...]:
+    """Bucket edges as a tuple: at least two increasing, non-negative token counts of at most
+    :data:`MAX_TOKENS`, or one :class:`InputError`."""
+    try:
+        values = tuple(float(e) for e in edges)
+    except (TypeError, ValueError):
+        values = ()
+    if (len(values) < 2 or any(not (0 <= e <= MAX_TOKENS) for e in values)
+            or any(b <= a for a, b in zip(values, values[1:]))):
+        given = ", ".join(_num(e) if isinstance(e, (int, float)) else repr(e) for e in edges)
+        raise InputError(f"bucket edges [{given}] are not at least two increasing token counts "
+                         f"in [0, {MAX_TOKENS:,}]", file=file, field=field,
+                         expected="e.g. [0, 512, 1024, 2048]")
+    return values
+
+
+def _holds_bool(raw: Any) -> bool:
+    """Whether a number, or a (nested) list of them, holds a bool."""
+    if isinstance(raw, (list, tuple)):
+        return any(_holds_bool(x) for x in raw)
+    return isinstance(raw, (bool, np.bool_))
 
 
 def finite_nonnegative(raw: Any, *, ndim: int, what: str, shape: str, values: str,
@@ -322,6 +355,8 @@ def finite_nonnegative(raw: Any, *, ndim: int, what: str, shape: str, values: st
     list of rows of req/s") and of each value ("rates >= 0 requests per second");
     ``promote``: a flat list is one row of a 2-D grid."""
     try:
+        if _holds_bool(raw):  # true / false would pass as 1 / 0
+            raise TypeError
         arr = np.asarray(raw, dtype=float)
     except (TypeError, ValueError):
         raise InputError(f"{what} are not numbers", file=file, field=field, expected=shape) from None
@@ -358,6 +393,28 @@ def check_shares(shares, *, normalise: bool = False, file: str | None = None,
 
 # ------------------------------------------------------------------------------------ rate series
 
+#: most periods a load curve may have (a week of 5-minute periods): every period is a block of
+#: the planners' models, and far more would outgrow any time limit
+MAX_PERIODS = 2016
+
+
+def period_count(trace: Trace, period_s: float, *, file: str | None = None,
+                 field: str = "period_s") -> int:
+    """Periods of ``period_s`` seconds a trace spans (at least 1), or an :class:`InputError`
+    (on ``file`` / ``field``, where the period was given) when ``period_s`` is not a positive
+    number or gives more than :data:`MAX_PERIODS`."""
+    if not (math.isfinite(period_s) and period_s > 0):
+        raise InputError(f"period of {period_s:g} s", file=file, field=field,
+                         expected="seconds > 0")
+    n = max(1.0, math.ceil(trace.duration_s / period_s - 1e-9))
+    if n > MAX_PERIODS:
+        raise InputError(f"the trace {Path(trace.source).name} spans {trace.duration_s:.6g} s: "
+                         f"{n:.6g} periods of {period_s:g} s, more than {MAX_PERIODS}", file=file,
+                         field=field, expected=f"a period of at least "
+                         f"{math.ceil(trace.duration_s / MAX_PERIODS):.6g} s for this trace")
+    return int(n)
+
+
 def rate_series(trace: Trace, period_s: float) -> np.ndarray:
     """Mean request rate (req/s) in consecutive periods of ``period_s`` from the first request;
     the last, partial period is averaged over its own length (at least 1 s).
@@ -366,15 +423,13 @@ def rate_series(trace: Trace, period_s: float) -> np.ndarray:
         InputError: ``period_s`` not positive, or a trace whose arrivals span 0 s (one request,
             or all at one time): it says nothing about a rate.
     """
-    if period_s <= 0:
-        raise InputError("period must be positive", field="period_s", expected="seconds > 0")
     if trace.span_s <= 0:
         what = "the trace has one request" if len(trace) == 1 else \
             f"all {len(trace)} requests arrive at one time"
         raise InputError(f"{what}, so it gives no request rate", file=trace.source, field="timestamps",
                          expected="a trace spanning more than 0 s",
                          hint="Give workload.rate_rps to use the trace for its request sizes only")
-    n = max(1, int(math.ceil(trace.duration_s / period_s - 1e-9)))
+    n = period_count(trace, period_s)
     idx = np.minimum((trace.arrival_s // period_s).astype(int), n - 1)
     counts = np.bincount(idx, minlength=n).astype(float)
     lengths = np.full(n, float(period_s))
@@ -394,7 +449,7 @@ def peak_rate(trace: Trace, window_s: float) -> float:
 
 def period_masks(trace: Trace, period_s: float) -> list[np.ndarray]:
     """Boolean mask of the requests arriving in each period (as in :func:`rate_series`)."""
-    n = max(1, int(math.ceil(trace.duration_s / period_s - 1e-9)))
+    n = period_count(trace, period_s)
     idx = np.minimum((trace.arrival_s // period_s).astype(int), n - 1)
     return [idx == p for p in range(n)]
 
@@ -407,6 +462,9 @@ def check_rates(rates, *, file: str | None = None, field: str = "rate_rps") -> n
     if not np.any(arr > 0):
         raise InputError("all rates are zero", file=file, field=field,
                          expected="at least one positive rate")
+    if len(arr) > MAX_PERIODS:
+        raise InputError(f"{len(arr)} periods, more than {MAX_PERIODS}", file=file, field=field,
+                         expected=f"a rate series of at most {MAX_PERIODS} periods")
     return arr
 
 

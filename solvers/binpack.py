@@ -54,7 +54,7 @@ import pulp
 
 from solvers import cover_periods
 from solvers.cover_model import (PRICE_CLASSES, CoverOption, CoverProblem, CoverSolution,
-                                 _best_reserved, _classes, _clean_routing, _honest,
+                                 _best_reserved, _classes, _clean_routing, _group_units, _honest,
                                  _quota_bound, _reference_prices, _safe_bound, _starts_priced,
                                  load_of, objective_of, quota_groups, quota_usage,
                                  start_cost_of, starts_of)
@@ -293,6 +293,12 @@ def _extract(problem: CoverProblem, R, O, S, X) -> tuple[np.ndarray, ...]:
     return reserved, on_demand, spot, routing
 
 
+def _instances(load: float) -> int:
+    """Whole instances for a load (instance-equivalents): rounded up past a 1e-9 tolerance,
+    and at least one for any load at all."""
+    return max(math.ceil(load - 1e-9), 1) if load > 0 else 0
+
+
 def greedy_cover(problem: CoverProblem) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """A quick feasible cover, or ``None`` when the greedy cannot respect the quotas.
 
@@ -318,8 +324,7 @@ def greedy_cover(problem: CoverProblem) -> tuple[np.ndarray, np.ndarray, np.ndar
             for j in np.nonzero(cap[d] > 0)[0]:
                 opt = problem.options[j]
                 extra = r / (cap[d, j] * u)
-                new_count = math.ceil(load[j] + extra - 1e-9)
-                old_count = math.ceil(load[j] - 1e-9)
+                new_count, old_count = _instances(load[j] + extra), _instances(load[j])
                 if any(g in problem.quotas
                        and used.get(g, 0.0) + (new_count - old_count) * u > problem.quotas[g] + 1e-9
                        for g, u in quota_usage(opt).items()):
@@ -328,12 +333,12 @@ def greedy_cover(problem: CoverProblem) -> tuple[np.ndarray, np.ndarray, np.ndar
             if not cands:
                 return None
             _, j, extra = min(cands)
-            added = math.ceil(load[j] + extra - 1e-9) - math.ceil(load[j] - 1e-9)
+            added = _instances(load[j] + extra) - _instances(load[j])
             for g, u in quota_usage(problem.options[j]).items():
                 used[g] = used.get(g, 0.0) + added * u
             load[j] += extra
             routing[d, j, t] = 1.0
-        on_demand[:, t] = np.ceil(load - 1e-9).astype(int)
+        on_demand[:, t] = [_instances(x) for x in load]
     reserved = np.zeros(J, dtype=int)
     spot = np.zeros((J, T), dtype=int)
     for j in range(J):
@@ -518,31 +523,126 @@ def _trim_idle(problem: CoverProblem, arrays: tuple) -> tuple:
     return reserved, on_demand, spot, routing
 
 
+def _short(load, capacity):
+    """Where a load (instance-equivalents) is not served by the capacity provided: any load
+    on no capacity, or more than the solvers' 1e-6 tolerance over it."""
+    return (load > 0) & ((capacity <= 0) | (load > capacity + 1e-6 * (1.0 + capacity)))
+
+
+def _serve_every_load(problem: CoverProblem, arrays: tuple) -> tuple:
+    """Counts that serve every load the routing sends: a MILP's feasibility tolerance (about
+    1e-6 instance) lets a load that small ride on an option with no instance (a tiny rate, or
+    a vast capacity), which would name a pool the plan does not have.  Such load moves to an
+    option with room in that period; where none has room, on-demand instances are added (spot
+    or reserved where on demand is not offered).  Returns ``arrays`` itself when every load
+    was served."""
+    reserved, on_demand, spot, routing = arrays
+    u, f = float(problem.max_utilisation), float(problem.spot_capacity_factor)
+    cap, rates = problem.capacity, problem.rates
+    inv = np.divide(1.0, cap, out=np.zeros_like(cap), where=cap > 0)
+    load = load_of(problem, routing)
+
+    def provided() -> np.ndarray:
+        return u * (reserved[:, None] + on_demand + f * spot)
+
+    have = provided()
+    unserved = _short(load, have)
+    if not unserved.any():
+        return arrays
+    reserved, on_demand, spot, routing = (np.array(a, copy=True)
+                                          for a in (reserved, on_demand, spot, routing))
+    classes = [_classes(o) for o in problem.options]
+    for j, t in zip(*np.nonzero(unserved)):
+        for d in np.nonzero(routing[:, j, t] > 0)[0]:
+            extra = routing[d, j, t] * rates[d, t] * inv[d]  # [J] its load on each option
+            room = have[:, t] - load[:, t]
+            fits = (cap[d] > 0) & (have[:, t] > 0) & (room >= extra)
+            fits[j] = False
+            if fits.any():
+                k = int(np.nonzero(fits)[0][np.argmax(room[fits])])
+                routing[d, k, t] += routing[d, j, t]
+                routing[d, j, t] = 0.0
+                load[k, t] += extra[k]
+        load[j, t] = float(routing[:, j, t] @ (rates[:, t] * inv[:, j]))
+        if _short(load[j, t], have[j, t]):
+            c = classes[j]
+            kind = "on_demand" if "on_demand" in c else ("spot" if "spot" in c else "reserved")
+            size = u * (f if kind == "spot" else 1.0)
+            add = max(1, math.ceil((load[j, t] - have[j, t]) / size - 1e-9))
+            if kind == "reserved":
+                reserved[j] += add
+            else:
+                (on_demand if kind == "on_demand" else spot)[j, t] += add
+            have = provided()
+    return reserved, on_demand, spot, _clean_routing(routing)
+
+
+def _within_quotas(problem: CoverProblem, arrays: tuple) -> bool:
+    """Whether a cover's instances fit every quota in every period."""
+    reserved, on_demand, spot, _ = arrays
+    counts = reserved[:, None] + on_demand + spot
+    return all(np.all(units @ counts <= problem.quotas[g] + 1e-9)
+               for g, units in _group_units(problem).items())
+
+
+def one_instance_bound(problem: CoverProblem) -> float:
+    """A lower bound on any cover ($/h): every period with load needs at least one instance
+    of an option serving its demands, so the cheapest reserved instance or, in every such
+    period, the cheapest on-demand or spot one.  Above the LP's bound only when the load is a
+    sliver of one instance."""
+    rates = problem.rates
+    loaded = rates.sum(axis=0) > 0
+    if not loaded.any():
+        return 0.0
+    serving = (problem.capacity[rates.sum(axis=1) > 0] > 0).any(axis=0)
+    classes = [_classes(o) for j, o in enumerate(problem.options) if serving[j]]
+    cheapest_reserved = min((c["reserved"] for c in classes if "reserved" in c), default=math.inf)
+    cheapest_other = min((p for c in classes for k, p in c.items() if k != "reserved"),
+                         default=math.inf)
+    per_period = float(problem.period_weights[loaded].sum()) * cheapest_other
+    bound = min(cheapest_reserved, per_period)
+    return bound if math.isfinite(bound) else 0.0
+
+
 def solve_cover(problem: CoverProblem, *, time_limit_s: float | None = 30.0,
                 backend: str = "highs", gap_rel: float = 1e-6,
                 threads: int | None = None, polish: bool = True,
                 workers: int = 1) -> CoverSolution:
     """Solve a covering problem (see the module docstring for the formulation and
-    :func:`_solve_cover` for the stages), then drop idle instances (:func:`_trim_idle`): the
-    status and gap are those of the cover returned."""
+    :func:`_solve_cover` for the stages), then drop idle instances (:func:`_trim_idle`) and
+    serve any load the solver's tolerance left on an option with no instance
+    (:func:`_serve_every_load`, weighed against :func:`greedy_cover`): the status and gap are
+    those of the cover returned."""
     sol = _solve_cover(problem, time_limit_s=time_limit_s, backend=backend, gap_rel=gap_rel,
                        threads=threads, polish=polish, workers=workers)
     start = time.perf_counter()
-    reserved, on_demand, spot, routing = _trim_idle(
-        problem, (sol.reserved, sol.on_demand, sol.spot, sol.routing))
+    trimmed = _trim_idle(problem, (sol.reserved, sol.on_demand, sol.spot, sol.routing))
+    arrays, method = _serve_every_load(problem, trimmed), sol.method + "+trim"
+    repaired = arrays is not trimmed
+    if repaired:
+        method = sol.method + "+served"
+        greedy = greedy_cover(problem)
+        if greedy is not None and (not _within_quotas(problem, arrays)
+                                   or objective_of(problem, *greedy[:3])
+                                   < objective_of(problem, *arrays[:3]) - 1e-12):
+            arrays, method = greedy, "greedy"
+    reserved, on_demand, spot, routing = arrays
     cost = objective_of(problem, reserved, on_demand, spot)
-    if cost >= sol.cost_per_hour - 1e-12:
+    if not repaired and cost >= sol.cost_per_hour - 1e-12:
         return sol
     res = sol.result
+    bound = res.bound
+    if repaired:
+        bound = max(-math.inf if bound is None else bound, one_instance_bound(problem))
     time_s = res.time_s + time.perf_counter() - start
     if res.status == "heuristic":
-        res = heuristic_result(cost, time_s, res.backend, bound=res.bound)
+        res = heuristic_result(cost, time_s, res.backend, bound=bound)
         res = SolveResult(res.status, res.objective, res.bound, res.gap, time_s, res.backend,
                           sol.result.time_limit_s)
     else:
-        res = _honest(res, cost, res.bound, time_s, res.backend, res.time_limit_s)
-    return CoverSolution(reserved, on_demand, spot, routing, sol.load, cost, res,
-                         sol.method + "+trim")
+        res = _honest(res, cost, bound, time_s, res.backend, res.time_limit_s)
+    return CoverSolution(reserved, on_demand, spot, routing, load_of(problem, routing), cost,
+                         res, method)
 
 
 def _solve_cover(problem: CoverProblem, *, time_limit_s: float | None, backend: str,

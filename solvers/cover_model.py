@@ -137,6 +137,13 @@ class CoverProblem:
             raise ValueError("routing must be 'per_period' or 'shared'")
         if np.any(self.rates < 0) or np.any(self.capacity < 0):
             raise ValueError("rates and capacities must be non-negative")
+        # a capacity so small against its demand's peak rate that even max_instances
+        # instances would take less of the demand than routing's 1e-9 precision is "cannot
+        # serve" (its rate / capacity coefficient would also exceed what LP solvers accept)
+        peak = self.rates.max(axis=1, keepdims=True)
+        sliver = self.capacity * float(self.max_utilisation) * self.max_instances < 1e-9 * peak
+        if sliver.any():
+            self.capacity = np.where(sliver, 0.0, self.capacity)
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -61,6 +61,10 @@ def fleet(
 
         before = None if previous is None else load_plan(previous, kinds=["FleetPlan"])
         req, hashed = fl.request_from_file(request)
+        # the files the request reads (traces, profiles, model configs) are inputs too
+        inputs = [request, previous, *(p for ps in fl.input_files(req).values() for p in ps)]
+        if output is not None:
+            check_output(output, inputs=inputs)
         if break_even or slo_factor:
             extra = {"break_even": True} if break_even else {}
             if slo_factor:
@@ -77,9 +81,6 @@ def fleet(
                                  previous=before,
                                  previous_file=None if previous is None else str(previous),
                                  keep_within=keep_within)
-        # traces are named relative to the request file
-        inputs = [request] + [request.parent / m.workload.trace for m in req.models if m.workload.trace]
-        inputs += [previous] if previous is not None else []
     write_output(plan, output, inputs)
     if as_json:
         echo_json(plan)
@@ -107,8 +108,9 @@ def fleet(
                    f"{sc['start_cost_per_hour']:.2f} $/h of the cost")
     base = plan.get("baseline_single_gpu") or {}
     if base.get("gpu"):
-        typer.echo(f"best single GPU type: {base['gpu']} {base['cost_per_hour']:.2f} $/h "
-                   f"(saves {100 * base['savings_fraction']:.1f}%)")
+        saves = base.get("savings_fraction")
+        typer.echo(f"best single GPU type: {base['gpu']} {base['cost_per_hour']:.2f} $/h"
+                   + ("" if saves is None else f" (saves {100 * saves:.1f}%)"))
     peak = plan.get("peak_provisioning") or {}
     if peak.get("feasible"):
         typer.echo(f"provisioning every period for the peak: {peak['cost_per_hour']:.2f} $/h "

@@ -18,10 +18,10 @@ from planner.fleet.bundles import CROSS_BUNDLES_KEPT
 from planner.fleet.melange import melange_request, plan_melange
 from planner.fleet.problem import AUTO_SHARED_COLUMNS, FleetProblem, build_problem, solve_problem
 from planner.fleet.profiles import load_profile
-from planner.fleet.request import (FleetRequest, ProfileSpec, SLOSpec, SolverSpec, load_request,
-                                   request_from_file, validation_error)
+from planner.fleet.request import (FleetRequest, ProfileSpec, SLOSpec, SolverSpec, input_files,
+                                   load_request, request_from_file, validation_error)
 
 __all__ = ["AUTO_SHARED_COLUMNS", "CROSS_BUNDLES_KEPT", "FleetProblem", "FleetRequest",
-           "ProfileSpec", "SLOSpec", "SolverSpec", "build_problem", "load_profile",
+           "ProfileSpec", "SLOSpec", "SolverSpec", "build_problem", "input_files", "load_profile",
            "load_request", "melange_request", "plan_fleet", "plan_from_problem", "plan_melange",
            "request_from_file", "solve_problem", "validation_error"]

@@ -339,7 +339,7 @@ def _explain(fp, problem, keep, sol, body) -> list[str]:
                          + (f", {100 * v['delta_fraction']:+.1f}%" if v["delta_fraction"] is not None
                             else "") + f"; {v['status']})")
     base = body.get("baseline_single_gpu")
-    if base and base.get("gpu"):
+    if base and base.get("gpu") and base.get("savings_fraction") is not None:
         notes.append(f"best single GPU type {base['gpu']} costs {base['cost_per_hour']:.2f} $/h; "
                      f"the mix saves {100 * base['savings_fraction']:.1f}%")
     bundles = sorted({p["group"] for p in body.get("pools", []) if p.get("role")})

@@ -2,6 +2,8 @@
 SLOs with continuous batching, per (GPU type, shape, bucket)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from hardware.errors import InputError
@@ -14,17 +16,28 @@ from planner.fleet.request import GPUEntry, ModelEntry
 def cost_model_options(entry: ModelEntry, index: int, load: ModelLoad, gpus: list[GPUEntry],
                        file: str | None) -> list[Option]:
     """Capacity of every (GPU, shape) from the serving cost model (batching included)."""
-    from costmodels.model import load_model
+    from costmodels.model import dtype_bytes, load_model
     from costmodels.serving import max_rate_under_slo
     from hardware.catalog import get_accelerator
 
     try:
-        spec = load_model(entry.model)
+        spec = load_model(entry.source)
     except InputError as exc:
-        # a fault inside a config.json keeps that file's own field; else it is the request's
-        field = exc.field if exc.file else f"models[{index}].model"
-        raise InputError(exc.message, file=exc.file or file, field=field, expected=exc.expected,
-                         hint=exc.hint) from None
+        # a fault inside a config.json keeps that file's own field; else (no such model or
+        # file) it is the request's
+        inside = exc.file is not None and Path(exc.file).is_file()
+        raise InputError(exc.message if inside or not exc.file else f"{exc.message}: {exc.file}",
+                         file=exc.file if inside else file,
+                         field=exc.field if inside else f"models[{index}].model",
+                         expected=exc.expected, hint=exc.hint) from None
+    for key in ("dtype", "kv_dtype"):  # named here, before any shape "does not fit"
+        value = getattr(entry, key)
+        if value is not None:
+            try:
+                dtype_bytes(value)
+            except InputError as exc:
+                raise InputError(exc.message, file=file, field=f"models[{index}].{key}",
+                                 expected=exc.expected) from None
     name = entry.name or entry.model
     checks = slo_checks(entry.slo, load.requests)
     active = load.shares.max(axis=0) > 0

@@ -45,8 +45,11 @@ def build_load(entry: ModelEntry, index: int, file: str | None = None) -> ModelL
         trace = wl.read_trace(w.trace, fmt=w.format)
         grid = wl.default_grid(trace)
         if w.input_edges or w.output_edges:
-            grid = wl.BucketGrid(tuple(map(float, w.input_edges or grid.input_edges)),
-                                 tuple(map(float, w.output_edges or grid.output_edges)))
+            grid = wl.BucketGrid(*(wl.check_edges(given, file=file, field=_field(index, name))
+                                   if given else default
+                                   for name, given, default in (
+                                       ("input_edges", w.input_edges, grid.input_edges),
+                                       ("output_edges", w.output_edges, grid.output_edges))))
             # the edges must cover the trace, or long requests would hide in the last bucket
             if grid.input_edges[-1] < trace.input_tokens.max() or \
                     grid.output_edges[-1] < trace.output_tokens.max():
@@ -59,6 +62,7 @@ def build_load(entry: ModelEntry, index: int, file: str | None = None) -> ModelL
             rates = wl.check_rates(w.rate_rps, file=file, field=_field(index, "rate_rps"))
             shares = np.tile(hist.shares.ravel(), (len(rates), 1))
         else:
+            wl.period_count(trace, w.period_s, file=file, field=_field(index, "period_s"))
             rates = wl.rate_series(trace, w.period_s) * w.rate_scale
             masks = wl.period_masks(trace, w.period_s)
             shares = np.stack([

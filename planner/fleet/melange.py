@@ -37,16 +37,26 @@ def melange_request(path: str | Path) -> tuple[dict[str, Any], FleetProblem]:
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise InputError(f"slice_factor is {k!r}", file=file, field="slice_factor",
                          expected="a positive integer")
+    normalise = data.get("normalise_shares", False)
+    if not isinstance(normalise, bool):
+        raise InputError(f"normalise_shares is {normalise!r}", file=file, field="normalise_shares",
+                         expected="true or false")
     shares = wl.check_shares(data["workload_distribution"], file=file, field="workload_distribution",
-                             normalise=bool(data.get("normalise_shares", False)))
+                             normalise=normalise)
     I, J = shares.shape
-    gpus = []
+    gpus, seen = [], {}
     for name, entry in info.items():
+        if not name.strip() or name.lower() in seen:
+            raise InputError(f"GPU name {name!r} " + ("is empty" if not name.strip() else
+                             f"repeats {seen[name.lower()]!r} (names are case-insensitive)"),
+                             file=file, field=f"gpu_info.{name}", expected="distinct GPU names")
+        seen[name.lower()] = name
         if not isinstance(entry, dict) or "cost" not in entry or "tputs" not in entry:
             raise InputError("each GPU needs cost and tputs", file=file, field=f"gpu_info.{name}",
                              expected="{cost: $/h, tputs: [[req/s]]}")
         cost = entry["cost"]
-        if not isinstance(cost, (int, float)) or isinstance(cost, bool) or cost <= 0:
+        if (not isinstance(cost, (int, float)) or isinstance(cost, bool)
+                or not math.isfinite(cost) or cost <= 0):
             raise InputError(f"cost is {cost!r}", file=file, field=f"gpu_info.{name}.cost",
                              expected="a positive $ per hour")
         tputs = read_tputs(entry["tputs"], file, f"gpu_info.{name}.tputs")

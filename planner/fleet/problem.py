@@ -260,6 +260,27 @@ def explain_unservable(fp: FleetProblem) -> None:
             expected="a profile with a positive rate for this bucket")
 
 
+def explain_oversized(fp: FleetProblem) -> None:
+    """Raise an InfeasibleError naming the first bucket whose peak load needs more instances
+    of its fastest option than a pool may hold (``CoverProblem.max_instances``): numbers that
+    large (a rate or a profile off by many orders of magnitude) are no plan, and the solver's
+    numbers would overflow on them."""
+    limit = CoverProblem.max_instances
+    for d, (mi, b) in enumerate(fp.demand_index):
+        fastest = max((o.capacity[b] for o in fp.options if o.model_index == mi), default=0.0)
+        rate = float(fp.rates[d].max())
+        if fastest <= 0 or rate <= limit * fastest * fp.request.max_utilisation:
+            continue
+        entry, load = fp.request.models[mi], fp.loads[mi]
+        label = load.hist.grid.label(*divmod(b, load.hist.shares.shape[1]))
+        raise InfeasibleError(
+            f"model {entry.name or entry.model}: bucket {label} peaks at {rate:.3g} req/s, "
+            f"which needs {rate / (fastest * fp.request.max_utilisation):.3g} instances of its "
+            f"fastest option (at most {limit:,} per pool)", binding="load", file=fp.file,
+            field=f"models[{mi}].workload",
+            expected="a rate (and rate_scale) and profiled capacities in requests per second")
+
+
 def solve_fleet_cover(fp: FleetProblem, problem: CoverProblem, time_limit_s: float
                       ) -> CoverSolution:
     """``problem`` solved with the request's gap and worker settings."""
@@ -289,6 +310,7 @@ def solve_problem(fp: FleetProblem, *, time_limit_s: float | None = None
     """Solve the main problem, explaining infeasibility."""
     explain_unservable(fp)
     limit = time_limit_s or fp.request.solver.time_limit_s
+    explain_oversized(fp)
     problem, keep = cover_problem(fp)
     try:
         sol = solve_fleet_cover(fp, problem, limit)

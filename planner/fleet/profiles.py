@@ -2,6 +2,7 @@
 (zero throughput means "cannot serve")."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,9 +81,11 @@ def benchmark_table(spec: ProfileSpec, slo: SLOSpec) -> ProfileTable:
             key = (float(row["input_tokens"]), float(row["output_tokens"]), float(row["request_rate"]))
             metric = str(row["metric"])
         except (KeyError, TypeError, ValueError):
-            raise InputError(f"line {n} lacks a number in input_tokens, output_tokens or "
-                             "request_rate, or a metric", file=file,
-                             expected="AIBrix gpu_benchmark.py rows") from None
+            key, metric = (), ""
+        if len(key) != 3 or not all(math.isfinite(x) and x >= 0 for x in key):
+            raise InputError(f"line {n} lacks a finite number >= 0 in input_tokens, "
+                             "output_tokens or request_rate, or a metric", file=file,
+                             expected="AIBrix gpu_benchmark.py rows")
         cells.setdefault(key, {})[metric] = row
     if not any("TPUT" in c for c in cells.values()):
         raise InputError("no TPUT (throughput) rows", file=file,
@@ -99,13 +102,16 @@ def benchmark_table(spec: ProfileSpec, slo: SLOSpec) -> ProfileTable:
     ins = sorted({c[0] for c in cells})
     outs = sorted({c[1] for c in cells})
 
+    def measured(value: Any) -> bool:  # a finite number (a missing or broken cell is not)
+        return isinstance(value, (int, float)) and math.isfinite(value)
+
     def meets(rate_rows: dict, rate: float) -> bool:
         tput = rate_rows.get("TPUT", {}).get("mean")
-        if not isinstance(tput, (int, float)) or tput < SUSTAINED_FRACTION * rate:
+        if not measured(tput) or tput < SUSTAINED_FRACTION * rate:
             return False
         for k, limit in targets.items():
             value = rate_rows.get(BENCHMARK_METRICS[k], {}).get(columns[k])
-            if not isinstance(value, (int, float)) or value > limit:
+            if not measured(value) or value > limit:
                 return False
         return True
 
@@ -139,6 +145,9 @@ def load_profile(spec: ProfileSpec, slo: SLOSpec | None = None) -> ProfileTable 
         if not isinstance(info, dict) or key not in info:
             raise InputError(f"no gpu_info entry {key!r}", file=file, field="gpu_info",
                              expected=f"one of {sorted(info) if isinstance(info, dict) else []}")
+        if not isinstance(info[key], dict):
+            raise InputError("the entry is not an object", file=file, field=f"gpu_info.{key}",
+                             expected="{cost: $/h, tputs: [[req/s]]}")
         return read_tputs(info[key].get("tputs"), file, f"gpu_info.{key}.tputs")
     if "tputs" not in data or "indexes" not in data:
         raise InputError("not an AIBrix GPU profile", file=file, field="tputs/indexes",
@@ -147,7 +156,7 @@ def load_profile(spec: ProfileSpec, slo: SLOSpec | None = None) -> ProfileTable 
     idx = data["indexes"]
     if not (isinstance(idx, list) and len(idx) == 2):
         raise InputError("indexes must be [output ticks, input ticks]", file=file, field="indexes")
-    out_t, in_t = (tuple(float(x) for x in a) for a in idx)
+    out_t, in_t = (_ticks(a, file, f"indexes[{n}]") for n, a in enumerate(idx))
     if tputs.shape != (len(out_t), len(in_t)):
         raise InputError(f"tputs is {tputs.shape[0]} x {tputs.shape[1]} but indexes give "
                          f"{len(out_t)} x {len(in_t)}", file=file, field="tputs",
@@ -155,6 +164,16 @@ def load_profile(spec: ProfileSpec, slo: SLOSpec | None = None) -> ProfileTable 
     cost = data.get("cost")
     return ProfileTable(out_t, in_t, tputs, float(cost) if isinstance(cost, (int, float)) else None,
                         Path(file).name, _slo_words(data.get("slos")))
+
+
+def _ticks(raw: Any, file: str, field: str) -> tuple[float, ...]:
+    """A profile's tick lengths (tokens): finite, >= 0 and increasing, as the lookup needs."""
+    ticks = wl.finite_nonnegative(raw, ndim=1, what="ticks", shape="a list of token lengths",
+                                  values="token lengths >= 0", file=file, field=field)
+    if np.any(np.diff(ticks) <= 0):
+        raise InputError(f"ticks {[float(x) for x in ticks]} do not increase", file=file,
+                         field=field, expected="token lengths in increasing order")
+    return tuple(float(x) for x in ticks)
 
 
 def profile_options(entry: ModelEntry, index: int, load: ModelLoad, gpus: list[GPUEntry],

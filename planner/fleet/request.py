@@ -5,15 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
+                      field_validator, model_validator)
 
 from hardware.errors import InputError, from_validation_error
 from planner.plan import read_structured
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # no inf / nan anywhere: a request's every number is a finite quantity
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 #: the latency targets an SLO section may set, each with an optional percentile of its own
@@ -121,6 +122,8 @@ class WorkloadSpec(_Spec):
 
 class ModelEntry(_Spec):
     name: str | None = None
+    #: a model alias, or a config.json (or its folder): a relative path is read from the
+    #: request's folder where it exists there (:func:`load_request`), else from the current one
     model: str
     workload: WorkloadSpec
     slo: SLOSpec = SLOSpec()
@@ -129,11 +132,19 @@ class ModelEntry(_Spec):
     dtype: str = "bf16"
     kv_dtype: str | None = None
     max_num_seqs: int | None = Field(None, ge=1)
+    #: the model's config file as read (set by :func:`load_request`); None: ``model`` as given
+    _config_path: str | None = PrivateAttr(None)
     disaggregation: Literal["off", "auto", "same_gpu"] = Field("off", description=(
         "auto: also offer prefill/decode disaggregated bundles (a ratio of prefill to decode "
         "instances, KV moved between them), chosen jointly with the mix: on one GPU type, or "
         "prefill on one type and decode on another of the same vendor; same_gpu: one GPU type "
         "per bundle only"))
+
+    @property
+    def source(self) -> str:
+        """What to load the model from: the config path resolved against the request's
+        folder, else ``model`` as given (an alias or a path)."""
+        return self._config_path or self.model
 
 
 class GPUEntry(_Spec):
@@ -222,25 +233,46 @@ def load_request(path: str | Path) -> FleetRequest:
         req = FleetRequest.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc, str(path)) from None
+    from costmodels.model import aliases
+
     base = path.resolve().parent
+    known = aliases()
     for m in req.models:
         if m.workload.trace and not Path(m.workload.trace).is_absolute():
             m.workload.trace = str(base / m.workload.trace)
         for p in m.profiles:
             if not Path(p.file).is_absolute():
                 p.file = str(base / p.file)
+        beside = base / m.model
+        if m.model.strip().lower() not in known and not Path(m.model).is_absolute() \
+                and beside.exists():
+            m._config_path = str(beside)
     return req
 
 
+def input_files(req: FleetRequest) -> dict[str, list[Path]]:
+    """The files a loaded request reads beside itself, by kind ("traces", "profiles",
+    "model_configs"; existing files only): protected from being overwritten by output, and
+    hashed into the plan's inputs."""
+    found: dict[str, list[Path]] = {"traces": [], "profiles": [], "model_configs": []}
+    for m in req.models:
+        if m.workload.trace:
+            found["traces"].append(Path(m.workload.trace))
+        found["profiles"] += [Path(p.file) for p in m.profiles]
+        config = Path(m.source)
+        found["model_configs"].append(config / "config.json" if config.is_dir() else config)
+    return {kind: [p for p in paths if p.is_file()] for kind, paths in found.items()}
+
+
 def request_from_file(path: str | Path) -> tuple[FleetRequest, Any]:
-    """The validated request and the raw data that goes into the inputs' hash."""
+    """The validated request and the raw data that goes into the inputs' hash (the request
+    and the contents of every file it reads)."""
+    import hashlib
+
     req = load_request(path)
     raw = read_structured(path, what="fleet request")
     hashed = {"request": raw}
-    for m in req.models:
-        if m.workload.trace:
-            p = Path(m.workload.trace)
-            if p.is_file():
-                import hashlib
-                hashed.setdefault("traces", {})[p.name] = hashlib.sha256(p.read_bytes()).hexdigest()
+    for kind, paths in input_files(req).items():
+        for p in paths:
+            hashed.setdefault(kind, {})[p.name] = hashlib.sha256(p.read_bytes()).hexdigest()
     return req, hashed

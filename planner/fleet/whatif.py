@@ -62,7 +62,8 @@ def with_savings(base: dict[str, Any], cost: float) -> dict[str, Any]:
         return base
     out = dict(base)
     out["savings_per_hour"] = base["cost_per_hour"] - cost
-    out["savings_fraction"] = (base["cost_per_hour"] - cost) / base["cost_per_hour"]
+    out["savings_fraction"] = ((base["cost_per_hour"] - cost) / base["cost_per_hour"]
+                               if base["cost_per_hour"] > 0 else None)
     # keep a stable key order: summary first, the per-GPU list last
     per = out.pop("per_gpu")
     out["per_gpu"] = per
