@@ -384,6 +384,30 @@ def _load_path(path: str) -> ModelSpec:
     return model_from_config(cfg, source=str(p))
 
 
+def model_beside(name_or_path: str, base: str | Path) -> str:
+    """A request's ``model`` read from the request's folder ``base``: an alias stays as it is;
+    a relative path that exists under ``base`` becomes that path (as the request's trace and
+    profile paths do); anything else stays as given (relative to the current folder)."""
+    key = str(name_or_path).strip()
+    beside = Path(base) / key
+    if key.lower() in aliases() or Path(key).is_absolute() or not beside.exists():
+        return name_or_path
+    return str(beside)
+
+
+def model_config_file(name_or_path: str | ModelSpec) -> Path | None:
+    """The config.json a model name reads when it is a path (a file or a model folder) rather
+    than an alias: an input the planners must never write over; ``None`` for an alias."""
+    if isinstance(name_or_path, ModelSpec):
+        return None
+    key = str(name_or_path).strip()
+    if key.lower() in aliases():
+        return None
+    p = Path(key)
+    p = p / "config.json" if p.is_dir() else p
+    return p if p.is_file() else None
+
+
 def load_model(name_or_path: str | ModelSpec) -> ModelSpec:
     """A model by alias (``llama-3.1-70b``, case-insensitive) or path to a config.json / folder."""
     if isinstance(name_or_path, ModelSpec):

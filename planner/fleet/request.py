@@ -233,20 +233,18 @@ def load_request(path: str | Path) -> FleetRequest:
         req = FleetRequest.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc, str(path)) from None
-    from costmodels.model import aliases
+    from costmodels.model import model_beside
 
     base = path.resolve().parent
-    known = aliases()
     for m in req.models:
         if m.workload.trace and not Path(m.workload.trace).is_absolute():
             m.workload.trace = str(base / m.workload.trace)
         for p in m.profiles:
             if not Path(p.file).is_absolute():
                 p.file = str(base / p.file)
-        beside = base / m.model
-        if m.model.strip().lower() not in known and not Path(m.model).is_absolute() \
-                and beside.exists():
-            m._config_path = str(beside)
+        source = model_beside(m.model, base)
+        if source != m.model:
+            m._config_path = source
     return req
 
 
@@ -254,13 +252,15 @@ def input_files(req: FleetRequest) -> dict[str, list[Path]]:
     """The files a loaded request reads beside itself, by kind ("traces", "profiles",
     "model_configs"; existing files only): protected from being overwritten by output, and
     hashed into the plan's inputs."""
+    from costmodels.model import model_config_file
+
     found: dict[str, list[Path]] = {"traces": [], "profiles": [], "model_configs": []}
     for m in req.models:
         if m.workload.trace:
             found["traces"].append(Path(m.workload.trace))
         found["profiles"] += [Path(p.file) for p in m.profiles]
-        config = Path(m.source)
-        found["model_configs"].append(config / "config.json" if config.is_dir() else config)
+        config = model_config_file(m.source)
+        found["model_configs"] += [config] if config is not None else []
     return {kind: [p for p in paths if p.is_file()] for kind, paths in found.items()}
 
 
