@@ -65,14 +65,33 @@ def fail(message: str, code: int = 2) -> None:
     raise SystemExit(code)
 
 
+try:  # typer >= 0.22 carries its own copy of click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+except ImportError:  # pragma: no cover - older typer on click
+    from click.exceptions import ClickException, NoArgsIsHelpError
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app, turning bad input into one clear line and exit 2."""
+    """Entry point: run the app, turning bad input (a malformed option as much as a bad file)
+    into one clear line and exit 2."""
     try:
-        app(args=argv, standalone_mode=True)
+        code = app(args=argv, standalone_mode=False, prog_name="planner")
     except InputError as exc:
         fail(exc.render())
-    except KeyboardInterrupt:
+    except NoArgsIsHelpError as exc:  # a bare ``planner``: the help, as before
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except ClickException as exc:  # a bad option value, an unknown option, a missing argument
+        ctx = getattr(exc, "ctx", None)
+        where = f"{ctx.command_path}: " if ctx is not None else ""
+        see = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        fail(f"{where}{exc.format_message()}{see}", exc.exit_code)
+    except typer.Exit as exc:  # --help, --version
+        code = exc.exit_code
+    except (KeyboardInterrupt, typer.Abort):
         fail("interrupted", 130)
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover
