@@ -90,8 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         code = exc.exit_code
     except (KeyboardInterrupt, typer.Abort):
         fail("interrupted", 130)
-    if isinstance(code, int) and code:
-        raise SystemExit(code)
+    raise SystemExit(code if isinstance(code, int) else 0)  # as click's standalone mode
 
 
 if __name__ == "__main__":  # pragma: no cover
