@@ -31,13 +31,15 @@ load balanced.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError,
+                      field_validator, model_validator)
 
 from costmodels.batching import (EngineLimits, IterationCostTable, SimResult, Trace, fluid_max_rate_rps,
                                  little_stable, percentile, simulate)
@@ -74,10 +76,23 @@ ASSUMPTIONS = [
 
 
 # ==================================================================================== request
-class ClusterSpec(BaseModel):
+#: the most GPUs one pool may have (nodes x gpus_per_node): plans filling the pool emit one launch
+#: command per replica, and a larger pool makes a plan file of millions of lines
+MAX_POOL_GPUS = 4096
+#: the lowest request rate a workload may ask for (req/s; about one request in 11.6 days): below
+#: it a plan's goodput per dollar is a rounding error and synthetic arrival times overflow
+MIN_RATE_RPS = 1e-6
+
+
+class _Spec(BaseModel):
+    # no inf / nan anywhere: a request's every number is a finite quantity (one config line, as
+    # in planner/fleet/request.py)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class ClusterSpec(_Spec):
     """Where plans may run: ``nodes`` x ``gpus_per_node`` of one GPU type, optional link overrides."""
 
-    model_config = ConfigDict(extra="forbid")
     nodes: int = Field(1, ge=1)
     gpus_per_node: Optional[int] = Field(None, ge=1)
     node: Optional[str] = None
@@ -85,31 +100,68 @@ class ClusterSpec(BaseModel):
     inter_node_bandwidth_gbs: Optional[float] = Field(None, gt=0, description="GB/s per GPU per direction")
 
 
-class GpuPool(BaseModel):
+class GpuPool(_Spec):
     """One GPU type the search may use, with its own cluster (defaults: the request's cluster)."""
 
-    model_config = ConfigDict(extra="forbid")
     type: str
     nodes: Optional[int] = Field(None, ge=1)
     gpus_per_node: Optional[int] = Field(None, ge=1)
     node: Optional[str] = None
-    price_per_hour: Optional[float] = Field(None, ge=0)
+    price_per_hour: Optional[float] = Field(None, gt=0)
 
 
 LengthSpec = Union[int, list[list[float]]]
 
 
-class WorkloadSpec(BaseModel):
+def check_lengths(value: Any) -> Any:
+    """A request length: a whole number of tokens in ``1..MAX_TOKENS``, or a histogram of
+    ``[length, weight]`` pairs (lengths as above, weights finite, >= 0 and not all 0).  Returns
+    the value (``512.0`` as ``512``); raises ValueError saying what is wrong (pydantic turns it
+    into the field's one-line error)."""
+    from planner.workload import MAX_TOKENS
+
+    def length(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise ValueError(f"length {v!r} is not a number of tokens")
+        if not (isinstance(v, numbers.Integral) or math.isfinite(v) and float(v).is_integer()):
+            raise ValueError(f"length {v!r} is not a whole number of tokens")
+        if not 1 <= v <= MAX_TOKENS:
+            raise ValueError(f"length {v:.6g} tokens is outside 1..{MAX_TOKENS:,}")
+        return int(v)
+
+    if not isinstance(value, (list, tuple)):
+        return length(value)
+    if not value:
+        raise ValueError("the histogram is empty")
+    total = 0.0
+    for pair in value:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ValueError(f"histogram entry {pair!r} is not a [length, weight] pair")
+        length(pair[0])
+        w = pair[1]
+        if isinstance(w, bool) or not isinstance(w, numbers.Real) or not (math.isfinite(w) and w >= 0):
+            raise ValueError(f"weight {w!r} of length {pair[0]!r} is not a finite number >= 0")
+        total += w
+    if total <= 0:
+        raise ValueError("the histogram's weights are all 0")
+    return value
+
+
+class WorkloadSpec(_Spec):
     """A trace file, or request lengths (fixed, or a histogram of [length, weight] pairs) plus a rate."""
 
-    model_config = ConfigDict(extra="forbid")
     trace: Optional[str] = None
     input_len: Optional[LengthSpec] = None
     output_len: Optional[LengthSpec] = None
-    rate_rps: Optional[float] = Field(None, gt=0)
+    rate_rps: Optional[float] = Field(None, ge=MIN_RATE_RPS)
     num_requests: int = Field(1000, ge=10, le=200000)
     arrival: Literal["poisson", "uniform"] = "poisson"
-    seed: int = 0
+    seed: int = Field(0, ge=0)
+
+    @field_validator("input_len", "output_len", mode="before")
+    @classmethod
+    def _lengths(cls, v: Any) -> Any:
+        return None if v is None else check_lengths(v)
 
     @model_validator(mode="after")
     def _one_source(self) -> "WorkloadSpec":
@@ -118,10 +170,9 @@ class WorkloadSpec(BaseModel):
         return self
 
 
-class SloSpec(BaseModel):
+class SloSpec(_Spec):
     """Latency SLOs: the ``ttft_percentile``-th TTFT and ``tpot_percentile``-th TPOT must not exceed them."""
 
-    model_config = ConfigDict(extra="forbid")
     ttft_s: Optional[float] = Field(None, gt=0)
     tpot_s: Optional[float] = Field(None, gt=0)
     percentile: float = Field(90.0, gt=0, le=100)
@@ -137,30 +188,37 @@ class SloSpec(BaseModel):
         return self.tpot_percentile or self.percentile
 
 
-class SearchSpec(BaseModel):
+class SearchSpec(_Spec):
     """Knobs of the search space and the engine limits."""
 
-    model_config = ConfigDict(extra="forbid")
     disaggregation: Literal["auto", "on", "off"] = "auto"
     objective: Literal["goodput_per_dollar", "goodput_per_gpu"] = "goodput_per_dollar"
     max_pp: int = Field(8, ge=1, le=64)
     uneven_pp: bool = True
     attention_dp: bool = True
     top_k: int = Field(5, ge=1, le=100)
-    max_num_seqs: int = Field(256, ge=1)
-    max_num_batched_tokens: int = Field(8192, ge=64)
-    prefill_max_num_batched_tokens: int = Field(16384, ge=64)
+    # upper bounds far above any engine's setting: the iteration-cost tables are that long
+    max_num_seqs: int = Field(256, ge=1, le=16384)
+    max_num_batched_tokens: int = Field(8192, ge=64, le=1 << 20)
+    prefill_max_num_batched_tokens: int = Field(16384, ge=64, le=1 << 20)
     gpu_memory_utilization: float = Field(0.9, gt=0.1, le=0.99)
     rate_rel_tol: float = Field(0.04, gt=0.001, le=0.5)
 
 
-class ParallelRequest(BaseModel):
+#: a GPU type by name, or a pool with its own cluster and price; the tags ("str" / "dict") keep
+#: a pool's errors on the pool's field (``gpus[0].price_per_hour``), not on the string member
+GpuItem = Annotated[Union[Annotated[str, Tag("str")], Annotated[GpuPool, Tag("dict")]],
+                    Discriminator(lambda v: "str" if isinstance(v, str) else "dict")]
+
+
+class ParallelRequest(_Spec):
     """The request of ``planner parallel`` (YAML / JSON)."""
 
-    model_config = ConfigDict(extra="forbid")
+    #: a model alias, or a config.json (or its folder): a relative path is read from the
+    #: request's folder where it exists there (:func:`parse_request`), else from the current one
     model: str
     gpu: Optional[str] = None
-    gpus: Optional[list[Union[str, GpuPool]]] = None
+    gpus: Optional[list[GpuItem]] = None
     cluster: ClusterSpec = Field(default_factory=ClusterSpec)
     workload: WorkloadSpec
     slo: SloSpec = Field(default_factory=SloSpec)
@@ -168,6 +226,9 @@ class ParallelRequest(BaseModel):
     kv_dtype: Optional[Literal["bf16", "fp16", "fp8"]] = None
     engine: Literal["vllm", "sglang"] = "vllm"
     search: SearchSpec = Field(default_factory=SearchSpec)
+    #: the model's config path resolved against the request's folder (set by
+    #: :func:`parse_request`); None: ``model`` as given
+    _model_path: Optional[str] = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _gpu_given(self) -> "ParallelRequest":
@@ -175,34 +236,73 @@ class ParallelRequest(BaseModel):
             raise ValueError("give 'gpu' (one type) or 'gpus' (a list)")
         return self
 
+    @property
+    def model_source(self) -> str:
+        """What to load the model from: the config path beside the request, else ``model``."""
+        return self._model_path or self.model
+
     def pools(self) -> list[GpuPool]:
         items: list[Union[str, GpuPool]] = list(self.gpus or []) or [self.gpu]
         return [GpuPool(type=i) if isinstance(i, str) else i for i in items]
 
 
 def parse_request(data: Any, *, file: str | None = None) -> ParallelRequest:
-    """Validate a request mapping; a malformed one raises one InputError naming the field."""
+    """Validate a request mapping; a malformed one raises one InputError naming the field.
+
+    With ``file``, a relative ``model`` path is read from the file's folder where it exists
+    there (as the trace is), else from the current folder."""
     if not isinstance(data, dict):
         raise InputError("request is not a mapping", file=file, expected="a YAML/JSON object")
     try:
-        return ParallelRequest.model_validate(data)
+        req = ParallelRequest.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after")
+                       and str(p) not in ("str", "dict"))
         raise from_validation_error(exc, file=file, expected=_expected_for(loc)) from None
+    if file is not None:
+        from costmodels.model import model_beside
+        source = model_beside(req.model, Path(file).resolve().parent)
+        if source != req.model:
+            req._model_path = source
+    return req
+
+
+def input_files(data: Any, base_dir: str | Path | None = None) -> list[Path]:
+    """The files a request (a mapping, as read) reads besides itself: its trace and its model's
+    config.json, resolved as the search resolves them (relative to ``base_dir``, the request's
+    folder); existing files only.  Outputs must never be written over them."""
+    from costmodels.model import model_beside, model_config_file
+    if not isinstance(data, dict):
+        return []
+    base = Path(base_dir) if base_dir is not None else Path(".")
+    found: list[Path] = []
+    w = data.get("workload")
+    if isinstance(w, dict) and isinstance(w.get("trace"), str) and w["trace"].strip():
+        t = Path(w["trace"])
+        found.append(t if t.is_absolute() else base / t)
+    if isinstance(data.get("model"), str) and data["model"].strip():
+        cfg = model_config_file(model_beside(data["model"], base.resolve()))
+        found += [cfg] if cfg is not None else []
+    return [p for p in found if p.is_file()]
 
 
 def _expected_for(loc: str) -> str | None:
     hints = {"model": "a model alias or config.json path", "workload": "trace, or input_len + output_len",
-             "workload.rate_rps": "a rate in req/s above 0", "engine": "vllm | sglang",
+             "workload.rate_rps": f"a rate in req/s of at least {MIN_RATE_RPS:g}", "engine": "vllm | sglang",
+             "workload.input_len": "a whole number of tokens, or [[tokens, weight], ...]",
+             "workload.output_len": "a whole number of tokens, or [[tokens, weight], ...]",
+             "workload.seed": "an integer >= 0",
              "dtype": "bf16 | fp16 | fp8", "kv_dtype": "bf16 | fp16 | fp8", "slo": "ttft_s / tpot_s in seconds",
-             "slo.ttft_s": "seconds above 0", "slo.tpot_s": "seconds above 0", "gpu": "a GPU name",
-             "gpus": "a list of GPU names or {type, nodes, gpus_per_node}",
+             "slo.ttft_s": "finite seconds above 0", "slo.tpot_s": "finite seconds above 0", "gpu": "a GPU name",
+             "gpus": "a list of GPU names or {type, nodes, gpus_per_node, price_per_hour}",
+             "price_per_hour": "a finite price above 0 in $/GPU-hour",
              "search.disaggregation": "auto | on | off",
              "search.objective": "goodput_per_dollar | goodput_per_gpu"}
     if not loc:
         return None
-    return hints.get(loc) or hints.get(loc.split(".")[0] if "." not in loc else "")
+    return hints.get(loc) or hints.get(loc.split(".")[-1]) or \
+        hints.get(loc.split(".")[0] if "." not in loc else "")
 
 
 # ==================================================================================== workload
@@ -219,6 +319,9 @@ def load_workload(spec: WorkloadSpec, *, base_dir: Path | None = None) -> Trace:
                           trace.output_len[:spec.num_requests])
         if spec.rate_rps:
             trace = trace.scaled_to_rate(spec.rate_rps)
+        else:  # the trace's own rate: it must span some time (rate_series says so the same way)
+            from planner import workload as wl
+            wl.require_span(wl.Trace(trace.arrival_s, trace.input_len, trace.output_len, str(path)))
         return trace
     n = spec.num_requests
     ins = _lengths(spec.input_len, n, rng, "workload.input_len")
@@ -234,19 +337,13 @@ def load_workload(spec: WorkloadSpec, *, base_dir: Path | None = None) -> Trace:
 
 
 def _lengths(spec: LengthSpec, n: int, rng: np.random.Generator, field_name: str) -> np.ndarray:
+    """``n`` request lengths drawn from a length spec (checked by :func:`check_lengths`)."""
     if isinstance(spec, int):
-        if spec < 1:
-            raise InputError(f"length {spec} must be positive", field=field_name, expected="an integer >= 1")
         return np.full(n, spec, dtype=np.int64)
-    try:
-        lens = np.array([int(p[0]) for p in spec], dtype=np.int64)
-        w = np.array([float(p[1]) for p in spec], dtype=float)
-    except (TypeError, ValueError, IndexError):
-        raise InputError("histogram must be a list of [length, weight] pairs", field=field_name,
-                         expected="[[length, weight], ...]") from None
-    if lens.size == 0 or (lens < 1).any() or (w < 0).any() or w.sum() <= 0:
-        raise InputError("histogram needs positive lengths and non-negative weights that sum above 0",
-                         field=field_name, expected="[[length, weight], ...]")
+    lens = np.array([int(p[0]) for p in spec], dtype=np.int64)
+    w = np.array([float(p[1]) for p in spec], dtype=float)
+    if not np.isfinite(w.sum()):  # huge weights: scale them first, their sum overflows
+        w = w / w.max()
     return rng.choice(lens, size=n, p=w / w.sum())
 
 
@@ -393,10 +490,17 @@ def build_pools(req: ParallelRequest) -> list[Pool]:
             node = node.model_copy(update={"scale_out": node.scale_out.model_copy(
                 update={"bandwidth_bytes_per_s": req.cluster.inter_node_bandwidth_gbs * 1e9})})
         price = p.price_per_hour if p.price_per_hour is not None else accel.price_per_hour
-        if price is None:
-            raise InputError(f"{accel.name} has no catalog price", field=f"{fld}.price_per_hour",
-                             expected="a price in $/GPU-hour")
+        if price is None or not (math.isfinite(price) and price > 0):
+            what = "no catalog price" if price is None else f"a catalog price of {price:g} $/GPU-hour"
+            raise InputError(f"{accel.name} has {what}", field=f"{fld}.price_per_hour",
+                             expected="a price above 0 in $/GPU-hour")
         nodes = p.nodes or req.cluster.nodes
+        if nodes * gpn > MAX_POOL_GPUS:
+            where = (f"{fld}.nodes" if p.nodes else "cluster.nodes") if nodes > 1 else \
+                (f"{fld}.gpus_per_node" if p.gpus_per_node else "cluster.gpus_per_node")
+            raise InputError(f"the {accel.name} pool has {nodes:,} x {gpn:,} = {nodes * gpn:,} GPUs, more than "
+                             f"{MAX_POOL_GPUS:,}", field=where,
+                             expected=f"at most {MAX_POOL_GPUS:,} GPUs per GPU type (nodes x gpus_per_node)")
         pools.append(Pool(accel, node, Cluster(node, nodes, scale_up), float(price)))
     return pools
 
@@ -971,16 +1075,67 @@ class SearchResult:
     phase_evals: list[PhaseEval]
 
 
-def search_plans(req: ParallelRequest, *, base_dir: Path | None = None, top_k: int | None = None) -> SearchResult:
-    """Run the whole search (see the module docstring).  Raises InputError / InfeasibleError."""
+def search_plans(req: ParallelRequest, *, base_dir: Path | None = None, top_k: int | None = None,
+                 file: str | None = None) -> SearchResult:
+    """Run the whole search (see the module docstring).  Raises InputError / InfeasibleError;
+    an InputError about a request field (unknown GPU or model, no SLO, ...) names ``file``, the
+    request file, when it names no file of its own (a trace's or a config's)."""
+    try:
+        return _search(req, base_dir=base_dir, top_k=top_k)
+    except InputError as exc:
+        if exc.file is not None or file is None:
+            raise
+        kw = dict(file=file, field=exc.field, expected=exc.expected, hint=exc.hint)
+        if isinstance(exc, InfeasibleError):
+            raise InfeasibleError(exc.message, binding=exc.binding, **kw) from None
+        raise InputError(exc.message, **kw) from None
+
+
+def check_context(model: ModelSpec, spec: WorkloadSpec, trace: Trace, trace_file: str | None = None) -> None:
+    """Refuse requests longer than the model's context (``max_position_embeddings``, prompt plus
+    output): no engine serves them, so no plan does.  Lengths given in the request are checked
+    as given (the longest prompt, then the longest prompt plus the longest output); a trace's
+    requests one by one."""
+    ctx = int(model.max_position_embeddings or 0)
+    if ctx <= 0:  # the config does not say
+        return
+    expected = f"prompt plus output of at most {ctx:,} tokens ({model.name}'s max_position_embeddings)"
+    if spec.trace:
+        total = trace.input_len.astype(np.int64) + trace.output_len.astype(np.int64)
+        over = int((total > ctx).sum())
+        if over:
+            raise InputError(f"{over} of {len(trace)} requests are longer than {model.name}'s context of "
+                             f"{ctx:,} tokens (the longest: {int(total.max()):,} tokens, prompt plus output)",
+                             file=trace_file, field="workload.trace", expected=expected)
+        return
+
+    def longest(v: LengthSpec) -> int:
+        return int(v) if isinstance(v, int) else max(int(p[0]) for p in v)
+
+    lin, lout = longest(spec.input_len), longest(spec.output_len)
+    if lin > ctx:
+        raise InputError(f"prompts of {lin:,} tokens do not fit {model.name}'s context of {ctx:,} tokens",
+                         field="workload.input_len", expected=expected)
+    if lin + lout > ctx:
+        raise InputError(f"prompts of up to {lin:,} plus outputs of up to {lout:,} tokens exceed "
+                         f"{model.name}'s context of {ctx:,} tokens", field="workload.output_len",
+                         expected=expected)
+
+
+def _search(req: ParallelRequest, *, base_dir: Path | None = None, top_k: int | None = None) -> SearchResult:
     t0 = time.perf_counter()
-    model = load_model(req.model)
+    model = load_model(req.model_source)
     dtype_bytes(req.dtype, field_name="dtype")
     pools = build_pools(req)
-    trace = load_workload(req.workload, base_dir=base_dir)
-    rate = req.workload.rate_rps if req.workload.rate_rps else (trace.mean_rate_rps if req.workload.trace else None)
     if req.slo.ttft_s is None and req.slo.tpot_s is None:
         raise InputError("no SLO given", field="slo", expected="slo.ttft_s and/or slo.tpot_s in seconds")
+    trace = load_workload(req.workload, base_dir=base_dir)
+    trace_file = None
+    if req.workload.trace:
+        trace_file = str(Path(req.workload.trace) if Path(req.workload.trace).is_absolute() or base_dir is None
+                         else base_dir / req.workload.trace)
+    check_context(model, req.workload, trace, trace_file)
+    rate = req.workload.rate_rps if req.workload.rate_rps else (trace.mean_rate_rps if req.workload.trace else None)
     wl = Workload(trace, req.slo, rate)
     search = req.search
     k = top_k or search.top_k
@@ -1083,8 +1238,10 @@ def search_plans(req: ParallelRequest, *, base_dir: Path | None = None, top_k: i
                     if p is not None:
                         plans.append(p)
     obj = search.objective
-    plans.sort(key=lambda p: (not p.meets_rate, -round(p.score(obj), 12), -p.goodput_rps, p.gpus, p.ttft_s,
-                              _plan_label(p)))
+    # scores compared to 12 significant digits (relative: a tiny rate gives tiny scores that an
+    # absolute rounding would make all equal)
+    plans.sort(key=lambda p: (not p.meets_rate, -float(f"{p.score(obj):.12g}"), -p.goodput_rps, p.gpus,
+                              p.ttft_s, _plan_label(p)))
     seen: set = set()
     unique = []
     for p in plans:  # keep the best layer split of each (shape, phase) family
@@ -1208,8 +1365,9 @@ def _no_plan_error(res: SearchResult) -> InputError:
         label = f"TP{c.get('tp')} PP{c.get('pp')}" + (f" EP{c.get('ep')}" if c.get("ep", 1) > 1 else "") + \
             (f" attention-DP{c.get('attention_dp')}" if c.get("attention_dp", 1) > 1 else "") + \
             (f" ({c['phase']} phase)" if c.get("phase") not in (None, "both") else "")
+        miss = f"{100 * (best[0] - 1):.0f}%" if best[0] < 10 else f"a factor of {best[0]:.3g}"
         return InfeasibleError(f"no plan meets the SLO; the closest is {c.get('gpu')} {label}: {best[1].reason}, "
-                               f"missing by {100 * (best[0] - 1):.0f}%", binding="slo", field="slo",
+                               f"missing by {miss}", binding="slo", field="slo",
                                expected="a looser SLO, a faster GPU or fp8 weights")
     return InfeasibleError("no plan survives the search: " + ", ".join(f"{k}: {v}" for k, v in rules.items()),
                            binding="search", field="search")
@@ -1418,7 +1576,7 @@ def run_parallel(request: dict | ParallelRequest, *, file: str | None = None, to
     from planner.plan import envelope
     req = request if isinstance(request, ParallelRequest) else parse_request(request, file=file)
     base = Path(file).parent if file else None
-    res = search_plans(req, base_dir=base, top_k=top_k)
+    res = search_plans(req, base_dir=base, top_k=top_k, file=file)
     body = plan_body(res, top_k=top_k, with_pruned=with_pruned)
     return envelope("ParallelPlan", body, inputs=req.model_dump(mode="json"))
 

@@ -23,24 +23,31 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hardware.errors import InfeasibleError, InputError, from_validation_error, nearest
+from hardware.errors import InfeasibleError, InputError, field_path, from_validation_error, nearest
 from planner.plan import canonical_json, inputs_hash, read_structured, tool_version, write_atomic
 
 #: columns every results table starts with; axis columns are ``axis.<name>``
 LEAD_COLUMNS = ("point", "kind", "status", "message")
 AXIS_PREFIX = "axis."
+#: the most points a grid may have (the product of its axes' lengths; as many as one range
+#: axis may hold): a larger grid is refused before any point is built
+MAX_POINTS = 100_000
 
 
 # ------------------------------------------------------------------------------------ the spec
 
-class RangeSpec(BaseModel):
+class _Spec(BaseModel):
+    # closed to unknown fields; no inf / nan in ranges or limits
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class RangeSpec(_Spec):
     """``num`` values from ``start`` to ``stop`` inclusive, evenly or log-spaced."""
 
-    model_config = ConfigDict(extra="forbid")
     start: float
     stop: float
     num: int = Field(ge=1, le=100_000)
@@ -48,8 +55,7 @@ class RangeSpec(BaseModel):
     integer: bool = False
 
 
-class AxisSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AxisSpec(_Spec):
     name: Optional[str] = None
     field: str = Field(min_length=1, description="dotted path of a request field")
     values: Optional[list[Any]] = None
@@ -65,10 +71,9 @@ class AxisSpec(BaseModel):
         return self
 
 
-class SweepFile(BaseModel):
+class SweepFile(_Spec):
     """The sweep spec file's content."""
 
-    model_config = ConfigDict(extra="forbid")
     kind: str
     request: Optional[str] = Field(None, description="base request file, relative to the spec")
     base: Optional[dict[str, Any]] = Field(None, description="inline base request")
@@ -106,17 +111,20 @@ class Sweep:
     def size(self) -> int:
         return math.prod(len(a.values) for a in self.axes)
 
-    def points(self) -> list[tuple[int, dict[str, Any], dict[str, Any]]]:
-        """(index, request, axis labels) for every grid point, first axis slowest."""
-        out = []
+    def iter_points(self) -> Iterator[tuple[int, dict[str, Any], dict[str, Any]]]:
+        """(index, request, axis labels) for every grid point, first axis slowest, built one
+        at a time (a point's request is a copy of the base with the axis values set)."""
         for i, combo in enumerate(itertools.product(*(range(len(a.values)) for a in self.axes))):
             req = copy.deepcopy(self.base)
             labels = {}
             for axis, j in zip(self.axes, combo):
                 set_path(req, axis.field, copy.deepcopy(axis.values[j]))
                 labels[axis.name] = axis.labels[j]
-            out.append((i, req, labels))
-        return out
+            yield i, req, labels
+
+    def points(self) -> list[tuple[int, dict[str, Any], dict[str, Any]]]:
+        """:meth:`iter_points` as a list."""
+        return list(self.iter_points())
 
     def sha256(self) -> str:
         return inputs_hash({"kind": self.kind, "base": self.base,
@@ -134,10 +142,15 @@ class Kind:
     validate: Callable[[dict[str, Any], str | None], None]
     run: Callable[[dict[str, Any], str, str | None, float | None], dict[str, Any]]
     row: Callable[[dict[str, Any]], dict[str, Any]]
+    #: the files a request (as data, paths relative to the folder given) reads: inputs that
+    #: the results must never be written over
+    inputs: Callable[[dict[str, Any], str], list[Path]] = lambda req, base_dir: []
 
 
 def _fleet_paths(req: dict[str, Any], base_dir: str) -> dict[str, Any]:
-    """Make a fleet request's trace / profile paths absolute (relative to ``base_dir``)."""
+    """Make a fleet request's trace / profile paths absolute (relative to ``base_dir``), and read
+    a relative model config path from there where it exists (as ``planner fleet`` does)."""
+    from costmodels.model import model_beside
     for m in req.get("models") or []:
         if not isinstance(m, dict):
             continue
@@ -147,7 +160,28 @@ def _fleet_paths(req: dict[str, Any], base_dir: str) -> dict[str, Any]:
         for p in m.get("profiles") or []:
             if isinstance(p, dict) and isinstance(p.get("file"), str) and not Path(p["file"]).is_absolute():
                 p["file"] = str(Path(base_dir) / p["file"])
+        if isinstance(m.get("model"), str) and m["model"].strip():
+            m["model"] = model_beside(m["model"], Path(base_dir).resolve())
     return req
+
+
+def _fleet_inputs(req: dict[str, Any], base_dir: str) -> list[Path]:
+    """The traces, profiles and model configs a fleet request reads (existing files)."""
+    from costmodels.model import model_config_file
+    req = _fleet_paths(copy.deepcopy(req), base_dir)
+    found: list[Path] = []
+    for m in req.get("models") or []:
+        if not isinstance(m, dict):
+            continue
+        w = m.get("workload") or {}
+        if isinstance(w, dict) and isinstance(w.get("trace"), str):
+            found.append(Path(w["trace"]))
+        found += [Path(p["file"]) for p in m.get("profiles") or []
+                  if isinstance(p, dict) and isinstance(p.get("file"), str)]
+        if isinstance(m.get("model"), str) and m["model"].strip():
+            cfg = model_config_file(m["model"])
+            found += [cfg] if cfg is not None else []
+    return [p for p in found if p.is_file()]
 
 
 def _fleet_model():
@@ -215,6 +249,11 @@ def _parallel_run(req: dict[str, Any], base_dir: str, file: str | None, limit: f
     return run_parallel(req, file=file)
 
 
+def _parallel_inputs(req: dict[str, Any], base_dir: str) -> list[Path]:
+    from planner.parallel import input_files
+    return input_files(req, base_dir)
+
+
 def _parallel_row(plan: dict[str, Any]) -> dict[str, Any]:
     best = (plan.get("plans") or [{}])[0]
     search = plan.get("search") or {}
@@ -233,8 +272,8 @@ def _noop_run(req: dict[str, Any], base_dir: str, file: str | None, limit: float
 
 #: planner kinds a sweep can run.  ``noop`` plans nothing: it measures the sweep's own overhead.
 KINDS: dict[str, Kind] = {
-    "fleet": Kind(_fleet_model, _fleet_validate, _fleet_run, _fleet_row),
-    "parallel": Kind(_parallel_model, _parallel_validate, _parallel_run, _parallel_row),
+    "fleet": Kind(_fleet_model, _fleet_validate, _fleet_run, _fleet_row, _fleet_inputs),
+    "parallel": Kind(_parallel_model, _parallel_validate, _parallel_run, _parallel_row, _parallel_inputs),
     "noop": Kind(lambda: None, lambda req, file: None, _noop_run, lambda plan: dict(plan)),
 }
 
@@ -242,8 +281,10 @@ KINDS: dict[str, Kind] = {
 # ----------------------------------------------------------------------------- dotted paths
 
 def _options(tp: Any) -> list[Any]:
-    """The alternatives of a type annotation (Optional / Union unwrapped)."""
+    """The alternatives of a type annotation (Optional / Union / Annotated unwrapped)."""
     origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _options(typing.get_args(tp)[0])
     if origin in (Union, types.UnionType):
         return [a for arg in typing.get_args(tp) for a in _options(arg) if a is not type(None)]
     return [tp]
@@ -332,6 +373,8 @@ def _range_values(r: RangeSpec) -> list[float]:
     import numpy as np
     if r.log and (r.start <= 0 or r.stop <= 0):
         raise ValueError("a log range needs positive start and stop")
+    if not math.isfinite(r.stop - r.start):  # also what numpy would warn about
+        raise ValueError(f"the range from {r.start:g} to {r.stop:g} is wider than a float holds")
     vals = np.geomspace(r.start, r.stop, r.num) if r.log else np.linspace(r.start, r.stop, r.num)
     if r.integer:
         return sorted({int(round(v)) for v in vals})
@@ -353,7 +396,9 @@ def sweep_from_data(data: Any, *, file: str | None = None, base_dir: str | None 
     try:
         spec = SweepFile.model_validate(data)
     except ValidationError as exc:
-        raise from_validation_error(exc, file=file, expected="the fields of examples/sweep_fleet.yaml") from None
+        extra = exc.errors()[0]["type"] == "extra_forbidden"
+        raise from_validation_error(exc, file=file, expected="the fields of examples/sweep_fleet.yaml"
+                                    if extra else None) from None
     if spec.kind not in KINDS:
         raise InputError(f"unknown planner kind '{spec.kind}'", file=file, field="kind",
                          expected=" or ".join(KINDS))
@@ -374,11 +419,20 @@ def sweep_from_data(data: Any, *, file: str | None = None, base_dir: str | None 
     model = kind.request_model()
     axes = []
     names = set()
+    fields: dict[tuple[str, ...], int] = {}
     for i, a in enumerate(spec.axes):
         reason = check_field(model, base, a.field)
         if reason is not None:
             raise InputError(f"axis names no field of a {spec.kind} request: '{a.field}' ({reason})",
                              file=file, field=f"axes[{i}].field", expected=f"a dotted path into the {spec.kind} request")
+        segs = tuple(a.field.split("."))
+        for other, j in fields.items():  # one field, one axis: else one axis' values overwrite the other's
+            if segs[:len(other)] == other or other[:len(segs)] == segs:
+                same = "the same field" if segs == other else "overlapping fields"
+                raise InputError(f"axes {j} and {i} set {same} ('{'.'.join(other)}' and '{a.field}')",
+                                 file=file, field=f"axes[{i}].field",
+                                 expected="each request field swept by one axis (list its values in that axis)")
+        fields[segs] = i
         try:
             values = list(a.values) if a.values is not None else _range_values(a.range)
         except ValueError as exc:
@@ -393,15 +447,33 @@ def sweep_from_data(data: Any, *, file: str | None = None, base_dir: str | None 
                              expected="unique axis names")
         names.add(name)
         axes.append(Axis(name, a.field, tuple(values), tuple(labels)))
+    size = math.prod(len(a.values) for a in axes)
+    if size > MAX_POINTS:
+        raise InputError(f"the grid has {size:,} points ({' x '.join(str(len(a.values)) for a in axes)}), "
+                         f"more than {MAX_POINTS:,}", file=file, field="axes",
+                         expected=f"at most {MAX_POINTS:,} points (fewer values per axis, or fewer axes)")
     sweep = Sweep(spec.kind, base, tuple(axes), req_dir, file, request_file, spec.time_limit_s)
     # every point's request must validate before anything runs: a bad value names its axis here
-    for index, req, labels in sweep.points():
+    for index, req, labels in sweep.iter_points():
         try:
             kind.validate(req, request_file or file)
         except InputError as exc:
-            raise InputError(f"point {index} ({', '.join(f'{k}={v}' for k, v in labels.items())}): {exc.message}",
-                             file=exc.file, field=exc.field, expected=exc.expected) from None
+            raise _point_error(sweep, index, labels, exc) from None
     return sweep
+
+
+def _point_error(sweep: Sweep, index: int, labels: dict[str, Any], exc: InputError) -> InputError:
+    """A point's request error: on the sweep file and the axis when an axis set the bad field
+    (its value named), else on the base request's field."""
+    where = f"point {index} ({', '.join(f'{k}={v}' for k, v in labels.items())})"
+    bad = tuple(field_path(exc.field).replace("[", ".").replace("]", "").split(".")) if exc.field else ()
+    for i, axis in enumerate(sweep.axes):
+        segs = tuple(axis.field.split("."))
+        if bad and (bad[:len(segs)] == segs or segs[:len(bad)] == bad):
+            return InputError(f"{where}: {exc.message}" + (f" (on {exc.field})" if bad != segs else ""),
+                              file=sweep.file, field=f"axes[{i}].values",
+                              expected=exc.expected or f"values {axis.field} accepts")
+    return InputError(f"{where}: {exc.message}", file=exc.file, field=exc.field, expected=exc.expected)
 
 
 # ------------------------------------------------------------------------------------ running
@@ -421,13 +493,41 @@ def run_point(kind: str, index: int, request: dict[str, Any], labels: dict[str, 
         row.update(status="infeasible", message=exc.render(), binding=exc.binding)
     except InputError as exc:
         row.update(status="error", message=exc.render())
+    except (ArithmeticError, ValueError) as exc:  # a value the planner's checks let through: this
+        # point fails, not the whole grid
+        row.update(status="error", message=f"the planner failed on this point: {type(exc).__name__}: "
+                                           f"{str(exc).splitlines()[0] if str(exc) else ''}")
     row["point_time_s"] = time.perf_counter() - t0
     return row
 
 
-def _point_args(sweep: Sweep) -> list[tuple]:
-    return [(sweep.kind, i, req, labels, sweep.base_dir, sweep.request_file or sweep.file, sweep.time_limit_s)
-            for i, req, labels in sweep.points()]
+def _point_args(sweep: Sweep) -> Iterator[tuple]:
+    """The arguments of :func:`run_point` for every point, built one at a time."""
+    for i, req, labels in sweep.iter_points():
+        yield (sweep.kind, i, req, labels, sweep.base_dir, sweep.request_file or sweep.file, sweep.time_limit_s)
+
+
+def input_files(sweep: Sweep) -> list[Path]:
+    """Every file the sweep reads: the spec, the base request, and the files the base request
+    reads with each axis value set (traces, profiles, model configs); outputs must never be
+    written over them.  Axes of plain numbers change no path and are skipped."""
+    kind = KINDS[sweep.kind]
+    found: list[Path] = [Path(p) for p in (sweep.file, sweep.request_file) if p]
+    found += kind.inputs(copy.deepcopy(sweep.base), sweep.base_dir)
+    for axis in sweep.axes:
+        if all(v is None or isinstance(v, (bool, int, float)) for v in axis.values):
+            continue
+        for v in axis.values:
+            req = copy.deepcopy(sweep.base)
+            try:
+                set_path(req, axis.field, copy.deepcopy(v))
+            except (TypeError, ValueError, IndexError, KeyError):
+                continue
+            found += kind.inputs(req, sweep.base_dir)
+    unique: dict[str, Path] = {}
+    for p in found:
+        unique.setdefault(str(p), p)
+    return list(unique.values())
 
 
 def _run_point_args(args: tuple) -> dict[str, Any]:
@@ -439,21 +539,27 @@ def run_local(sweep: Sweep, *, workers: int | None = None,
     """Run every point in worker processes (in this process when ``workers`` is 1); rows come
     back in point order."""
     args = _point_args(sweep)
-    workers = max(1, min(workers or os.cpu_count() or 1, len(args)))
-    rows: list[dict[str, Any] | None] = [None] * len(args)
+    workers = max(1, min(workers or os.cpu_count() or 1, sweep.size))
+    rows: list[dict[str, Any] | None] = [None] * sweep.size
     if workers == 1:
         for a in args:
             rows[a[1]] = run_point(*a)
             if progress:
                 progress(1)
         return rows  # type: ignore[return-value]
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(_run_point_args, a): a[1] for a in args}
-        for fut in as_completed(futures):
-            rows[futures[fut]] = fut.result()
-            if progress:
-                progress(1)
+        # a few points per worker in flight: the points' requests are built as they are needed
+        futures: dict[Any, int] = {}
+        for a in itertools.chain(args, [None]):
+            if a is not None:
+                futures[pool.submit(_run_point_args, a)] = a[1]
+            while futures and (len(futures) >= 4 * workers or a is None):
+                done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    rows[futures.pop(fut)] = fut.result()
+                    if progress:
+                        progress(1)
     return rows  # type: ignore[return-value]
 
 
@@ -505,8 +611,7 @@ def run_ray(sweep: Sweep, *, address: str | None = None, workers: int | None = N
                              field="--ray-address", expected="a reachable Ray cluster address") from None
     try:
         remote = ray.remote(num_cpus=1)(_run_point_args)
-        args = _point_args(sweep)
-        refs = [remote.remote(a) for a in args]
+        refs = [remote.remote(a) for a in _point_args(sweep)]
         pending = list(refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)

@@ -415,6 +415,17 @@ def period_count(trace: Trace, period_s: float, *, file: str | None = None,
     return int(n)
 
 
+def require_span(trace: Trace) -> None:
+    """An :class:`InputError` (on the trace's file, field ``timestamps``) when the arrivals span
+    0 s (one request, or all at one time): such a trace says nothing about a request rate."""
+    if trace.span_s <= 0:
+        what = "the trace has one request" if len(trace) == 1 else \
+            f"all {len(trace)} requests arrive at one time"
+        raise InputError(f"{what}, so it gives no request rate", file=trace.source, field="timestamps",
+                         expected="a trace spanning more than 0 s",
+                         hint="Give workload.rate_rps to use the trace for its request sizes only")
+
+
 def rate_series(trace: Trace, period_s: float) -> np.ndarray:
     """Mean request rate (req/s) in consecutive periods of ``period_s`` from the first request;
     the last, partial period is averaged over its own length (at least 1 s).
@@ -423,12 +434,7 @@ def rate_series(trace: Trace, period_s: float) -> np.ndarray:
         InputError: ``period_s`` not positive, or a trace whose arrivals span 0 s (one request,
             or all at one time): it says nothing about a rate.
     """
-    if trace.span_s <= 0:
-        what = "the trace has one request" if len(trace) == 1 else \
-            f"all {len(trace)} requests arrive at one time"
-        raise InputError(f"{what}, so it gives no request rate", file=trace.source, field="timestamps",
-                         expected="a trace spanning more than 0 s",
-                         hint="Give workload.rate_rps to use the trace for its request sizes only")
+    require_span(trace)
     n = period_count(trace, period_s)
     idx = np.minimum((trace.arrival_s // period_s).astype(int), n - 1)
     counts = np.bincount(idx, minlength=n).astype(float)

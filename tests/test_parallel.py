@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from hardware.errors import InfeasibleError, InputError
+from conftest import run_cli
 from planner.parallel import (build_pools, enumerate_shapes, parse_request, phase_capacity, run_parallel,
                               search_plans)
 from costmodels.model import load_model
@@ -164,29 +165,25 @@ def test_malformed_request_names_the_field(bad, field):
 
 
 def test_cli_one_off_flags_json_and_bad_input_exit_2(capsys):
-    from planner.cli import main
-    with pytest.raises(SystemExit) as exc:
-        main(["parallel", "--model", "llama-3.1-70b", "--gpu", "H100-SXM", "--nodes", "1", "--gpus-per-node", "8",
-              "--input-len", "1024", "--output-len", "256", "--rate", "5", "--ttft-slo", "1.0",
-              "--tpot-slo", "0.05", "--num-requests", "200", "--disaggregation", "off", "--json"])
-    assert exc.value.code in (0, None)
-    doc = json.loads(capsys.readouterr().out)
+    # main() returns on success and raises SystemExit(2) on bad input: run_cli reads both
+    code, out, _ = run_cli(["parallel", "--model", "llama-3.1-70b", "--gpu", "H100-SXM", "--nodes", "1",
+                            "--gpus-per-node", "8", "--input-len", "1024", "--output-len", "256", "--rate", "5",
+                            "--ttft-slo", "1.0", "--tpot-slo", "0.05", "--num-requests", "200",
+                            "--disaggregation", "off", "--json"], capsys)
+    assert code == 0
+    doc = json.loads(out)
     assert doc["plans"][0]["goodput_rps"] >= 5 and "plans_evaluated" in doc["search"]
-    with pytest.raises(SystemExit) as exc:
-        main(["parallel", "--model", "llama-3.1-70b", "--gpu", "H100-SXM", "--input-len", "100",
-              "--output-len", "10", "--ttft-slo", "-1"])
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
+    code, _, err = run_cli(["parallel", "--model", "llama-3.1-70b", "--gpu", "H100-SXM", "--input-len", "100",
+                            "--output-len", "10", "--ttft-slo", "-1"], capsys)
+    assert code == 2
     assert "slo.ttft_s" in err and "Traceback" not in err
 
 
-def test_example_request_runs_and_writes_plan(tmp_path):
-    from planner.cli import main
+def test_example_request_runs_and_writes_plan(tmp_path, capsys):
     out = tmp_path / "plan.yaml"
-    with pytest.raises(SystemExit) as exc:
-        main(["parallel", str(REPO / "examples/parallel_request.yaml"), "-o", str(out), "--top", "2",
-              "--num-requests", "200", "--disaggregation", "off"])
-    assert exc.value.code in (0, None) and out.exists()
+    code, _, _ = run_cli(["parallel", str(REPO / "examples/parallel_request.yaml"), "-o", str(out), "--top", "2",
+                          "--num-requests", "200", "--disaggregation", "off"], capsys)
+    assert code == 0 and out.exists()
     import yaml
     assert yaml.safe_load(out.read_text())["kind"] == "ParallelPlan"
 

@@ -45,6 +45,12 @@ def build_request(request: Optional[Path], flags: dict[str, Any]) -> tuple[dict,
             data["gpu"] = gpus[0]
         else:
             data["gpus"] = list(gpus)
+    if request is not None:  # paths typed as flags are relative to the current folder, not the request's
+        if flags.get("workload.trace") is not None and not Path(flags["workload.trace"]).is_absolute():
+            flags["workload.trace"] = str(Path(flags["workload.trace"]).resolve())
+        model = flags.get("model")
+        if model is not None and not Path(model).is_absolute() and Path(model).exists():
+            flags["model"] = str(Path(model).resolve())
     for dotted, value in flags.items():
         _set(data, dotted, value)
     if (flags.get("workload.input_len") is not None or flags.get("workload.output_len") is not None) and \
@@ -89,7 +95,7 @@ def parallel_cmd(
     disaggregated) that meet the SLOs at the best goodput per dollar; emit vLLM and SGLang commands."""
     from planner.commands.common import require_finite
     from planner.plan import check_output
-    from planner.parallel import run_parallel
+    from planner.parallel import input_files, parse_request, run_parallel
 
     require_finite(inter_node_gbs=inter_node_gbs, intra_node_gbs=intra_node_gbs, rate=rate,
                    ttft_slo=ttft_slo, tpot_slo=tpot_slo, percentile=percentile,
@@ -109,9 +115,14 @@ def parallel_cmd(
         "search.gpu_memory_utilization": gpu_memory_utilization, "search.top_k": top,
     }
     data, file = build_request(request, flags)
+    req = parse_request(data, file=file)
+    # the files the request reads (its trace, its model's config.json) are inputs too
+    inputs = [request, *input_files(data, Path(file).parent if file else None)]
+    if output is not None:
+        check_output(output, inputs=inputs)
     with working("searching parallel plans"):
-        doc = run_parallel(data, file=file, top_k=top, with_pruned=explain)
-    write_output(doc, output, inputs=[request])
+        doc = run_parallel(req, file=file, top_k=top, with_pruned=explain)
+    write_output(doc, output, inputs=inputs)
     if as_json:
         echo_json(doc)
         return

@@ -23,7 +23,7 @@ def sweep_cmd(
     """Run a planner over a grid of request values (rates, SLOs, prices, GPU sets, models, quotas)."""
     from planner.commands.common import echo_json
     from planner.plan import check_output
-    from planner.sweep import check_ray_backend, load_sweep, results_frame, run_sweep, write_results
+    from planner.sweep import check_ray_backend, input_files, load_sweep, results_frame, run_sweep, write_results
 
     if backend not in ("local", "ray"):
         raise InputError(f"unknown backend '{backend}'", field="--backend", expected="local or ray")
@@ -36,6 +36,10 @@ def sweep_cmd(
     if ray_address is not None and backend != "ray":
         raise InputError("--ray-address needs --backend ray", field="--ray-address")
     sweep = load_sweep(spec)
+    # the base request and every file it reads (traces, profiles, model configs) are inputs too
+    protect = [spec, *input_files(sweep)]
+    if output is not None:
+        check_output(output, inputs=protect, suffixes=(".csv", ".parquet", ".pq"), what="results")
     if backend == "ray":  # fail before any progress bar: Ray missing, or an address that does not answer
         check_ray_backend(ray_address)
     t0 = time.perf_counter()
@@ -52,7 +56,6 @@ def sweep_cmd(
     wall_s = time.perf_counter() - t0
     frame = results_frame(sweep, rows)
     if output is not None:
-        protect = [spec] + ([sweep.request_file] if sweep.request_file else [])
         write_results(frame, output, protect=protect)
     counts = frame["status"].value_counts().to_dict()
     summary = {"kind": sweep.kind, "points": sweep.size, "backend": backend, "workers": workers,
