@@ -22,17 +22,48 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
 
-from hardware.errors import InfeasibleError, InputError
+from hardware.errors import InfeasibleError, InputError, from_validation_error
+from planner.workload import MAX_TOKENS
 from solvers.partition import (PartitionInfeasible, PartitionProblem, evaluate, lower_bound,
                                min_rounds, solve_partition)
 
 GROUP_TYPES = ("ulysses", "ring", "hybrid")
 COST_PRESETS = ("flexsp", "own")
+
+# ---------------------------------------------------------------------------------------------
+# the largest inputs planned, checked before any work (each a documented ceiling, not a guess
+# at what fits: past them the planning time outgrows ``--time-limit``)
+
+#: GPUs one step is planned over.  The planner prices every allowed group size for every
+#: sequence (one size per node multiple: ~270 group kinds at 1,024 GPUs of 8 per node, ~1,000
+#: with 1-GPU nodes) and ``plan`` scores every size as a static strategy; 1,024 is 16x FlexSP's
+#: 64-GPU evaluation.  A larger job is planned per data-parallel replica (SP groups stay inside).
+MAX_GPUS = 1024
+#: sequences in one step's batch (``step --lengths``, ``plan --batch-size``): Llama 3's 16M-token
+#: global batches are 16,384 sequences of 1k tokens; the step model holds one cost per sequence
+#: and group kind, ~17M numbers at 16,384 sequences and 1,024 GPUs.
+MAX_BATCH_SEQUENCES = 16_384
+#: sampled batches in an offline plan: the means' standard error falls as 1/sqrt(batches), and
+#: every batch is solved once per strategy
+MAX_BATCHES = 256
+#: documents in an offline plan's length distribution (``plan --lengths``): sample a larger
+#: corpus first
+MAX_DISTRIBUTION_VALUES = 10_000_000
+#: per-GPU memory a plan may assume (GB): far above any accelerator's (288 GB), so a larger
+#: value is a typo rather than a device
+MAX_MEMORY_GB = 10_000.0
+#: the longest planning budget per solve (seconds)
+MAX_TIME_LIMIT_S = 3600.0
+#: the most solver time an offline plan may schedule in all (seconds): batches x (static
+#: strategies x min(budget, 0.3 s) + adaptive sets x budget), checked before sampling
+MAX_PLAN_SOLVE_S = 600.0
+#: static strategies are solved with at most this budget each
+STATIC_TIME_LIMIT_S = 0.3
 
 
 # ==============================================================================================
@@ -177,8 +208,11 @@ class FlexSPPreset(CostPreset):
         if num_gpus < 2 or num_gpus & (num_gpus - 1):
             raise InputError(f"FlexSP's plan rules need a power-of-two GPU count, got {num_gpus}",
                              field="--gpus", expected="2, 4, 8, ... (FlexSP group sizes are powers of two)")
-        if memory_gb <= 0 or seq_limit_k <= 0:
-            raise InputError("memory and length cap must be positive", field="--memory-gb/--seq-limit-k")
+        check_memory_gb(memory_gb)
+        if isinstance(seq_limit_k, bool) or not isinstance(seq_limit_k, (int, np.integer)) or \
+                not 1 <= seq_limit_k <= MAX_TOKENS // 1000:
+            raise InputError(f"FlexSP length cap k = {seq_limit_k!r}", field="--seq-limit-k",
+                             expected=f"an integer from 1 to {MAX_TOKENS // 1000:,} (thousands of tokens)")
         self.model = FLEXSP_MODELS[key]
         self.num_gpus = int(num_gpus)
         self.gpus_per_node = int(gpus_per_node)
@@ -424,8 +458,30 @@ def _tier(ranks: Sequence[int], gpus_per_node: int) -> str:
 # inputs
 
 
-def check_lengths(lengths: Any, *, file: str | None = None) -> np.ndarray:
-    """Validate sequence lengths: a non-empty list of positive integers (tokens)."""
+def check_token_count(value: Any, *, file: str | None = None, field: str | None = None,
+                      what: str = "length") -> int:
+    """``value`` as a sequence length in tokens: an integer (or a float with no fraction) from 1
+    to :data:`planner.workload.MAX_TOKENS`, else one :class:`InputError` (checked before any
+    numpy conversion, so 1e300 or 10**30 never overflows an int64)."""
+    expected = f"an integer from 1 to {MAX_TOKENS:,} (tokens)"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, np.integer, float, np.floating)) or \
+            (isinstance(value, (float, np.floating)) and not float(value).is_integer()):
+        shown = repr(value) if not isinstance(value, (float, np.floating)) else f"{float(value):g}"
+        raise InputError(f"{what} is {shown}, not an integer", file=file, field=field,
+                         expected=expected)
+    v = int(value)
+    if not 1 <= v <= MAX_TOKENS:
+        shown = f"{v:,}" if abs(v) < 10 ** 15 else f"{float(value):.3g}"
+        raise InputError(f"{what} is {shown}" + (", above the maximum" if v > 0 else ""),
+                         file=file, field=field, expected=expected)
+    return v
+
+
+def check_lengths(lengths: Any, *, file: str | None = None,
+                  max_count: int | None = None) -> np.ndarray:
+    """Validate sequence lengths: a non-empty list of integers from 1 to
+    :data:`planner.workload.MAX_TOKENS` (tokens), at most ``max_count`` of them."""
     if lengths is None:
         raise InputError("no sequence lengths given", file=file, field="lengths",
                          expected="a non-empty list of positive integers")
@@ -433,22 +489,24 @@ def check_lengths(lengths: Any, *, file: str | None = None) -> np.ndarray:
     if not arr:
         raise InputError("the length list is empty", file=file, field="lengths",
                          expected="at least one positive integer")
-    out = []
-    for i, v in enumerate(arr):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) and \
-                not (isinstance(v, (float, np.floating)) and float(v).is_integer()):
-            raise InputError(f"length #{i + 1} is {v!r}, not an integer", file=file,
-                             field=f"lengths[{i}]", expected="a positive integer (tokens)")
-        if int(v) <= 0:
-            raise InputError(f"length #{i + 1} is {int(v)}", file=file, field=f"lengths[{i}]",
-                             expected="a positive integer (tokens)")
-        out.append(int(v))
+    _check_count(len(arr), max_count, file)
+    out = [check_token_count(v, file=file, field=f"lengths[{i}]", what=f"length #{i + 1}")
+           for i, v in enumerate(arr)]
     return np.asarray(out, dtype=np.int64)
 
 
-def read_lengths(path: str | Path) -> np.ndarray:
+def _check_count(n: int, max_count: int | None, file: str | None) -> None:
+    if max_count is not None and n > max_count:
+        why = ("sequences in one step's batch" if max_count == MAX_BATCH_SEQUENCES
+               else "documents in a length distribution")
+        raise InputError(f"more than {max_count:,} lengths", file=file, field="lengths",
+                         expected=f"at most {max_count:,} {why}")
+
+
+def read_lengths(path: str | Path, *, max_count: int | None = None) -> np.ndarray:
     """Read a length file: integers separated by whitespace or commas (``#`` comments), or a
-    JSON list, or a JSON object with a ``lengths`` list."""
+    JSON list, or a JSON object with a ``lengths`` list; each from 1 to
+    :data:`planner.workload.MAX_TOKENS`, at most ``max_count`` of them."""
     p = Path(path)
     if not p.exists():
         raise InputError("length file not found", file=str(p))
@@ -468,7 +526,7 @@ def read_lengths(path: str | Path) -> np.ndarray:
         if not isinstance(data, list):
             raise InputError("JSON has no list of lengths", file=str(p), field="lengths",
                              expected="a JSON list of integers or {\"lengths\": [...]}")
-        return check_lengths(data, file=str(p))
+        return check_lengths(data, file=str(p), max_count=max_count)
     values: list[int] = []
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0]
@@ -477,15 +535,132 @@ def read_lengths(path: str | Path) -> np.ndarray:
                 v = int(tok)
             except ValueError:
                 raise InputError(f"line {lineno}: '{tok}' is not an integer", file=str(p),
+                                 field="lengths",
                                  expected="one positive integer per entry (tokens)") from None
             if v <= 0:
                 raise InputError(f"line {lineno}: length {v} is not positive", file=str(p),
-                                 expected="positive integers (tokens)")
+                                 field="lengths", expected="positive integers (tokens)")
+            if v > MAX_TOKENS:
+                raise InputError(f"line {lineno}: length {tok if len(tok) <= 24 else tok[:21] + '...'} "
+                                 "is above the maximum", file=str(p), field="lengths",
+                                 expected=f"an integer from 1 to {MAX_TOKENS:,} (tokens)")
             values.append(v)
+        _check_count(len(values), max_count, str(p))
     if not values:
         raise InputError("the length file holds no lengths", file=str(p),
                          expected="at least one positive integer")
     return np.asarray(values, dtype=np.int64)
+
+
+def check_memory_gb(value: Any, *, file: str | None = None, field: str = "--memory-gb") -> Any:
+    """A per-GPU memory size in GB: a finite number in (0, :data:`MAX_MEMORY_GB`], or None (the
+    preset's default); returned as given."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not 0 < value <= MAX_MEMORY_GB:  # also NaN
+        raise InputError(f"per-GPU memory {value!r} GB", file=file, field=field,
+                         expected=f"a number of GB above 0 and at most {MAX_MEMORY_GB:,.0f}")
+    return value
+
+
+def check_gpu_count(value: Any, *, file: str | None = None, field: str = "--gpus") -> int:
+    """A GPU count (``gpus`` or ``gpus_per_node``): an integer from 1 to :data:`MAX_GPUS`."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or \
+            not 1 <= value <= MAX_GPUS:
+        raise InputError(f"{field.lstrip('-').replace('-', '_')} is {value!r}", file=file,
+                         field=field, expected=f"an integer from 1 to {MAX_GPUS:,} (the largest "
+                         "cluster one step is planned over: plan a larger job per data-parallel "
+                         "replica)")
+    return int(value)
+
+
+def check_time_limit(value: Any, *, field: str = "--time-limit") -> float:
+    """A planning budget: a finite number of seconds in (0, :data:`MAX_TIME_LIMIT_S`]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or \
+            not 0 < value <= MAX_TIME_LIMIT_S:
+        raise InputError(f"time limit {value!r}", field=field,
+                         expected=f"a number of seconds above 0 and at most {MAX_TIME_LIMIT_S:,.0f}")
+    return float(value)
+
+
+def check_plan_options(*, batch_size: Any, num_batches: Any, seed: Any,
+                       max_length: Any = None, time_limit_s: Any = 0.8) -> None:
+    """The offline plan's scalar options, before any file is read or batch sampled: batch size
+    1..:data:`MAX_BATCH_SEQUENCES`, batches 1..:data:`MAX_BATCHES`, a seed >= 0, a length cap
+    1..MAX_TOKENS (None: the longest sequence the cluster holds), a valid time limit."""
+    for value, field, top, what in ((batch_size, "--batch-size", MAX_BATCH_SEQUENCES,
+                                     "sequences per step"),
+                                    (num_batches, "--batches", MAX_BATCHES, "sampled batches")):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= top:
+            raise InputError(f"{field} {value!r}", field=field,
+                             expected=f"an integer from 1 to {top:,} ({what})")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"seed {seed!r}", field="--seed", expected="an integer >= 0")
+    if max_length is not None:
+        check_token_count(max_length, field="--max-length", what="length cap")
+    check_time_limit(time_limit_s)
+
+
+class ClusterFile(BaseModel):
+    """A ``--cluster`` file (YAML / JSON): ``gpus`` (or ``num_gpus``), ``gpus_per_node``, ``gpu``
+    (or ``accelerator``) and ``memory_gb``, every one optional (flags fill or override them)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    gpus: Optional[StrictInt] = Field(None, ge=1, le=MAX_GPUS)
+    num_gpus: Optional[StrictInt] = Field(None, ge=1, le=MAX_GPUS)
+    gpus_per_node: Optional[StrictInt] = Field(None, ge=1, le=MAX_GPUS)
+    gpu: Optional[StrictStr] = None
+    accelerator: Optional[StrictStr] = None
+    #: kept as written (an int stays an int): plans record it among their inputs
+    memory_gb: Union[StrictInt, float, None] = None
+
+    @field_validator("memory_gb", mode="before")
+    @classmethod
+    def _memory(cls, v: Any) -> Any:
+        if isinstance(v, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                v = float(v)
+            except ValueError:
+                raise ValueError("not a number") from None
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                              or not 0 < v <= MAX_MEMORY_GB):
+            raise ValueError(f"not a memory size in GB above 0 and at most {MAX_MEMORY_GB:,.0f}")
+        return v
+
+
+_CLUSTER_EXPECTED = {
+    "gpus": f"an integer from 1 to {MAX_GPUS:,} (the largest cluster one step is planned over)",
+    "num_gpus": f"an integer from 1 to {MAX_GPUS:,} (the largest cluster one step is planned over)",
+    "gpus_per_node": f"an integer from 1 to {MAX_GPUS:,}",
+    "gpu": "an accelerator name from the catalog, e.g. h100",
+    "accelerator": "an accelerator name from the catalog, e.g. h100",
+    "memory_gb": f"a number of GB above 0 and at most {MAX_MEMORY_GB:,.0f}",
+}
+
+
+def load_cluster(path: str | Path) -> ClusterFile:
+    """Read and validate a ``--cluster`` file; one :class:`InputError` naming the file and the
+    field otherwise."""
+    from planner.plan import read_structured
+    data = read_structured(path, what="cluster file")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InputError("cluster file is not a mapping", file=str(path),
+                         expected="gpus, gpus_per_node[, gpu, memory_gb]")
+    try:
+        spec = ClusterFile.model_validate(data)
+    except ValidationError as exc:
+        loc = exc.errors()[0].get("loc") or ("",)
+        expected = _CLUSTER_EXPECTED.get(str(loc[0]), "keys " + ", ".join(_CLUSTER_EXPECTED))
+        raise from_validation_error(exc, file=str(path), expected=expected) from None
+    for a, b in (("gpus", "num_gpus"), ("gpu", "accelerator")):
+        if getattr(spec, a) is not None and getattr(spec, b) is not None:
+            raise InputError(f"both '{a}' and '{b}' are set", file=str(path), field=b,
+                             expected=f"one of '{a}' or '{b}' (the same setting)")
+    return spec
 
 
 def _check_fits(lengths: np.ndarray, preset: CostPreset, file: str | None = None) -> None:
@@ -504,9 +679,28 @@ def _check_fits(lengths: np.ndarray, preset: CostPreset, file: str | None = None
 
 
 def _make_preset(cost_preset: str | CostPreset, *, num_gpus: int, gpus_per_node: int,
-                 model: Any, **kw: Any) -> CostPreset:
+                 model: Any, sources: dict[str, tuple[str, str]] | None = None,
+                 **kw: Any) -> CostPreset:
+    """The cost preset for these options.  ``sources``: where options came from when a file gave
+    them, ``{"--memory-gb": (cluster file, "memory_gb"), ...}``: an error about such an option
+    names that file and field rather than the flag."""
     if isinstance(cost_preset, CostPreset):
         return cost_preset
+    try:
+        return _build_preset(cost_preset, num_gpus=num_gpus, gpus_per_node=gpus_per_node,
+                             model=model, **kw)
+    except InputError as exc:
+        src = (sources or {}).get(exc.field or "") if exc.file is None else None
+        if src is None:
+            raise
+        named = dict(file=src[0], field=src[1], expected=exc.expected, hint=exc.hint)
+        if isinstance(exc, InfeasibleError):
+            raise InfeasibleError(exc.message, binding=exc.binding, **named) from None
+        raise InputError(exc.message, **named) from None
+
+
+def _build_preset(cost_preset: str, *, num_gpus: int, gpus_per_node: int, model: Any,
+                  **kw: Any) -> CostPreset:
     if cost_preset == "flexsp":
         return FlexSPPreset(kw.get("model_size", "7b"), num_gpus, kw.get("memory_gb", 30.0),
                             kw.get("seq_limit_k", 32), allow_single=kw.get("allow_single", False),
@@ -539,17 +733,15 @@ def _cluster_args(cluster: Any, gpus_per_node: int | None) -> tuple[int, int]:
     else:
         raise InputError(f"cannot read a cluster from {type(cluster).__name__}", field="cluster",
                          expected="a GPU count, (gpus, gpus_per_node) or a Cluster")
-    if n < 1 or m < 1:
-        raise InputError(f"cluster of {n} GPUs with {m} per node", field="--gpus/--gpus-per-node",
-                         expected="positive integers")
-    return n, m
+    return check_gpu_count(n), check_gpu_count(m, field="--gpus-per-node")
 
 
 def plan_step(lengths: Sequence[int], cluster: Any = 64, model: Any = None, *,
               cost_preset: str | CostPreset = "own", gpus_per_node: int | None = None,
               time_limit_s: float = 0.8, method: str = "auto",
               micro_batches: int | None = None, extra_micro_batches: int = 1,
-              lengths_file: str | None = None, **preset_kw: Any) -> StepPlan:
+              lengths_file: str | None = None,
+              sources: dict[str, tuple[str, str]] | None = None, **preset_kw: Any) -> StepPlan:
     """Plan one training step: micro-batches, groups (size, type, ranks) and their sequences.
 
     Args:
@@ -559,10 +751,17 @@ def plan_step(lengths: Sequence[int], cluster: Any = 64, model: Any = None, *,
             ``model_size`` ("7b" / "13b" / "30b") among ``preset_kw``.
         cost_preset: "own", "flexsp" or a :class:`CostPreset` instance.
         gpus_per_node: GPUs per node when ``cluster`` is a bare count (default 8).
-        time_limit_s: planning budget in seconds (greedy + MILP + local search).
+        time_limit_s: planning budget in seconds (greedy + MILP + local search).  Plans are
+            reproducible, so the search's fixed phases always run: it stops starting new ones
+            past the budget, a MILP phase may use up to one more budget, and pricing the batch
+            (before the search) and its bounds are extra: a few seconds at the largest inputs
+            (:data:`MAX_BATCH_SEQUENCES` sequences on :data:`MAX_GPUS` GPUs).
         method: "auto", "milp" or "heuristic" (fast path, no MILP).
         micro_batches: fix the number of micro-batches (default: from memory, plus
             ``extra_micro_batches`` more tried).
+        lengths_file: the file the lengths came from (named in errors).
+        sources: options a file gave, ``{"--memory-gb": (file, "memory_gb")}`` (named in
+            errors about them instead of the flag).
         preset_kw: preset options (FlexSP: model_size, memory_gb, seq_limit_k, allow_single;
             own: accelerator, group_types, memory_gb, zero_stage, recompute, sizes).
 
@@ -570,19 +769,25 @@ def plan_step(lengths: Sequence[int], cluster: Any = 64, model: Any = None, *,
         InputError: bad lengths, cluster or preset options; InfeasibleError (an InputError)
         when a sequence cannot fit the cluster (the message gives the longest that fits).
     """
-    arr = check_lengths(lengths, file=lengths_file)
+    arr = check_lengths(lengths, file=lengths_file, max_count=MAX_BATCH_SEQUENCES)
+    check_time_limit(time_limit_s)
+    if micro_batches is not None and (isinstance(micro_batches, bool) or
+                                      not isinstance(micro_batches, (int, np.integer)) or
+                                      not 1 <= micro_batches <= len(arr)):
+        raise InputError(f"{micro_batches} micro-batches for {len(arr)} sequences",
+                         field="--micro-batches",
+                         expected=f"a positive integer, at most {len(arr)} (every micro-batch "
+                                  "trains at least one sequence)")
     n_gpus, gpn = _cluster_args(cluster, gpus_per_node)
     node = getattr(cluster, "node", None)
     if node is not None and "accelerator" not in preset_kw:  # a hardware Cluster names its GPU
         preset_kw["accelerator"] = node.accelerator
-    preset = _make_preset(cost_preset, num_gpus=n_gpus, gpus_per_node=gpn, model=model, **preset_kw)
+    preset = _make_preset(cost_preset, num_gpus=n_gpus, gpus_per_node=gpn, model=model,
+                          sources=sources, **preset_kw)
     _check_fits(arr, preset, lengths_file)
     problem = preset.problem(arr)
     if micro_batches is not None:
         need = min_rounds(problem)
-        if isinstance(micro_batches, bool) or int(micro_batches) < 1:
-            raise InputError(f"{micro_batches} micro-batches", field="--micro-batches",
-                             expected="a positive integer")
         if int(micro_batches) < need:
             raise InfeasibleError(
                 f"{micro_batches} micro-batch(es) cannot hold the batch's {int(arr.sum())} tokens",
@@ -733,16 +938,18 @@ def homogeneous_plan(lengths: Sequence[int], preset: CostPreset, kind_index: int
 
 
 def static_plan(lengths: Sequence[int], preset: CostPreset, kind_index: int, *,
-                time_limit_s: float = 0.3) -> dict[str, Any] | None:
+                time_limit_s: float = 0.3, problem: PartitionProblem | None = None
+                ) -> dict[str, Any] | None:
     """A static setting: every group of one kind (e.g. Ulysses 8 everywhere), the sequences
     balanced over as many such groups as fit the cluster by the same solver (greedy + local
     search), devices that cannot form a whole group left idle.  None when a sequence does not
-    fit the kind."""
+    fit the kind.  ``problem``: ``preset.problem(lengths)`` when the caller already has it (it
+    prices every kind: built once per batch, not once per strategy)."""
     arr = np.asarray(lengths, dtype=np.int64)
     kind = preset.kinds[kind_index]
     if kind.size > preset.num_gpus:
         return None
-    full = preset.problem(arr)
+    full = preset.problem(arr) if problem is None else problem
     if not full.allowed()[:, kind_index].all():
         return None
     one = PartitionProblem(cost=full.cost[:, [kind_index]], weight=full.weight,
@@ -890,6 +1097,7 @@ class OwnPreset(CostPreset):
         self.recompute = recompute
         self.zero_stage = int(zero_stage)
         self.replicate_kv_heads = replicate_kv_heads
+        check_memory_gb(memory_gb)
         mem = (memory_gb * 1e9) if memory_gb else self.acc.memory_bytes
         self.memory_bytes = float(mem)
         self.states_bytes = tr.model_state_bytes(self.spec, self.zero_stage, self.num_gpus)
@@ -1118,51 +1326,65 @@ def plan_offline(distribution: Sequence[int], cluster: Any = 64, model: Any = No
                  max_length: int | None = None, weights: Sequence[float] | None = None,
                  time_limit_s: float = 0.8, source: str | None = None,
                  adaptive_sets: dict[str, tuple[str, ...]] | None = None,
+                 sources: dict[str, tuple[str, str]] | None = None,
                  **preset_kw: Any) -> dict[str, Any]:
     """Offline plan: expected step time, tokens/s/GPU and memory headroom for every static
     strategy (one group kind for all sequences) and for the adaptive planner, over
     ``num_batches`` batches of ``batch_size`` sequences drawn with ``seed``.
 
+    ``time_limit_s`` is the budget of each solve: every batch is solved once per static
+    strategy (``min(time_limit_s, 0.3)`` each) and once per adaptive set (``time_limit_s``
+    each, see :func:`plan_step`); a plan scheduling more than :data:`MAX_PLAN_SOLVE_S` in all is
+    refused before sampling.  ``weights``: histogram weights of ``distribution`` (finite,
+    >= 0, not all 0).  ``sources``: see :func:`plan_step`.
+
     Returns a ``kind: SequencePlan`` body (wrap with :func:`planner.plan.envelope`).
     """
-    dist = check_lengths(distribution, file=source)
+    check_plan_options(batch_size=batch_size, num_batches=num_batches, seed=seed,
+                       max_length=max_length, time_limit_s=time_limit_s)
     n_gpus, gpn = _cluster_args(cluster, gpus_per_node)
-    if batch_size < 1 or num_batches < 1:
-        raise InputError("batch size and batch count must be positive",
-                         field="--batch-size/--batches", expected="positive integers")
-    w = None if weights is None else np.asarray(weights, dtype=float)
-    full = _make_preset(cost_preset, num_gpus=n_gpus, gpus_per_node=gpn, model=model, **preset_kw)
-    cap = max_length or full.longest_fitting()
-    batches = sample_batches(dist, batch_size, num_batches, seed=seed, max_length=cap, weights=w)
-    sizes = np.array([k.size for k in full.kinds])
-    capacity = full.capacity_tokens() / sizes
-    results: list[StrategyResult] = []
-    # static strategies: one kind for everything
-    for k, kind in enumerate(full.kinds):
-        times: list[float | None] = []
-        heads, mbs = [], []
-        for b in batches:
-            plan = static_plan(b, full, k, time_limit_s=min(time_limit_s, 0.3))
-            if plan is None:
-                times.append(None)
-                continue
-            times.append(plan["step_time_s"])
-            mbs.append(plan["num_micro_batches"])
-            heads.append(max(0.0, 1.0 - plan["max_tokens_per_device"] / capacity[k]))
-        results.append(_strategy(f"static-{kind.label}", "static", kind.type, kind.size, times,
-                                 batches, n_gpus, heads, mbs))
-    # adaptive planner, with each group-type set
+    dist = check_lengths(distribution, file=source, max_count=MAX_DISTRIBUTION_VALUES)
+    w = None if weights is None else check_weights(weights, len(dist), file=source)
+    full = _make_preset(cost_preset, num_gpus=n_gpus, gpus_per_node=gpn, model=model,
+                        sources=sources, **preset_kw)
     if adaptive_sets is None:
         if isinstance(full, OwnPreset):
             adaptive_sets = {"adaptive-ulysses": ("ulysses",), "adaptive-ring": ("ring",),
                              "adaptive-hybrid": ("hybrid",), "adaptive": tuple(full.group_types)}
         else:
             adaptive_sets = {"adaptive": ()}
+    _check_plan_budget(num_batches, len(full.kinds), len(adaptive_sets), time_limit_s)
+    cap = max_length or full.longest_fitting()
+    batches = sample_batches(dist, batch_size, num_batches, seed=seed, max_length=cap, weights=w)
+    sizes = np.array([k.size for k in full.kinds])
+    capacity = full.capacity_tokens() / sizes
+    results: list[StrategyResult] = []
+    # static strategies: one kind for everything (each batch's kinds priced once, not once per
+    # strategy; one batch's prices held at a time)
+    times_k: list[list[float | None]] = [[] for _ in full.kinds]
+    heads_k: list[list[float]] = [[] for _ in full.kinds]
+    mbs_k: list[list[int]] = [[] for _ in full.kinds]
+    for b in batches:
+        prob = full.problem(b)
+        for k in range(len(full.kinds)):
+            plan = static_plan(b, full, k, time_limit_s=min(time_limit_s, STATIC_TIME_LIMIT_S),
+                               problem=prob)
+            if plan is None:
+                times_k[k].append(None)
+                continue
+            times_k[k].append(plan["step_time_s"])
+            mbs_k[k].append(plan["num_micro_batches"])
+            heads_k[k].append(max(0.0, 1.0 - plan["max_tokens_per_device"] / capacity[k]))
+    for k, kind in enumerate(full.kinds):
+        results.append(_strategy(f"static-{kind.label}", "static", kind.type, kind.size,
+                                 times_k[k], batches, n_gpus, heads_k[k], mbs_k[k]))
+    # adaptive planner, with each group-type set
     for name, types in adaptive_sets.items():
         if isinstance(full, OwnPreset):
             kw = dict(preset_kw, group_types=types)
             try:
-                preset = _make_preset(cost_preset, num_gpus=n_gpus, gpus_per_node=gpn, model=model, **kw)
+                preset = _make_preset(cost_preset, num_gpus=n_gpus, gpus_per_node=gpn, model=model,
+                                      sources=sources, **kw)
             except InputError:
                 continue
         else:
@@ -1208,6 +1430,40 @@ def plan_offline(distribution: Sequence[int], cluster: Any = 64, model: Any = No
         "recommendation": rec,
     }
     return SequencePlan(**body).model_dump(mode="python")
+
+
+def check_weights(weights: Any, n: int, *, file: str | None = None,
+                  field: str = "counts") -> np.ndarray:
+    """Histogram weights: ``n`` finite numbers >= 0 whose sum is positive and finite."""
+    raw = list(weights)
+    if len(raw) != n:
+        raise InputError(f"{len(raw)} weights for {n} lengths", file=file, field=field,
+                         expected="one weight per length")
+    for i, v in enumerate(raw):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                or not 0 <= v < math.inf:  # also NaN
+            raise InputError(f"weight #{i + 1} is {v!r}", file=file, field=f"{field}[{i}]",
+                             expected="a finite number >= 0")
+    w = np.asarray(raw, dtype=float)
+    with np.errstate(over="ignore"):  # an overflowing sum is refused below, without a warning
+        total = float(w.sum())
+    if not 0 < total < math.inf:
+        raise InputError(f"the weights sum to {total:g}", file=file, field=field,
+                         expected="weights with a positive sum below the largest float")
+    return w
+
+
+def _check_plan_budget(num_batches: int, n_static: int, n_adaptive: int, time_limit_s: float) -> None:
+    """Refuse an offline plan whose scheduled solver time exceeds :data:`MAX_PLAN_SOLVE_S`."""
+    per_batch = n_static * min(time_limit_s, STATIC_TIME_LIMIT_S) + n_adaptive * time_limit_s
+    total = num_batches * per_batch
+    if total > MAX_PLAN_SOLVE_S:
+        raise InputError(
+            f"this plan schedules up to {total:,.0f} s of solving ({num_batches} batch(es) x "
+            f"({n_static} static strategies x {min(time_limit_s, STATIC_TIME_LIMIT_S):g} s + "
+            f"{n_adaptive} adaptive set(s) x {time_limit_s:g} s))", field="--batches",
+            expected=f"at most {MAX_PLAN_SOLVE_S:,.0f} s: fewer --batches, a smaller "
+                     "--time-limit, or fewer group sizes (--sizes, --group-types, --gpus)")
 
 
 def _strategy(name: str, mode: str, typ: str, size: int | None, times: list[float | None],

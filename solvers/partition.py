@@ -115,14 +115,27 @@ class PartitionProblem:
         return int(self.cost.shape[1])
 
     def allowed(self) -> np.ndarray:
-        """(n, K) bool: item i may go to a group of kind k (finite cost, fits alone, fits N)."""
-        return (np.isfinite(self.cost) & (self.weight[:, None] <= self.capacity[None, :] + _EPS)
-                & (self.devices[None, :] <= self.num_devices))
+        """(n, K) bool: item i may go to a group of kind k (finite cost, fits alone, fits N).
+        Computed once per problem (the solver asks often; large batches over many kinds make
+        it tens of millions of entries) and returned read-only."""
+        def build() -> np.ndarray:
+            return (np.isfinite(self.cost) & (self.weight[:, None] <= self.capacity[None, :] + _EPS)
+                    & (self.devices[None, :] <= self.num_devices))
+        return self._cached("_allowed", build)
 
     def area(self) -> np.ndarray:
-        """(n, K) device-time of item i in kind k (``devices * cost``), inf where not allowed."""
-        a = self.devices[None, :] * self.cost
-        return np.where(self.allowed(), a, np.inf)
+        """(n, K) device-time of item i in kind k (``devices * cost``), inf where not allowed
+        (computed once, read-only)."""
+        return self._cached("_area", lambda: np.where(self.allowed(),
+                                                      self.devices[None, :] * self.cost, np.inf))
+
+    def _cached(self, name: str, build) -> np.ndarray:
+        value = self.__dict__.get(name)
+        if value is None:
+            value = build()
+            value.flags.writeable = False
+            object.__setattr__(self, name, value)
+        return value
 
 
 @dataclass
@@ -346,8 +359,12 @@ def _fill_devices(free: int, kinds_by_pref: list[int], devices: np.ndarray,
     top = free // d0
     if max_groups is not None:
         top = min(top, max_groups)
+    table = None  # one table serves every remainder (built when a remainder is not 0)
     for q in range(top, -1, -1):
-        fill = _coin_change(free - q * d0, others, devices)
+        rest = free - q * d0
+        if rest and table is None:
+            table = _coin_table(free, others, devices)
+        fill = _coin_walk(table, rest, devices) if rest else []
         if fill is not None and (max_groups is None or q + len(fill) <= max_groups):
             return [first] * q + fill
         if top - q > 256 and max_groups is None:
@@ -355,26 +372,58 @@ def _fill_devices(free: int, kinds_by_pref: list[int], devices: np.ndarray,
     return None
 
 
-def _coin_change(x: int, kinds: list[int], devices: np.ndarray) -> list[int] | None:
-    """Fewest groups of ``kinds`` whose devices add up to ``x`` (None when impossible)."""
-    if x == 0:
-        return []
+def _coin_table(x: int, kinds: list[int], devices: np.ndarray) -> tuple[list[int], list[int]]:
+    """Fewest groups of ``kinds`` whose devices add up to each amount ``0..x``: (count per
+    amount, ``x + 1`` where impossible; the kind of the last group, -1 where none).  Among
+    equally few groups the earliest kind in ``kinds`` is taken.  Kinds with the same device
+    count are interchangeable here, so only the first of each count is tried (the large
+    clusters' hundreds of kinds reduce to their distinct sizes)."""
+    first_of: dict[int, int] = {}
+    for k in kinds:
+        first_of.setdefault(int(devices[k]), int(k))
+    ds = list(first_of)
+    ks = list(first_of.values())
     inf = x + 1
     best = [0] + [inf] * x
     parent = [-1] * (x + 1)
+    if len(ds) * x <= 200_000:
+        for v in range(1, x + 1):
+            for d, k in zip(ds, ks):
+                if d <= v and best[v - d] + 1 < best[v]:
+                    best[v] = best[v - d] + 1
+                    parent[v] = k
+        return best, parent
+    # the same recurrence with the kinds vectorised (one step per amount)
+    d_arr = np.asarray(ds, dtype=np.int64)
+    b = np.full(x + 1, inf, dtype=np.int64)
+    b[0] = 0
     for v in range(1, x + 1):
-        for k in kinds:
-            d = int(devices[k])
-            if d <= v and best[v - d] + 1 < best[v]:
-                best[v] = best[v - d] + 1
-                parent[v] = k
-    if best[x] >= inf:
+        ok = d_arr <= v
+        cand = np.where(ok, b[np.where(ok, v - d_arr, 0)] + 1, inf + 1)
+        j = int(np.argmin(cand))  # the first kind (in order) reaching the fewest groups
+        if cand[j] < inf:
+            b[v] = cand[j]
+            parent[v] = ks[j]
+    return b.tolist(), parent
+
+
+def _coin_walk(table: tuple[list[int], list[int]], x: int, devices: np.ndarray) -> list[int] | None:
+    """The groups :func:`_coin_table` found for amount ``x`` (None when impossible)."""
+    if x == 0:
+        return []
+    best, parent = table
+    if best[x] >= len(best):
         return None
     out, v = [], x
     while v > 0:
         out.append(parent[v])
         v -= int(devices[parent[v]])
     return out
+
+
+def _coin_change(x: int, kinds: list[int], devices: np.ndarray) -> list[int] | None:
+    """Fewest groups of ``kinds`` whose devices add up to ``x`` (None when impossible)."""
+    return _coin_walk(_coin_table(x, kinds, devices), x, devices)
 
 
 def _construct(problem: PartitionProblem, m: int, height: float, area: np.ndarray,
