@@ -29,17 +29,18 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Annotated, Any, Iterable, Literal, Mapping, Optional, Sequence
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from costmodels.comm import LinkModel, _factors
 from costmodels.model import ModelSpec
 from costmodels.ops import Iteration, Op, Parallel, layer_ops
 from costmodels.roofline import COMPUTE_KINDS, DeviceEfficiency, KindEfficiency, default_efficiency
 from hardware.accelerator import Accelerator, EfficiencyCurve
-from hardware.errors import InputError
-from hardware.profiles import CommSample, ModelShape, OpSample, VidurMeasuredTable
+from hardware.errors import InputError, from_validation_error
+from hardware.profiles import MAX_OP_TIME_MS, CommSample, ModelShape, OpSample, VidurMeasuredTable
 
 API_VERSION = "planner/v1"
 KIND = "Calibration"
@@ -235,6 +236,11 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, file: str | None = None) -> "Calibration":
+        """A calibration from its file's data (as :meth:`to_dict` writes it, in the envelope).
+
+        Every field is checked (types, finite numbers, ranges, no unknown fields, a fit or more
+        per accelerator); raises :class:`InputError` naming ``file`` and the field."""
+        from hardware.catalog import get_accelerator
         if not isinstance(data, Mapping):
             raise InputError("calibration file is not a mapping", file=file, expected="a YAML/JSON object")
         if data.get("apiVersion", API_VERSION) != API_VERSION:
@@ -243,27 +249,33 @@ class Calibration:
         if data.get("kind", KIND) != KIND:
             raise InputError(f"not a calibration file (kind {data.get('kind')!r})", file=file, field="kind",
                              expected=repr(KIND))
-        accs = data.get("accelerators")
-        if not isinstance(accs, list):
-            raise InputError("missing accelerator list", file=file, field="accelerators", expected="a list")
-        calib = cls(sources=[str(s) for s in data.get("sources", []) or []], file=file)
-        for i, a in enumerate(accs):
+        try:
+            doc = _CalibrationFile.model_validate(dict(data))
+        except ValidationError as exc:
+            raise _file_error(exc, file) from None
+        calib = cls(sources=list(doc.sources), file=file)
+        for i, a in enumerate(doc.accelerators):
             where = f"accelerators[{i}]"
-            if not isinstance(a, Mapping) or not isinstance(a.get("name"), str):
-                raise InputError("entry without a name", file=file, field=f"{where}.name", expected="a GPU name")
-            from hardware.catalog import get_accelerator
-            dev = DeviceCalibration(get_accelerator(a["name"], field=f"{where}.name", file=file).name)
-            for j, o in enumerate(a.get("ops", []) or []):
-                f = _opfit_from(o, "op", file, f"{where}.ops[{j}]")
-                dev.op_fits[f.name] = f
-            for j, o in enumerate(a.get("kinds", []) or []):
-                f = _opfit_from(o, "kind", file, f"{where}.kinds[{j}]")
-                if f.name not in COMPUTE_KINDS:
-                    raise InputError(f"unknown op kind {f.name!r}", file=file, field=f"{where}.kinds[{j}].name",
-                                     expected=" | ".join(COMPUTE_KINDS))
-                dev.kind_fits[f.name] = f
-            for j, lk in enumerate(a.get("links", []) or []):
-                lf = _linkfit_from(lk, file, f"{where}.links[{j}]")
+            dev = DeviceCalibration(get_accelerator(a.name, field=f"{where}.name", file=file).name)
+            if dev.accelerator in calib.devices:
+                first = next(j for j, b in enumerate(doc.accelerators)
+                             if get_accelerator(b.name).name == dev.accelerator)
+                raise InputError(f"a second entry for {dev.accelerator} (accelerators[{first}] is one)", file=file,
+                                 field=f"{where}.name", expected="one entry per accelerator")
+            for section, scope, fits in (("ops", "op", dev.op_fits), ("kinds", "kind", dev.kind_fits)):
+                for j, o in enumerate(getattr(a, section)):
+                    if scope == "kind" and o.name not in COMPUTE_KINDS:
+                        raise InputError(f"unknown op kind {o.name!r}", file=file,
+                                         field=f"{where}.{section}[{j}].name", expected=" | ".join(COMPUTE_KINDS))
+                    if o.name in fits:
+                        raise InputError(f"a second fit of {scope} {o.name!r}", file=file,
+                                         field=f"{where}.{section}[{j}].name", expected=f"one fit per {scope}")
+                    fits[o.name] = o.fit(scope)
+            for j, lk in enumerate(a.links):
+                lf = lk.fit()
+                if lf.key in dev.link_fits:
+                    raise InputError(f"a second fit of link {lf.key!r}", file=file, field=f"{where}.links[{j}]",
+                                     expected="one fit per tier, collective and group size")
                 dev.link_fits[lf.key] = lf
             calib.devices[dev.accelerator] = dev
         return calib
@@ -302,76 +314,174 @@ def _linkfit_dict(f: LinkFit) -> dict[str, Any]:
             "residuals_ge_1mb": None if f.residuals_ge_1mb is None else _res_dict(f.residuals_ge_1mb)}
 
 
-def _need(d: Any, key: str, file: str | None, where: str, kind: type | tuple = (int, float)) -> Any:
-    if not isinstance(d, Mapping) or key not in d:
-        raise InputError("missing field", file=file, field=f"{where}.{key}")
-    v = d[key]
-    if kind in ((int, float),) and isinstance(v, bool) or not isinstance(v, kind):
-        raise InputError(f"bad value {v!r}", file=file, field=f"{where}.{key}",
-                         expected="a number" if kind == (int, float) else kind.__name__)
-    return v
+# ---- reading calibration files: every field typed, finite and in range (pydantic), so that a
+# hand-edited or cut-short file is refused with its field instead of giving null times or a
+# silent fall-back to the analytical layer
+#: the longest fixed time (s) a fit may hold: an hour, as for measured op times
+MAX_FIT_TIME_S = MAX_OP_TIME_MS / 1e3
+_FILE = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+Seconds = Annotated[float, Field(ge=0, le=MAX_FIT_TIME_S)]
 
 
-def _curve_from(d: Any, unit: str, file: str | None, where: str) -> EfficiencyCurve:
-    sizes = _need(d, f"sizes_{unit}", file, where, list)
-    effs = _need(d, "efficiencies", file, where, list)
+def _curve(sizes: list[float], efficiencies: list[float]) -> EfficiencyCurve:
     try:
-        return EfficiencyCurve(sizes=tuple(float(x) for x in sizes), efficiencies=tuple(float(e) for e in effs))
-    except (ValueError, TypeError) as exc:
-        msg = str(exc).splitlines()
-        raise InputError(f"bad efficiency curve: {msg[-1].strip() if msg else exc}", file=file, field=where,
-                         expected="increasing sizes, efficiencies in (0, 1], equal lengths") from None
+        return EfficiencyCurve(sizes=tuple(sizes), efficiencies=tuple(efficiencies))
+    except ValidationError as exc:  # the reason only (a ValueError here names the curve's field)
+        raise ValueError(str(exc.errors()[0]["msg"]).removeprefix("Value error, ")) from None
 
 
-def _res_from(d: Any) -> Residuals:
-    if not isinstance(d, Mapping):
-        return Residuals(0, math.nan, math.nan)
-    f = lambda v: math.nan if v is None else float(v)  # noqa: E731
-    return Residuals(int(d.get("samples") or 0), f(d.get("mape")), f(d.get("max_error")))
+class _FlopsCurveFile(BaseModel):
+    model_config = _FILE
+    sizes_flops: list[Annotated[float, Field(gt=0)]]
+    efficiencies: list[float]
+    _curve: EfficiencyCurve = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _valid(self) -> "_FlopsCurveFile":
+        self._curve = _curve(self.sizes_flops, self.efficiencies)
+        return self
 
 
-def _opfit_from(o: Any, scope: str, file: str | None, where: str) -> OpFit:
-    name = _need(o, "name", file, where, str)
-    comp = _curve_from(_need(o, "compute_efficiency", file, where, Mapping), "flops", file,
-                       f"{where}.compute_efficiency")
-    mem = _curve_from(_need(o, "memory_efficiency", file, where, Mapping), "bytes", file,
-                      f"{where}.memory_efficiency")
-    ovh = float(_need(o, "overhead_s", file, where))
-    if ovh < 0:
-        raise InputError("negative overhead", file=file, field=f"{where}.overhead_s", expected="seconds >= 0")
-    p = o.get("roofline_p")
-    if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not p >= 1):
-        raise InputError(f"bad roofline exponent {p!r}", file=file, field=f"{where}.roofline_p",
-                         expected="a number >= 1, or null for max(compute, memory)")
-    eff = KindEfficiency(comp, mem, ovh, "calibrated", None if p is None else float(p))
-    return OpFit(name, scope, eff, _res_from(o.get("residuals")))
+class _BytesCurveFile(BaseModel):
+    model_config = _FILE
+    sizes_bytes: list[Annotated[float, Field(gt=0)]]
+    efficiencies: list[float]
+    _curve: EfficiencyCurve = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _valid(self) -> "_BytesCurveFile":
+        self._curve = _curve(self.sizes_bytes, self.efficiencies)
+        return self
 
 
-def _linkfit_from(d: Any, file: str | None, where: str) -> LinkFit:
-    tier = _need(d, "tier", file, where, str)
-    if tier not in TIERS:
-        raise InputError(f"unknown tier {tier!r}", file=file, field=f"{where}.tier", expected=" | ".join(TIERS))
-    bw = float(_need(d, "bandwidth_bytes_per_s", file, where))
-    lat = float(_need(d, "latency_s", file, where))
-    eff = float(_need(d, "efficiency", file, where))
-    ovh = float(_need(d, "collective_overhead_s", file, where))
-    if bw <= 0 or lat < 0 or ovh < 0 or not (0 < eff <= 1):
-        raise InputError("link parameters out of range", file=file, field=where,
-                         expected="bandwidth > 0, latency >= 0, overhead >= 0, 0 < efficiency <= 1")
-    curve = None
-    if d.get("efficiency_curve") is not None:
-        curve = _curve_from(d["efficiency_curve"], "bytes", file, f"{where}.efficiency_curve")
-    coll = _need(d, "collective", file, where, str)
-    if coll not in SCOPE_COLLECTIVE.values() and coll not in ("all_gather", "reduce_scatter"):
-        raise InputError(f"unknown collective {coll!r}", file=file, field=f"{where}.collective",
-                         expected="all_reduce | all_gather | reduce_scatter | all_to_all | p2p")
-    res = _res_from(d.get("residuals"))
-    res1 = None if d.get("residuals_ge_1mb") is None else _res_from(d.get("residuals_ge_1mb"))
-    size = d.get("group_size")
-    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
-        raise InputError(f"bad group size {size!r}", file=file, field=f"{where}.group_size",
-                         expected="an integer >= 1 or null")
-    return LinkFit(tier, coll, LinkModel(bw, lat, eff, ovh, curve), res, res1, size)
+class _ResidualsFile(BaseModel):
+    model_config = _FILE
+    samples: Annotated[int, Field(ge=0)]
+    mape: Optional[Annotated[float, Field(ge=0)]] = None
+    max_error: Optional[Annotated[float, Field(ge=0)]] = None
+
+    def residuals(self) -> Residuals:
+        nan = math.nan
+        return Residuals(self.samples, nan if self.mape is None else self.mape,
+                         nan if self.max_error is None else self.max_error)
+
+
+class _OpFitFile(BaseModel):
+    model_config = _FILE
+    name: Annotated[str, Field(min_length=1)]
+    compute_efficiency: _FlopsCurveFile
+    memory_efficiency: _BytesCurveFile
+    overhead_s: Seconds
+    roofline_p: Optional[Annotated[float, Field(ge=1)]] = None
+    residuals: Optional[_ResidualsFile] = None
+
+    def fit(self, scope: str) -> OpFit:
+        eff = KindEfficiency(self.compute_efficiency._curve, self.memory_efficiency._curve, float(self.overhead_s),
+                             "calibrated", None if self.roofline_p is None else float(self.roofline_p))
+        return OpFit(self.name, scope, eff, _residuals(self.residuals))
+
+
+class _LinkFitFile(BaseModel):
+    model_config = _FILE
+    tier: Literal["intra-node", "inter-node"]
+    collective: Literal["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "p2p"]
+    group_size: Optional[Annotated[int, Field(ge=1)]] = None
+    bandwidth_bytes_per_s: Annotated[float, Field(gt=0)]
+    latency_s: Seconds
+    efficiency: Annotated[float, Field(gt=0, le=1)]
+    collective_overhead_s: Seconds
+    efficiency_curve: Optional[_BytesCurveFile] = None
+    residuals: Optional[_ResidualsFile] = None
+    residuals_ge_1mb: Optional[_ResidualsFile] = None
+
+    def fit(self) -> LinkFit:
+        curve = None if self.efficiency_curve is None else self.efficiency_curve._curve
+        link = LinkModel(float(self.bandwidth_bytes_per_s), float(self.latency_s), float(self.efficiency),
+                         float(self.collective_overhead_s), curve)
+        res1 = None if self.residuals_ge_1mb is None else _residuals(self.residuals_ge_1mb)
+        return LinkFit(self.tier, self.collective, link, _residuals(self.residuals), res1, self.group_size)
+
+
+class _DeviceFile(BaseModel):
+    model_config = _FILE
+    name: str
+    ops: list[_OpFitFile]
+    kinds: list[_OpFitFile]
+    links: list[_LinkFitFile]
+
+    @model_validator(mode="after")
+    def _something(self) -> "_DeviceFile":
+        if not (self.ops or self.kinds or self.links):
+            raise ValueError("the entry calibrates nothing (no op, op kind or link fit)")
+        return self
+
+
+class _CalibrationFile(BaseModel):
+    model_config = _FILE
+    apiVersion: str = API_VERSION
+    kind: str = KIND
+    metadata: Optional[dict[str, Any]] = None
+    sources: list[str] = []
+    accelerators: list[_DeviceFile]
+
+
+def _residuals(r: _ResidualsFile | None) -> Residuals:
+    return Residuals(0, math.nan, math.nan) if r is None else r.residuals()
+
+
+#: what each field of a calibration file holds (the ``expected`` of its error), by field name
+_EXPECTED = {
+    "accelerators": "a list of accelerator entries (name, ops, kinds, links)",
+    "ops": "a list of per-op fits (may be empty, not null)",
+    "kinds": "a list of per-op-kind fits (may be empty, not null)",
+    "links": "a list of link fits (may be empty, not null)",
+    "name": "a name",
+    "overhead_s": f"seconds, at least 0 and at most {MAX_FIT_TIME_S:g}",
+    "latency_s": f"seconds, at least 0 and at most {MAX_FIT_TIME_S:g}",
+    "collective_overhead_s": f"seconds, at least 0 and at most {MAX_FIT_TIME_S:g}",
+    "bandwidth_bytes_per_s": "a finite number of bytes/s above 0",
+    "efficiency": "a finite number in (0, 1]",
+    "roofline_p": "a number >= 1, or null for max(compute, memory)",
+    "group_size": "an integer >= 1 or null",
+    "tier": " | ".join(TIERS),
+    "collective": "all_reduce | all_gather | reduce_scatter | all_to_all | p2p",
+    "compute_efficiency": "a curve: increasing sizes_flops above 0, efficiencies in (0, 1], equal lengths",
+    "memory_efficiency": "a curve: increasing sizes_bytes above 0, efficiencies in (0, 1], equal lengths",
+    "efficiency_curve": "a curve: increasing sizes_bytes above 0, efficiencies in (0, 1], equal lengths",
+    "residuals": "samples, mape and max_error (finite numbers >= 0, or null)",
+    "residuals_ge_1mb": "samples, mape and max_error (finite numbers >= 0, or null)",
+}
+
+
+#: the model of each section of a calibration file, by the section's field name
+_SECTION_MODELS: dict[str, type[BaseModel]] = {
+    "accelerators": _DeviceFile, "ops": _OpFitFile, "kinds": _OpFitFile, "links": _LinkFitFile,
+    "compute_efficiency": _FlopsCurveFile, "memory_efficiency": _BytesCurveFile,
+    "efficiency_curve": _BytesCurveFile, "residuals": _ResidualsFile, "residuals_ge_1mb": _ResidualsFile}
+
+
+def _file_error(exc: ValidationError, file: str | None) -> InputError:
+    """The one-line error of a calibration file that fails :class:`_CalibrationFile`: the field,
+    pydantic's reason and, for a missing or null section, that the file looks cut short."""
+    err = exc.errors()[0]
+    loc = [p for p in err["loc"] if not str(p).startswith("function-")]
+    if err.get("type") == "extra_forbidden":
+        model = _CalibrationFile
+        for p in loc[:-1]:  # the model the unknown field sits in
+            if isinstance(p, str):
+                model = _SECTION_MODELS.get(p, model)
+        expected = "only the fields planner calibrate writes: " + ", ".join(model.model_fields)
+    elif len(loc) == 2 and loc[0] == "accelerators" and err.get("type") == "value_error":
+        expected = "an entry with at least one op, op kind or link fit"
+    else:
+        names = [p for p in loc if isinstance(p, str) and p in _EXPECTED]
+        expected = _EXPECTED[names[-1]] if names else None
+    out = from_validation_error(exc, file=file, expected=expected)
+    if err.get("type") == "missing" or (err.get("input", 0) is None and err.get("type", "").endswith("_type")):
+        out = InputError(out.message + ": the calibration file looks truncated or edited", file=out.file,
+                         field=out.field, expected=out.expected,
+                         hint="Write it again with planner calibrate, or restore what was lost")
+    return out
 
 
 def load_calibration(path: str | Path) -> Calibration:

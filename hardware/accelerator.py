@@ -24,7 +24,7 @@ class EfficiencyCurve(BaseModel):
     messages); below the first point the first efficiency holds, above the last the last.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     sizes: tuple[float, ...]
     efficiencies: tuple[float, ...]
     _log_sizes: tuple[float, ...] = PrivateAttr(default=())  # precomputed: ``at`` runs in hot loops
@@ -65,7 +65,7 @@ class Link(BaseModel):
     fraction of the wire rate that collectives reach at large sizes.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     kind: LinkKind
     bandwidth_bytes_per_s: float = Field(gt=0)
     latency_s: float = Field(ge=0)
@@ -77,7 +77,7 @@ class Link(BaseModel):
 class Price(BaseModel):
     """An hourly price per GPU, with where and when it was read."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     usd_per_hour: float = Field(ge=0)
     source: str
     date: str
@@ -88,9 +88,11 @@ DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4")
 
 
 class Accelerator(BaseModel):
-    """One accelerator type.  All quantities in SI units (bytes, bytes/s, FLOP/s, W, $/h)."""
+    """One accelerator type.  All quantities in SI units (bytes, bytes/s, FLOP/s, W, $/h);
+    every number finite (a ``.inf`` bandwidth in a user catalog entry is refused, not listed as
+    null and used as infinitely fast)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     name: str
     vendor: str
     architecture: str

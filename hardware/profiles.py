@@ -40,6 +40,10 @@ VIDUR_OP_NAMES: dict[str, str] = {
 VIDUR_SHAPE_COLUMNS = ("n_head", "n_kv_head", "n_embd", "n_expanded_embd", "vocab_size", "use_gated_mlp",
                        "num_tokens", "num_tensor_parallel_workers")
 VIDUR_STATS = ("min", "max", "mean", "median", "std")
+#: the longest per-op time (ms) a Vidur profile may hold: one layer's op on one GPU takes
+#: microseconds to seconds, so an hour is no measurement (a unit slip, a corrupted cell); a time
+#: of 0 is none either (the op was not timed), and fitting or looking either up gives nonsense
+MAX_OP_TIME_MS = 3_600_000.0
 
 #: collective names as they appear in file names / tables -> the cost model's names
 COLLECTIVE_ALIASES: dict[str, str] = {
@@ -221,8 +225,10 @@ def read_vidur_op_csv(path: str | Path, *, accelerator: str | None = None, model
             if row.get(col, "") == "":
                 continue  # op not profiled at this point
             ms = _num(row, col, path, i)
-            if ms <= 0:
-                continue  # below the timer's resolution: no information
+            if not 0 < ms <= MAX_OP_TIME_MS:
+                raise InputError(f"row {i}: {row[col]} ms is not a measured op time", file=str(path), field=col,
+                                 expected=f"milliseconds above 0 and at most {MAX_OP_TIME_MS:.0f} (one hour: "
+                                          "one layer's op for one GPU takes microseconds to seconds)")
             out.append(OpSample(accelerator, model, shape, VIDUR_OP_NAMES[o], o, tokens, tp, ms * 1e-3))
     if not out:
         raise InputError("Vidur per-op profile has no rows", file=str(path), expected="at least one data row")

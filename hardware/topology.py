@@ -17,7 +17,7 @@ from hardware.accelerator import Link
 class NodeType(BaseModel):
     """A server type: ``gpus_per_node`` accelerators on one scale-up fabric plus a NIC tier."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     name: str
     aliases: tuple[str, ...] = ()
     accelerator: str

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from costmodels.calibration import Calibration, calibrate
+from costmodels.calibration import MIN_SAMPLES, Calibration, calibrate
 from hardware.catalog import get_accelerator
 from hardware.errors import InputError
 from hardware.profiles import CommSample, OpSample, find_vidur_op_csvs, read_comm_tables, read_vidur_op_csv
@@ -123,7 +123,14 @@ def run_calibrate(*, vidur: Sequence[str | Path] = (), nccl: Sequence[str] = (),
     if not ops and not comms:
         raise InputError(f"no measured data for {gpu}" if gpu else "no measured data found", field="--gpu",
                          expected="tables measured on this GPU")
-    return calibrate(ops, comms, sources=[str(p) for p in (*vidur, *nccl)])
+    calib = calibrate(ops, comms, sources=[str(p) for p in (*vidur, *nccl)])
+    for name, dev in sorted(calib.devices.items()):
+        if not (dev.op_fits or dev.kind_fits or dev.link_fits):  # a file that calibrates nothing
+            raise InputError(f"nothing could be fitted for {name}: {len(ops.get(name, []))} op sample(s) and "
+                             f"{len(comms.get(name, []))} collective sample(s)", field="--vidur/--nccl",
+                             expected=f"at least {MIN_SAMPLES} samples of one op or one collective on {name}"
+                                      + ("; --gpu picks one GPU's tables" if len(calib.devices) > 1 else ""))
+    return calib
 
 
 def calibration_document(calib: Calibration, inputs: Iterable[str] = ()) -> dict:

@@ -1,6 +1,7 @@
 """Library entry for single-layout estimates (what ``planner estimate`` calls)."""
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 
 from costmodels.model import load_model
@@ -25,6 +26,13 @@ def run_estimate(*, model: str, gpu: str, tp: int = 1, pp: int = 1, ep: int = 1,
     spec = load_model(model)
     accel = get_accelerator(gpu)
     node_type = get_node(node) if node else None
+    if node_type is not None and node_type.accelerator != accel.name:
+        named = f"{node} ({node_type.name})" if isinstance(node, str) and node.lower() != node_type.name.lower() \
+            else node_type.name
+        raise InputError(f"node type {named} holds {node_type.accelerator} GPUs, not {accel.name}",
+                         field="node", expected=f"a node type of {accel.name} (see `planner catalog nodes`), "
+                                                f"or the GPU {node_type.accelerator}")
+    _check_context(spec, input_len, output_len)
     efficiency = links = None
     if calibration is not None:
         from costmodels.calibration import load_calibration
@@ -42,3 +50,15 @@ def run_estimate(*, model: str, gpu: str, tp: int = 1, pp: int = 1, ep: int = 1,
     return estimate(spec, accel, tp=tp, pp=pp, ep=ep, input_len=input_len, output_len=output_len, batch=batch,
                     dtype=dtype, kv_dtype=kv_dtype, node=node_type, efficiency=efficiency, links=links,
                     measured=measured)
+
+
+def _check_context(spec, input_len: int, output_len: int) -> None:
+    """Refuse a request longer than the model's context window (``max_position_embeddings``):
+    no engine serves it, so its times and memory would describe nothing.  Models whose config
+    states no window are not checked."""
+    limit = spec.max_position_embeddings
+    if limit > 0 and all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in (input_len, output_len)) \
+            and input_len + output_len > limit:
+        raise InputError(f"{input_len} input + {output_len} output tokens = {input_len + output_len}, beyond "
+                         f"{spec.name}'s context of {limit} tokens", field="input_len/output_len",
+                         expected=f"input + output tokens at most {limit} (the model's max_position_embeddings)")

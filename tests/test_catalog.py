@@ -72,7 +72,9 @@ def test_extra_catalog_folder(tmp_path, monkeypatch):
     from hardware import catalog
     (tmp_path / "accelerators").mkdir()
     src = (catalog.CATALOG_DIR / "accelerators" / "l4.yaml").read_text()
-    (tmp_path / "accelerators" / "mygpu.yaml").write_text(src.replace("name: L4", "name: MyGPU").replace("- l4-24gb", "- mygpu-alias"))
+    # a new GPU keeps none of L4's aliases: a name or alias another entry answers to is refused
+    (tmp_path / "accelerators" / "mygpu.yaml").write_text(
+        src.replace("name: L4", "name: MyGPU").replace("- l4-24gb", "- mygpu-alias").replace("- nvidia-l4\n", ""))
     monkeypatch.setenv("PLANNER_CATALOG", str(tmp_path))
     catalog.clear_cache()
     try:

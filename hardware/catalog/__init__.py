@@ -4,6 +4,12 @@
 Names are matched case-insensitively and through each entry's aliases; an unknown name raises
 an :class:`InputError` that suggests the nearest known names.  ``$PLANNER_CATALOG`` may point at
 an extra folder with the same layout whose entries add to or replace the built-in ones.
+
+Replacing is explicit: a user entry replaces the built-in entry of the same ``name`` (compared
+case-insensitively), aliases included.  A user name or alias that another entry already answers
+to (``aliases: [h100]`` on a new GPU) is refused, as are two files of one folder with the same
+name and a node whose ``accelerator`` the catalog does not know: otherwise ``--gpu h100`` would
+quietly mean a different GPU depending on the environment.
 """
 from __future__ import annotations
 
@@ -69,23 +75,61 @@ def load_node_file(path: str | Path) -> NodeType:
         raise _validation_error(path, exc) from None
 
 
+def _load_folders(sub: str, loader, what: str) -> tuple[dict, dict[str, Path]]:
+    """Entries of every catalog folder's ``sub``/ by name, and the file each came from.
+
+    A user folder's entry replaces the built-in one of the same name (case-insensitively); two
+    files of one folder with one name, and a name or alias that two entries answer to, are
+    refused (see the module docstring)."""
+    out: dict = {}
+    origin: dict[str, Path] = {}
+    builtin: set[str] = set()
+    for at, folder in enumerate(_folders()):
+        seen: dict[str, Path] = {}
+        for path in sorted((folder / sub).glob("*.yaml")):
+            entry = loader(path)
+            key = entry.name.lower()
+            if key in seen:
+                raise InputError(f"{what} '{entry.name}' is also defined in {seen[key]}", file=str(path),
+                                 field="name", expected=f"one file per {what} in a catalog folder")
+            seen[key] = path
+            for old in [n for n in out if n.lower() == key]:  # a user entry replaces a built-in one
+                del out[old]
+                del origin[old]
+                builtin.discard(old)
+            out[entry.name] = entry
+            origin[entry.name] = path
+            if at == 0:
+                builtin.add(entry.name)
+    owner: dict[str, str] = {}
+    for name in sorted(out, key=lambda n: (n not in builtin, n)):  # built-ins first: a user file is named
+        for key in dict.fromkeys(k.lower() for k in (name, *out[name].aliases)):
+            other = owner.get(key)
+            if other is not None and other != name:
+                field = "name" if key == name.lower() else "aliases"
+                kind = f"built-in {what}" if other in builtin else what
+                raise InputError(f"'{key}' already names the {kind} {other} ({origin[other]})",
+                                 file=str(origin[name]), field=field,
+                                 expected=f"a name and aliases no other {what} answers to",
+                                 hint=f"To replace {other}, name the entry '{other}' (an entry replaces "
+                                      "the built-in one of the same name); otherwise change or drop the "
+                                      f"{'name' if field == 'name' else 'alias'} '{key}'")
+            owner[key] = name
+    return out, origin
+
+
 @functools.lru_cache(maxsize=None)
 def _accelerators() -> dict[str, Accelerator]:
-    out: dict[str, Accelerator] = {}
-    for folder in _folders():
-        for path in sorted((folder / "accelerators").glob("*.yaml")):
-            acc = load_accelerator_file(path)
-            out[acc.name] = acc
-    return out
+    return _load_folders("accelerators", load_accelerator_file, "GPU")[0]
 
 
 @functools.lru_cache(maxsize=None)
 def _nodes() -> dict[str, NodeType]:
+    nodes, origin = _load_folders("nodes", load_node_file, "node type")
     out: dict[str, NodeType] = {}
-    for folder in _folders():
-        for path in sorted((folder / "nodes").glob("*.yaml")):
-            node = load_node_file(path)
-            out[node.name] = node
+    for name, node in nodes.items():  # every node on a GPU the catalog knows, spelled as it is
+        acc = get_accelerator(node.accelerator, field="accelerator", file=str(origin[name]))
+        out[name] = node if acc.name == node.accelerator else node.model_copy(update={"accelerator": acc.name})
     return out
 
 

@@ -13,7 +13,7 @@ field and what was expected.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Callable, Literal, Optional
 
 from pydantic import (BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError,
                       with_config)
@@ -228,18 +228,19 @@ def _truncated(message: str, *, file: str | None, field: str, expected: str) -> 
                       hint="Write it again with planner fleet, or restore what was lost")
 
 
-def check_fleet_plan(plan: dict[str, Any], *, file: str | None = None) -> dict[str, Any]:
-    """Check every field emit reads of a FleetPlan (as read by :func:`planner.plan.load_plan`)
-    and return the plan with its pools normalised (counts as ints, GPU names as the catalog
-    spells them); the plan given is not changed.  A valid plan comes back equal to itself
-    apart from those spellings.
+def check_fleet_fields(plan: dict[str, Any], *, file: str | None = None,
+                       before_totals: Callable[[list[dict[str, Any]]], None] | None = None
+                       ) -> list[dict[str, Any]]:
+    """Check what any reader of a FleetPlan relies on (emit and the report alike): the
+    planner's sections (a plan it wrote and that lost one was cut short), the pools' types and
+    ranges, tp x pp, unique ids, one count per period, and the pools against the plan's own
+    routing, GPU totals and cost.  Returns the pools with counts and sizes as ints.
+    ``before_totals(pools)``: a reader's own checks of the pools (it may respell their GPU
+    names), run before the totals are compared.
 
     Raises:
         InputError: the first problem found, with ``file`` and the field.
     """
-    from hardware.catalog import get_accelerator
-    from planner.emit.vllm import check_servable, slug
-
     meta = plan.get("metadata")
     if isinstance(meta, dict) and meta.get("tool") == PLANNER_TOOL:
         for key in PLANNER_SECTIONS:
@@ -258,7 +259,6 @@ def check_fleet_plan(plan: dict[str, Any], *, file: str | None = None) -> dict[s
 
     pools = [dict(p) for p in plan["pools"]]
     ids: dict[str, int] = {}
-    names: dict[str, int] = {}
     for i, pool in enumerate(pools):
         where = f"pools[{i}]"
         tp, pp = pool["shape"]["tp"], pool["shape"].get("pp", 1)
@@ -275,13 +275,6 @@ def check_fleet_plan(plan: dict[str, Any], *, file: str | None = None) -> dict[s
             raise InputError(f"pool id '{pool['id']}' also names pools[{ids[pool['id']]}]",
                              file=file, field=f"{where}.id", expected="a different id per pool")
         ids[pool["id"]] = i
-        name = slug(pool["id"])
-        if name in names:
-            raise InputError(f"pools[{names[name]}] and {where} would both be named '{name}' "
-                             f"(ids '{pools[names[name]]['id']}' and '{pool['id']}')",
-                             file=file, field=f"{where}.id",
-                             expected="pool ids that differ in letters or digits")
-        names[name] = i
         pool["shape"] = dict(pool["shape"], tp=int(tp))
         if "pp" in pool["shape"]:
             pool["shape"]["pp"] = int(pp)
@@ -290,11 +283,41 @@ def check_fleet_plan(plan: dict[str, Any], *, file: str | None = None) -> dict[s
         if "counts_by_period" in pool:
             pool["counts_by_period"] = [int(c) for c in pool["counts_by_period"]]
     _check_periods(plan, pools, file)
-    check_servable({"pools": pools}, file=file)
-    for i, pool in enumerate(pools):
-        pool["gpu"] = get_accelerator(pool["gpu"], field=f"pools[{i}].gpu", file=file).name
+    if before_totals is not None:
+        before_totals(pools)
     _check_totals(plan, pools, file)
-    return {**plan, "pools": pools}
+    return pools
+
+
+def check_fleet_plan(plan: dict[str, Any], *, file: str | None = None) -> dict[str, Any]:
+    """Check every field emit reads of a FleetPlan (as read by :func:`planner.plan.load_plan`):
+    :func:`check_fleet_fields`, then what a deployment needs besides (pool ids that stay
+    distinct as artifact names, servable model ids, GPUs the catalog knows), and return the
+    plan with its pools normalised (counts as ints, GPU names as the catalog spells them); the
+    plan given is not changed.  A valid plan comes back equal to itself apart from those
+    spellings.
+
+    Raises:
+        InputError: the first problem found, with ``file`` and the field.
+    """
+    from hardware.catalog import get_accelerator
+    from planner.emit.vllm import check_servable, slug
+
+    def deployable(pools: list[dict[str, Any]]) -> None:
+        names: dict[str, int] = {}
+        for i, pool in enumerate(pools):
+            name = slug(pool["id"])
+            if name in names:
+                raise InputError(f"pools[{names[name]}] and pools[{i}] would both be named "
+                                 f"'{name}' (ids '{pools[names[name]]['id']}' and "
+                                 f"'{pool['id']}')", file=file, field=f"pools[{i}].id",
+                                 expected="pool ids that differ in letters or digits")
+            names[name] = i
+        check_servable({"pools": pools}, file=file)
+        for i, pool in enumerate(pools):
+            pool["gpu"] = get_accelerator(pool["gpu"], field=f"pools[{i}].gpu", file=file).name
+
+    return {**plan, "pools": check_fleet_fields(plan, file=file, before_totals=deployable)}
 
 
 def _check_periods(plan: dict[str, Any], pools: list[dict[str, Any]], file: str | None) -> None:

@@ -76,9 +76,14 @@ def _heatmaps(plan: dict[str, Any], plan_dir: Path | None) -> tuple[str, str, li
         try:
             from planner.experts import read_loads
             weights = read_loads(path).weights
-            if table and np.asarray(weights).shape[0] != len(table):
-                notes.append(f"the loads file {path} has {np.asarray(weights).shape[0]} layers but the placement "
+            shape = np.asarray(weights).shape
+            if table and shape[0] != len(table):
+                notes.append(f"the loads file {path} has {shape[0]} layers but the placement "
                              f"{len(table)}: loads not shown")
+                weights = None
+            elif spec.get("experts") and shape[1] != spec["experts"]:
+                notes.append(f"the loads file {path} has {shape[1]} experts but the plan {spec['experts']}: "
+                             "loads not shown")
                 weights = None
         except Exception as exc:  # a moved or changed file: say so, draw what the plan holds
             notes.append(f"could not read the loads file {path}: {exc}")

@@ -11,6 +11,7 @@ import json
 import math
 from typing import Any
 
+from hardware.errors import InputError
 from planner.report import html as H
 from planner.report import plots as P
 
@@ -176,6 +177,66 @@ def _single_plot(frame, rate: str, others: list[str]) -> tuple[str, str]:
     held = ", ".join(f"{k} = {v}" for k, v in fixed.items())
     return P.to_svg(fig), "Cost of the best plan restricted to each GPU type (from each point's " \
         "baseline_single_gpu) and of the mixed plan" + (f"; held at: {held}" if held else "")
+
+
+#: what every row of a sweep table holds (planner/sweep.py ``results_frame``)
+ROW_COLUMNS = ("point", "kind", "status", "axes", "tool_version", "sweep_sha256")
+STATUSES = ("ok", "infeasible", "error")
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip())
+
+
+def _cut(message: str, file: str | None, field: str, expected: str) -> InputError:
+    return InputError(f"{message}: the table looks truncated or edited", file=file, field=field,
+                      expected=expected, hint="Run the sweep again, or restore what was lost")
+
+
+def check_table(frame, *, file: str | None = None) -> None:
+    """Check what the report reads of a sweep table (the columns and, per row, the cells
+    ``planner sweep`` always writes) before anything is drawn: a row cut short, an ``axes``
+    cell that is not the sweep's JSON, an axis without its column, an unknown status.
+
+    Raises:
+        InputError: the first problem, naming ``file``, the column and the data row.
+    """
+    if not len(frame):
+        raise _cut("no rows", file, "point", "one row per sweep point")
+    columns = [c for c in ROW_COLUMNS if c in frame.columns]
+    first: dict[str, Any] = {}
+    for i, row in enumerate(frame[columns].itertuples(index=False, name=None), start=1):
+        cells = dict(zip(columns, row))
+        for col in columns:
+            if _missing(cells[col]):
+                raise _cut(f"data row {i} has no '{col}'", file, col, f"'{col}' in every row")
+        point = cells["point"]
+        if isinstance(point, bool) or not isinstance(point, (int, float)) or point != int(point) or point < 0:
+            raise InputError(f"data row {i}: point {point!r} is not a point number", file=file, field="point",
+                             expected="a whole number, at least 0")
+        if cells["status"] not in STATUSES:
+            raise InputError(f"data row {i}: unknown status {cells['status']!r}", file=file, field="status",
+                             expected=" | ".join(STATUSES))
+        for col in ("axes", "tool_version", "sweep_sha256", "kind"):
+            if col in cells and col in first and cells[col] != first[col]:
+                raise _cut(f"data row {i}'s {col} differs from row 1's", file, col,
+                           f"one {col} in every row of one sweep")
+        first = first or dict(cells)
+    try:
+        axes = json.loads(str(first["axes"]))
+    except json.JSONDecodeError as exc:
+        raise _cut(f"the axes cell is not JSON ({exc.msg})", file, "axes",
+                   "the sweep's axes as JSON: {name: field}") from None
+    if not isinstance(axes, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in axes.items()):
+        raise InputError("the axes cell is not a mapping of axis name to field", file=file, field="axes",
+                         expected="the sweep's axes as JSON: {name: field}")
+    for name in axes:
+        if AXIS_PREFIX + name not in frame.columns:
+            raise _cut(f"axis '{name}' has no column", file, AXIS_PREFIX + name, "a column per axis of the sweep")
+    sha = first.get("sweep_sha256")
+    if sha is not None and not (isinstance(sha, str) and len(sha) == 64
+                                and all(c in "0123456789abcdef" for c in sha)):
+        raise _cut("the sweep_sha256 cell is not a sha256", file, "sweep_sha256", "64 hex digits")
 
 
 def render(frame, source: str) -> str:
