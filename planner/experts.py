@@ -33,6 +33,16 @@ Engine formats, checked against their documentation / source on 2025-11-21 (sear
   slot]}, layer_updates_per_iter: 0}``, keyed by the model's decoder layer index (MoE layers
   only; the test suite starts at ``first_k_dense_replace``), every ``num_slots / ep_size``
   successive slots on one rank; referenced as ``moe_config: {load_balancer: FILE}``.
+
+Size limits (README, "MoE expert placement"), checked before any array is sized: ids in load
+files and traces beyond :data:`MAX_LAYERS` / :data:`MAX_EXPERTS` (or the named model's own
+counts) are refused while the file is read; requests beyond :data:`MAX_GPUS`,
+:data:`MAX_SLOTS` and the products below are refused before solving.  Within them the time
+limit covers the whole search (bound, improvement stages, migration, affinity); reading the
+inputs and the first placement of every layer always complete (a few seconds at the limits;
+writing a plan of a million-entry table takes longer in YAML than in JSON).
+Loads are relative: they are scaled by a power of two (exact) before solving, so a matrix and
+the same matrix times any factor get the same placement, status and gap.
 """
 from __future__ import annotations
 
@@ -40,18 +50,44 @@ import csv
 import json
 import math
 import time
-from dataclasses import dataclass, field
+import zipfile
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from hardware.errors import InputError, from_validation_error
 from planner.plan import json_lines
 from solvers import assignment as asg
 
 KIND = "ExpertPlacement"
+
+#: MoE layers of a load matrix (rows)
+MAX_LAYERS = 4096
+#: experts per layer (columns)
+MAX_EXPERTS = 65536
+#: layers x experts of a load matrix
+MAX_LOAD_ENTRIES = 1 << 22
+#: entries of a ``[records, layers, experts]`` dump (summed over records when read)
+MAX_DUMP_ENTRIES = 1 << 26
+#: layers x experts x experts of the pair counts derived from routing traces
+MAX_PAIR_ENTRIES = 1 << 24
+#: GPUs of one expert-parallel group
+MAX_GPUS = 4096
+#: physical expert slots per layer (all GPUs together)
+MAX_SLOTS = 65536
+#: layers x slots: the placement table written to the plan
+MAX_TABLE_ENTRIES = 1 << 20
+#: layers x GPUs x experts: which expert each GPU holds, per layer
+MAX_CELLS = 1 << 25
+#: layers x slots x GPUs: the work of the first placement (LPT over every GPU per copy)
+MAX_PACK_WORK = 1 << 30
+#: slots per layer up to which the affinity pass swaps copies (it compares every slot pair)
+MAX_AFFINITY_SLOTS = 2048
+#: seconds (time_limit_s, cpsat_s)
+MAX_TIME_S = 86400.0
 
 
 # ============================================================================ loads and traces
@@ -72,7 +108,86 @@ class LoadData:
     coactivation: Optional[np.ndarray] = None
 
 
-def read_loads(path: str | Path, *, field_name: str = "loads") -> LoadData:
+@dataclass(frozen=True)
+class IdLimits:
+    """The most layers and experts per layer a load file or trace may have: the planner's
+    documented maxima, or a named model's own counts (``owner``: the model's name)."""
+
+    layers: int = MAX_LAYERS
+    experts: int = MAX_EXPERTS
+    owner: str = ""
+
+    def why(self, kind: str) -> str:
+        limit = self.layers if kind == "layer" else self.experts
+        noun = "layers" if kind == "layer" else "experts per layer"
+        return (f"{self.owner} has {limit:,} {noun}" if self.owner
+                else f"at most {limit:,} {noun}, the planner's limit")
+
+    def check_id(self, kind: str, value: int, *, file: str, field: str, where: str) -> None:
+        """Refuse a layer / expert id outside ``0..limit - 1`` (``where``: "line 5: ")."""
+        limit = self.layers if kind == "layer" else self.experts
+        if not 0 <= value < limit:
+            raise InputError(f"{where}{kind} id {value} is out of range", file=file, field=field,
+                             expected=f"{kind} ids 0..{limit - 1}: {self.why(kind)}")
+
+    def check_shape(self, shape: tuple, *, file: str, field: str) -> None:
+        """Refuse a ``[layers, experts]`` (or ``[records, layers, experts]``) shape beyond the
+        limits, before the array is read or summed."""
+        if len(shape) not in (2, 3):
+            return   # _check_matrix names the wrong shape
+        L, E = int(shape[-2]), int(shape[-1])
+        if L > self.layers:
+            raise InputError(f"load matrix has {L:,} layers", file=file, field=field,
+                             expected=self.why("layer"))
+        if E > self.experts:
+            raise InputError(f"load matrix has {E:,} experts per layer", file=file, field=field,
+                             expected=self.why("expert"))
+        if L * E > MAX_LOAD_ENTRIES:
+            raise InputError(f"load matrix has {L:,} layers x {E:,} experts", file=file,
+                             field=field, expected=f"at most {MAX_LOAD_ENTRIES:,} entries "
+                                                   "(layers x experts), the planner's limit")
+        if len(shape) == 3 and int(np.prod(shape, dtype=object)) > MAX_DUMP_ENTRIES:
+            raise InputError(f"the dump holds {int(shape[0]):,} records of {L} x {E}", file=file,
+                             field=field, expected=f"at most {MAX_DUMP_ENTRIES:,} entries in all "
+                                                   "(sum the records first)")
+
+
+def _npz_shape(z: Any, key: str) -> tuple | None:
+    """The shape of array ``key`` of an open npz, from its header (None when unreadable)."""
+    try:
+        with z.zip.open(key + ".npy") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            return tuple(read(fh)[0])
+    except Exception:  # noqa: BLE001 - np.load reports a broken member itself
+        return None
+
+
+def _whole_number(value: Any) -> int | None:
+    """An integer from an int, an integral float or their text ("3", "3.0", "1e9"); else None
+    (True / False are not numbers here)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            value = float(text)
+        except ValueError:
+            return None
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return None
+
+
+def read_loads(path: str | Path, *, field_name: str = "loads",
+               limits: IdLimits = IdLimits()) -> LoadData:
     """Read a load matrix from .npy / .npz / .csv / .json / .pt / .jsonl (traces).
 
     * ``.npy``: ``[layers, experts]`` or ``[records, layers, experts]`` (summed over records);
@@ -83,6 +198,8 @@ def read_loads(path: str | Path, *, field_name: str = "loads") -> LoadData:
     * ``.pt``: SGLang's dump (``logical_count`` [records, layers, experts]) when torch is
       installed;
     * ``.jsonl``: routing traces, see :func:`read_traces`.
+
+    Shapes and ids beyond ``limits`` are refused before the matrix is built.
     """
     p = Path(path)
     if not p.exists():
@@ -91,10 +208,11 @@ def read_loads(path: str | Path, *, field_name: str = "loads") -> LoadData:
         raise InputError("load file is a folder", file=str(p), field=field_name)
     suffix = p.suffix.lower()
     if suffix == ".jsonl":
-        return read_traces(p)
+        return read_traces(p, limits=limits, field_name=field_name)
     try:
         if suffix == ".npy":
-            arr = np.load(p, allow_pickle=False)
+            arr = np.load(p, allow_pickle=False, mmap_mode="r")   # the header first
+            limits.check_shape(arr.shape, file=str(p), field=field_name)
         elif suffix == ".npz":
             with np.load(p, allow_pickle=False) as z:
                 keys = list(z.keys())
@@ -105,9 +223,12 @@ def read_loads(path: str | Path, *, field_name: str = "loads") -> LoadData:
                     raise InputError(f"npz holds {keys}; cannot tell which is the load matrix",
                                      file=str(p), field=field_name,
                                      expected="an array named 'weight' or a single array")
+                shape = _npz_shape(z, key)
+                if shape is not None:
+                    limits.check_shape(shape, file=str(p), field=field_name)
                 arr = z[key]
         elif suffix == ".csv":
-            arr = _read_csv(p)
+            arr = _read_csv(p, limits)
         elif suffix == ".json":
             arr = _from_json(json.loads(p.read_text(encoding="utf-8")), p)
         elif suffix == ".pt":
@@ -117,10 +238,12 @@ def read_loads(path: str | Path, *, field_name: str = "loads") -> LoadData:
                              expected=".npy, .npz, .csv, .json, .pt or .jsonl")
     except InputError:
         raise
-    except (ValueError, OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read the load file: {str(exc).splitlines()[0]}", file=str(p),
+    except (ValueError, OSError, EOFError, RecursionError, json.JSONDecodeError,
+            zipfile.BadZipFile) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"cannot read the load file: {first}", file=str(p),
                          field=field_name) from None
-    return LoadData(_check_matrix(arr, p), str(p))
+    return LoadData(_check_matrix(arr, p, limits, field_name), str(p))
 
 
 def _from_json(data: Any, p: Path) -> np.ndarray:
@@ -137,28 +260,43 @@ def _from_json(data: Any, p: Path) -> np.ndarray:
                          expected="a [layers][experts] list of numbers") from None
 
 
-def _read_csv(p: Path) -> np.ndarray:
+def _read_csv(p: Path, limits: IdLimits = IdLimits()) -> np.ndarray:
+    """``layer_id,expert_id,count`` rows; each id checked against ``limits`` as it is read."""
+    file = str(p)
     with p.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         need = {"layer_id", "expert_id", "count"}
-        if reader.fieldnames is None or not need <= {f.strip() for f in reader.fieldnames}:
-            raise InputError(f"CSV header is {reader.fieldnames}", file=str(p),
+        if reader.fieldnames is None or not need <= {f.strip() for f in reader.fieldnames if f}:
+            raise InputError(f"CSV header is {reader.fieldnames}", file=file,
                              expected="columns layer_id,expert_id,count")
-        rows = []
+        layers, experts, counts = [], [], []
         for i, row in enumerate(reader, start=2):
             row = {k.strip(): v for k, v in row.items() if k is not None}
+            ids = []
+            for column, kind in (("layer_id", "layer"), ("expert_id", "expert")):
+                value = _whole_number(row.get(column))
+                if value is None:
+                    raise InputError(f"line {i}: {column} {row.get(column)!r} is not a whole "
+                                     "number", file=file, field=column,
+                                     expected=f"integer {kind} ids")
+                limits.check_id(kind, value, file=file, field=column, where=f"line {i}: ")
+                ids.append(value)
             try:
-                rows.append((int(row["layer_id"]), int(row["expert_id"]), float(row["count"])))
+                count = float(row.get("count"))
             except (TypeError, ValueError):
-                raise InputError(f"line {i} is not numeric: {row}", file=str(p),
-                                 expected="integer layer_id and expert_id, numeric count") from None
-    if not rows:
-        raise InputError("CSV has no rows", file=str(p), expected="one row per (layer, expert)")
-    a = np.array(rows)
-    if a[:, :2].min() < 0:
-        raise InputError("negative layer_id or expert_id", file=str(p), expected="ids >= 0")
-    out = np.zeros((int(a[:, 0].max()) + 1, int(a[:, 1].max()) + 1))
-    np.add.at(out, (a[:, 0].astype(int), a[:, 1].astype(int)), a[:, 2])
+                count = math.nan
+            if not (math.isfinite(count) and count >= 0):
+                raise InputError(f"line {i}: count {row.get('count')!r}", file=file, field="count",
+                                 expected="a finite number >= 0")
+            layers.append(ids[0])
+            experts.append(ids[1])
+            counts.append(count)
+    if not counts:
+        raise InputError("CSV has no rows", file=file, expected="one row per (layer, expert)")
+    shape = (max(layers) + 1, max(experts) + 1)
+    limits.check_shape(shape, file=file, field="expert_id")
+    out = np.zeros(shape)
+    np.add.at(out, (np.asarray(layers), np.asarray(experts)), np.asarray(counts))
     return out
 
 
@@ -179,54 +317,87 @@ def _read_torch(p: Path) -> np.ndarray:
     return np.asarray(data.numpy() if hasattr(data, "numpy") else data, dtype=float)
 
 
-def _check_matrix(arr: np.ndarray, p: Path | str) -> np.ndarray:
+def _check_matrix(arr: np.ndarray, p: Path | str, limits: IdLimits = IdLimits(),
+                  field: str | None = None) -> np.ndarray:
     arr = np.asarray(arr)
     if arr.dtype.kind not in "iufb":
-        raise InputError(f"load matrix has dtype {arr.dtype}", file=str(p), expected="numbers")
+        raise InputError(f"load matrix has dtype {arr.dtype}", file=str(p), field=field,
+                         expected="numbers")
+    limits.check_shape(arr.shape, file=str(p), field=field)
     arr = arr.astype(float)
     if arr.ndim == 3:  # SGLang logical_count [records, layers, experts]: total over records
         arr = arr.sum(0)
     if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise InputError(f"load matrix has shape {list(arr.shape)}", file=str(p),
+        raise InputError(f"load matrix has shape {list(arr.shape)}", file=str(p), field=field,
                          expected="[layers, experts] (or [records, layers, experts])")
     if not np.all(np.isfinite(arr)):
-        raise InputError("load matrix holds NaN or infinite values", file=str(p),
+        raise InputError("load matrix holds NaN or infinite values", file=str(p), field=field,
                          expected="finite counts")
     if np.any(arr < 0):
         layer, expert = map(int, np.argwhere(arr < 0)[0])
         raise InputError(f"negative count {arr[layer, expert]:g} at layer {layer}, expert {expert}",
-                         file=str(p), expected="counts >= 0")
+                         file=str(p), field=field, expected="counts >= 0")
+    with np.errstate(over="ignore"):
+        total = float(arr.sum(dtype=float))
+    if not math.isfinite(total):
+        raise InputError("the loads add up to more than the largest float", file=str(p), field=field,
+                         expected="counts whose total is finite (loads are relative: scale them "
+                                  "down)")
     return arr
 
 
-def read_traces(path: str | Path) -> LoadData:
+def read_traces(path: str | Path, *, limits: IdLimits = IdLimits(),
+                field_name: str = "traces") -> LoadData:
     """Token routing traces, JSONL, one object per (token, layer):
     ``{"request": R, "token": T, "layer": L, "experts": [top-k expert ids]}``.
 
     Derives loads (tokens per expert), co-activation within a layer (pairs among one token's
     top-k) and transitions between consecutive layers (every expert of layer l to every expert
     of layer l + 1 for the same token, weighted 1 / k^2 so each token-step counts once).
+    Layer and expert ids beyond ``limits`` are refused at their line, and traces whose pair
+    counts would exceed :data:`MAX_PAIR_ENTRIES` before those are sized.
     """
     p = Path(path)
+    file = str(p)
+    if not p.is_file():
+        raise InputError("routing trace not found" if not p.exists() else "routing trace is a folder",
+                         file=file, field=field_name)
     recs: dict[tuple, dict[int, list[int]]] = {}
     max_layer = max_expert = -1
     record = '{"request", "token", "layer", "experts": [ids]}'
     for i, obj in json_lines(p, what="routing trace", expected=record):
-        try:
-            key = (obj.get("request", 0), obj["token"])
-            layer = int(obj["layer"])
-            experts = [int(e) for e in obj["experts"]]
-        except (KeyError, TypeError, ValueError):
-            raise InputError(f"line {i} is not a routing record", file=str(p),
-                             expected=record) from None
-        if layer < 0 or not experts or min(experts) < 0:
-            raise InputError(f"line {i}: negative layer or expert id, or no experts",
-                             file=str(p), expected="ids >= 0 and a non-empty top-k")
+        where = f"line {i}: "
+        if "token" not in obj or "layer" not in obj or "experts" not in obj:
+            missing = next(k for k in ("token", "layer", "experts") if k not in obj)
+            raise InputError(f"{where}no '{missing}'", file=file, field=missing, expected=record)
+        key = (obj.get("request", 0), obj["token"])
+        if not all(k is None or (isinstance(k, (str, int, float)) and not isinstance(k, bool))
+                   for k in key):
+            raise InputError(f"{where}request / token {list(key)} are not ids", file=file,
+                             field="token", expected="a number or a string each")
+        layer = _whole_number(obj["layer"])
+        if layer is None or isinstance(obj["layer"], str):
+            raise InputError(f"{where}layer {obj['layer']!r} is not a whole number", file=file,
+                             field="layer", expected="an integer layer id")
+        limits.check_id("layer", layer, file=file, field="layer", where=where)
+        raw = obj["experts"]
+        experts = [_whole_number(e) for e in raw] if isinstance(raw, list) else None
+        if not experts or any(e is None or isinstance(x, str) for e, x in zip(experts, raw)):
+            raise InputError(f"{where}experts {raw!r}"[:120], file=file, field="experts",
+                             expected="a non-empty list of integer expert ids (the token's top-k)")
+        for e in experts:
+            limits.check_id("expert", e, file=file, field="experts", where=where)
         recs.setdefault(key, {})[layer] = experts
         max_layer, max_expert = max(max_layer, layer), max(max_expert, max(experts))
     if max_layer < 0:
-        raise InputError("trace file has no records", file=str(p))
+        raise InputError("trace file has no records", file=file, field=field_name)
     L, E = max_layer + 1, max_expert + 1
+    limits.check_shape((L, E), file=file, field="experts")
+    if L * E * E > MAX_PAIR_ENTRIES:
+        raise InputError(f"traces over {L:,} layers x {E:,} experts need {L * E * E:,} pair counts",
+                         file=file, field="experts",
+                         expected=f"layers x experts^2 <= {MAX_PAIR_ENTRIES:,} (pass the loads "
+                                  "as a matrix instead)")
     loads = np.zeros((L, E))
     co = np.zeros((L, E, E))
     tr = np.zeros((max(L - 1, 0), E, E))
@@ -246,59 +417,91 @@ def read_traces(path: str | Path) -> LoadData:
 
 
 # ============================================================================ request
-class MemorySpec(BaseModel):
+class _Spec(BaseModel):
+    # no inf / nan anywhere: every number of a request is a finite quantity
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class MemorySpec(_Spec):
     """Redundant slots chosen against memory: each slot holds one expert of every MoE layer."""
 
-    model_config = ConfigDict(extra="forbid")
-    budget_gib_per_gpu: float = Field(gt=0, description="GiB per GPU for routed-expert weights")
-    expert_bytes: Optional[float] = Field(default=None, gt=0,
+    budget_gib_per_gpu: float = Field(gt=0, le=2 ** 20,
+                                      description="GiB per GPU for routed-expert weights")
+    expert_bytes: Optional[float] = Field(default=None, ge=1, le=2 ** 50,
                                           description="bytes of one expert in one layer "
                                                       "(default: from the model)")
     expert_dtype: Optional[str] = Field(default=None, description="default: the model's dtype")
-    kv_dtype_bytes: float = Field(default=2.0, gt=0)
-    tolerance: float = Field(default=0.01, ge=0,
+    kv_dtype_bytes: float = Field(default=2.0, gt=0, le=64)
+    tolerance: float = Field(default=0.01, ge=0, le=1,
                              description="stop adding slots once the bound is within this of "
                                          "the best the budget allows")
 
 
-class AffinitySpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AffinitySpec(_Spec):
     enabled: bool = True
-    slack: float = Field(default=0.0, ge=0, description="max/mean GPU load that may be given up "
-                                                        "(fraction of the load-only plan's)")
+    slack: float = Field(default=0.0, ge=0, le=10,
+                         description="max/mean GPU load that may be given up "
+                                     "(fraction of the load-only plan's)")
 
 
-class ExpertRequest(BaseModel):
-    """``planner experts`` request (YAML / JSON, or built from CLI flags)."""
+class ExpertRequest(_Spec):
+    """``planner experts`` request (YAML / JSON, or built from CLI flags).
 
-    model_config = ConfigDict(extra="forbid")
+    Counts are bounded by the documented maxima (:data:`MAX_GPUS`, :data:`MAX_SLOTS`, ...);
+    errors about a field name the request file, or the flag that gave the value."""
+
     apiVersion: Optional[str] = None
     kind: Optional[str] = None
     loads: Optional[str] = Field(default=None, description="load file (see read_loads)")
     traces: Optional[str] = Field(default=None, description="JSONL routing traces")
     model: Optional[str] = Field(default=None, description="model alias or config.json")
-    gpus: int = Field(gt=0)
-    nodes: int = Field(default=1, gt=0)
-    slots: Optional[int] = Field(default=None, gt=0, description="physical slots in total")
-    slots_per_gpu: Optional[int] = Field(default=None, gt=0)
-    redundant: Optional[int] = Field(default=None, ge=0, description="slots beyond one per expert")
-    groups: Optional[int] = Field(default=None, gt=0,
+    gpus: int = Field(gt=0, le=MAX_GPUS)
+    nodes: int = Field(default=1, gt=0, le=MAX_GPUS)
+    slots: Optional[int] = Field(default=None, gt=0, le=MAX_SLOTS,
+                                 description="physical slots in total")
+    slots_per_gpu: Optional[int] = Field(default=None, gt=0, le=MAX_SLOTS)
+    redundant: Optional[int] = Field(default=None, ge=0, le=MAX_SLOTS,
+                                     description="slots beyond one per expert")
+    groups: Optional[int] = Field(default=None, gt=0, le=MAX_EXPERTS,
                                   description="contiguous expert groups, each kept on one node")
-    max_replicas: Optional[int] = Field(default=None, gt=0, description="cap per expert")
-    gpu_slots: Optional[list[int]] = Field(default=None, description="mixed GPUs: slots per GPU")
-    gpu_speeds: Optional[list[float]] = Field(default=None, description="mixed GPUs: relative speed")
+    max_replicas: Optional[int] = Field(default=None, gt=0, le=MAX_GPUS,
+                                        description="cap per expert")
+    gpu_slots: Optional[list[Annotated[int, Field(ge=1, le=MAX_SLOTS)]]] = Field(
+        default=None, max_length=MAX_GPUS, description="mixed GPUs: slots per GPU")
+    gpu_speeds: Optional[list[Annotated[float, Field(ge=1e-6, le=1e6)]]] = Field(
+        default=None, max_length=MAX_GPUS, description="mixed GPUs: relative speed (ratios matter)")
     gpu: Optional[str] = Field(default=None, description="GPU type (for the memory report)")
     memory: Optional[MemorySpec] = None
     previous: Optional[str] = Field(default=None, description="previous ExpertPlacement plan or npz")
-    max_moves: Optional[int] = Field(default=None, ge=0, description="copies that may be loaded")
+    max_moves: Optional[int] = Field(default=None, ge=0, le=MAX_TABLE_ENTRIES,
+                                     description="copies that may be loaded")
     affinity: AffinitySpec = AffinitySpec()
-    time_limit_s: float = Field(default=30.0, gt=0)
-    cpsat_s: float = Field(default=0.0, ge=0, description="CP-SAT refinement time (0: off)")
-    tolerance: float = Field(default=1e-3, ge=0, description="stop improving a layer this close "
-                                                             "to its bound")
+    time_limit_s: float = Field(default=30.0, gt=0, le=MAX_TIME_S)
+    cpsat_s: float = Field(default=0.0, ge=0, le=MAX_TIME_S,
+                           description="CP-SAT refinement time (0: off)")
+    tolerance: float = Field(default=1e-3, ge=0, le=1, description="stop improving a layer this "
+                                                                  "close to its bound")
+    _file: Optional[str] = PrivateAttr(default=None)
+    _flags: dict = PrivateAttr(default_factory=dict)
+
+    def where(self, field: str) -> dict:
+        """``file=`` / ``field=`` for an :class:`InputError` about ``field``: the request file
+        and the field, or (a value given on the command line) the flag alone."""
+        flag = self._flags.get(field) or self._flags.get(field.split(".")[0])
+        if flag:
+            return {"file": None, "field": flag}
+        return {"file": self._file, "field": field}
+
+    def slots_field(self) -> str:
+        """The field that set the slot count (for errors about it)."""
+        return next((k for k in ("slots", "slots_per_gpu", "redundant", "gpu_slots")
+                     if getattr(self, k) is not None), "slots")
 
 
 def load_request(path: str | Path) -> ExpertRequest:
+    """Read and validate a request file.  Relative paths in it (loads, traces, previous, a
+    model's config.json) are read from the request's folder (else as given)."""
+    from costmodels.model import model_beside
     from planner.plan import read_structured
 
     data = read_structured(path, what="request")
@@ -309,19 +512,38 @@ def load_request(path: str | Path) -> ExpertRequest:
     updates = {}
     for key in ("loads", "traces", "previous"):
         v = getattr(req, key)
-        if v and not Path(v).is_absolute() and not Path(v).exists():
+        if v and not Path(v).is_absolute() and ((base / v).exists() or not Path(v).exists()):
             updates[key] = str(base / v)
+    if req.model:
+        updates["model"] = model_beside(req.model, base)
     return req.model_copy(update=updates)
 
 
-def validate_request(data: dict, *, file: str | None = None) -> ExpertRequest:
+def validate_request(data: dict, *, file: str | None = None,
+                     flags: dict[str, str] | None = None) -> ExpertRequest:
+    """The request from ``data`` (read from ``file``).  ``flags``: which fields came from the
+    command line (``{"gpus": "--gpus", "memory.budget_gib_per_gpu": "--memory-gib"}``), so that
+    an error about one names the flag rather than the file."""
+    flags = dict(flags or {})
+
+    def at(field: str) -> dict:
+        flag = flags.get(field) or flags.get(field.split(".")[0].split("[")[0])
+        return {"file": None, "field": flag} if flag else {"file": file, "field": field}
+
     if data.get("kind") not in (None, "ExpertRequest", "ExpertPlacementRequest"):
-        raise InputError(f"unexpected kind {data.get('kind')!r}", file=file, field="kind",
+        raise InputError(f"unexpected kind {data.get('kind')!r}", **at("kind"),
                          expected="ExpertRequest")
     try:
-        return ExpertRequest.model_validate(data)
+        req = ExpertRequest.model_validate(data)
     except ValidationError as exc:
-        raise from_validation_error(exc, file=file) from None
+        err = from_validation_error(exc, file=file)
+        if err.field is None:
+            raise err from None
+        raise InputError(err.message, expected=err.expected, hint=err.hint,
+                         **at(err.field)) from None
+    req._file = None if file is None else str(file)
+    req._flags = flags
+    return req
 
 
 # ============================================================================ problem
@@ -352,33 +574,85 @@ class Problem:
         return np.arange(self.bins.count) // (self.bins.count // self.num_nodes)
 
 
-def _load_model(name: str):
+def _load_model(req: ExpertRequest):
+    """The request's model; an unknown name or unreadable config names the request's field."""
     try:
         from costmodels.model import load_model
     except ImportError:  # pragma: no cover - the cost models land separately
-        raise InputError("model specs are not available in this installation", field="model")
-    return load_model(name)
+        raise InputError("model specs are not available in this installation",
+                         **req.where("model")) from None
+    try:
+        return load_model(req.model)
+    except InputError as exc:
+        if exc.file is not None and Path(exc.file).is_file():
+            raise   # about the config file's content: that file is named
+        raise InputError(exc.message, expected=exc.expected, hint=exc.hint,
+                         **req.where("model")) from None
 
 
-def build_problem(req: ExpertRequest) -> Problem:
-    """Check the request against the loads and the model; choose the slot count."""
+def _located(req: ExpertRequest, exc: InputError, field: str) -> InputError:
+    """``exc`` (raised without a file) placed at the request's ``field``."""
+    if exc.file is not None:
+        return exc
+    return InputError(exc.message, expected=exc.expected, hint=exc.hint, **req.where(field))
+
+
+def check_gpu(req: ExpertRequest):
+    """The request's GPU type from the catalog (an unknown name is refused with the catalog's
+    suggestions), or None."""
+    if not req.gpu:
+        return None
+    from hardware.catalog import get_accelerator
+
+    return get_accelerator(req.gpu, **req.where("gpu"))
+
+
+def input_files(req: ExpertRequest) -> list[Path]:
+    """Every file the request reads (loads, traces, previous plan, a model's config.json):
+    none of them may be overwritten by an output."""
+    from costmodels.model import model_config_file
+
+    files = [Path(p) for p in (req.loads, req.traces, req.previous) if p]
+    if req.model:
+        config = model_config_file(req.model)
+        if config is not None:
+            files.append(config)
+    if req._file:
+        files.insert(0, Path(req._file))
+    return files
+
+
+def build_problem(req: ExpertRequest, *, deadline: float | None = None) -> Problem:
+    """Check the request against the loads and the model; choose the slot count.
+
+    ``deadline`` (``time.perf_counter()``) cuts the memory budget's slot sweep short."""
     if not req.loads and not req.traces:
-        raise InputError("no loads given", field="loads", expected="a load file or traces")
-    data = read_loads(req.loads, field_name="loads") if req.loads else read_traces(req.traces)
+        raise InputError("no loads given", **req.where("loads"), expected="a load file or traces")
+    check_gpu(req)
+    model = _load_model(req) if req.model else None
+    if model is not None and model.moe is None:
+        raise InputError(f"model {model.name} has no routed experts", **req.where("model"),
+                         expected="a MoE model")
+    limits = IdLimits() if model is None else \
+        IdLimits(min(model.num_layers, MAX_LAYERS), min(model.moe.num_experts, MAX_EXPERTS),
+                 model.name)
+    data = read_loads(req.loads, field_name="loads", limits=limits) if req.loads \
+        else read_traces(req.traces, limits=limits)
     if req.loads and req.traces:
-        tr = read_traces(req.traces)
+        tr = read_traces(req.traces, limits=limits)
         if tr.weights.shape[1] > data.weights.shape[1] or tr.weights.shape[0] > data.weights.shape[0]:
             raise InputError(f"traces cover {list(tr.weights.shape)} (layers, experts), more than "
                              f"the loads {list(data.weights.shape)}", file=req.traces, field="traces")
+        L, E = data.weights.shape
+        if L * E * E > MAX_PAIR_ENTRIES:
+            raise InputError(f"pair counts over the loads' {L:,} layers x {E:,} experts would take "
+                             f"{L * E * E:,} entries", file=req.traces, field="traces",
+                             expected=f"layers x experts^2 <= {MAX_PAIR_ENTRIES:,}")
         data = LoadData(data.weights, data.source, _pad_pairs(tr.transitions, data.weights, -1),
                         _pad_pairs(tr.coactivation, data.weights, 0))
     w = data.weights
-    model = _load_model(req.model) if req.model else None
     notes = []
     if model is not None:
-        if model.moe is None:
-            raise InputError(f"model {model.name} has no routed experts", field="model",
-                             expected="a MoE model")
         L, E = model.num_moe_layers, model.moe.num_experts
         if w.shape == (model.num_layers, E) and model.num_layers != L:
             dense = [i for i in range(model.num_layers) if not model.is_moe_layer(i)]
@@ -397,11 +671,15 @@ def build_problem(req: ExpertRequest) -> Problem:
             raise InputError(f"load matrix is {list(w.shape)} (layers, experts) but {model.name} "
                              f"has {L} MoE layers x {E} experts", file=data.source, field="loads",
                              expected=f"[{L}, {E}] or [{model.num_layers}, {E}]")
-    E = w.shape[1]
+    L, E = w.shape
     G, N = req.gpus, req.nodes
     if G % N:
-        raise InputError(f"{G} GPUs do not split evenly over {N} nodes", field="gpus",
+        raise InputError(f"{G} GPUs do not split evenly over {N} nodes", **req.where("gpus"),
                          expected="a multiple of nodes")
+    if L * G * E > MAX_CELLS:
+        raise InputError(f"{L:,} layers x {E:,} experts on {G:,} GPUs is too large",
+                         **req.where("gpus"),
+                         expected=f"layers x GPUs x experts <= {MAX_CELLS:,}, the planner's limit")
     groups = req.groups
     if groups is None and model is not None and model.moe.num_expert_groups > 1 and N > 1 \
             and model.moe.num_expert_groups % N == 0:
@@ -410,42 +688,63 @@ def build_problem(req: ExpertRequest) -> Problem:
     if groups is not None:
         if E % groups:
             raise InputError(f"{E} experts do not split into {groups} equal groups",
-                             field="groups", expected=f"a divisor of {E}")
+                             **req.where("groups"), expected=f"a divisor of {E}")
         if groups % N:
             raise InputError(f"{groups} groups cannot be spread equally over {N} nodes",
-                             field="groups", expected=f"a multiple of nodes ({N})")
+                             **req.where("groups"), expected=f"a multiple of nodes ({N})")
     cap = req.max_replicas or G
     slots_per_gpu, bins = _slots(req, E, G)
     memory_report = None
     if req.memory is not None:
-        memory_report, chosen = _memory(req, w, G, N, groups, cap, model, slots_per_gpu)
+        memory_report, chosen = _memory(req, w, G, N, groups, cap, model, slots_per_gpu,
+                                        deadline=deadline)
+        if memory_report.pop("cut_short", False):
+            notes.append("the memory trade-off stopped at half the time limit: more slots per "
+                         "GPU than those listed were not tried")
         if slots_per_gpu is None and req.gpu_slots is None:
             slots_per_gpu = chosen
             bins = asg.Bins.make([chosen] * G, req.gpu_speeds)
     if bins is None:
-        raise InputError("the number of slots is not given", field="slots",
+        raise InputError("the number of slots is not given", **req.where("slots"),
                          expected="--slots, --slots-per-gpu, --redundant or a memory budget")
     R = bins.total_slots
+    given = any(getattr(req, k) is not None for k in ("slots", "slots_per_gpu", "redundant",
+                                                      "gpu_slots"))
+    at_slots = req.where(req.slots_field() if given else "memory.budget_gib_per_gpu")
     if R < E:
-        raise InputError(f"{R} slots are fewer than the {E} experts", field="slots",
+        raise InputError(f"{R} slots are fewer than the {E} experts", **at_slots,
                          expected=f"at least {E} slots ({math.ceil(E / G)} per GPU)")
+    _check_slot_limits(L, G, R, at_slots)
     eff_cap = min(cap, G if groups is None else G // N)
     if groups is not None:
         per_node = R // N
         if bins.count % N or R % N or not _identical_nodes(bins, N):
             raise InputError("with --groups every node needs the same GPUs and slots",
-                             field="groups")
+                             **req.where("groups"))
         if per_node < E // N:
             raise InputError(f"{per_node} slots per node cannot hold the {E // N} experts of "
-                             f"its groups", field="slots", expected=f">= {E} slots")
+                             f"its groups", **at_slots, expected=f">= {E} slots")
         if per_node > (E // N) * eff_cap:
             raise InputError(f"{per_node} slots per node exceed what {E // N} experts with at "
-                             f"most {eff_cap} copies each (one per GPU) can fill", field="slots")
+                             f"most {eff_cap} copies each (one per GPU) can fill", **at_slots)
     elif R > E * eff_cap:
         raise InputError(f"{R} slots exceed what {E} experts with at most {eff_cap} copies each "
-                         f"can fill without two copies on one GPU", field="slots",
+                         f"can fill without two copies on one GPU", **at_slots,
                          expected=f"<= {E * eff_cap} slots or a larger --max-replicas")
     return Problem(w, bins, N, groups, cap, model, data, memory_report, notes)
+
+
+def _check_slot_limits(L: int, G: int, R: int, at: dict) -> None:
+    """Refuse slot counts beyond the documented maxima (before anything is solved)."""
+    if R > MAX_SLOTS:
+        raise InputError(f"{R:,} slots per layer", **at,
+                         expected=f"at most {MAX_SLOTS:,}, the planner's limit")
+    if L * R > MAX_TABLE_ENTRIES:
+        raise InputError(f"{L:,} layers x {R:,} slots is too large a placement table", **at,
+                         expected=f"layers x slots <= {MAX_TABLE_ENTRIES:,}, the planner's limit")
+    if L * R * G > MAX_PACK_WORK:
+        raise InputError(f"{L:,} layers x {R:,} slots on {G:,} GPUs is too large", **at,
+                         expected=f"layers x slots x GPUs <= {MAX_PACK_WORK:,}, the planner's limit")
 
 
 def _pad_pairs(pairs, w, extra):
@@ -467,15 +766,15 @@ def _slots(req: ExpertRequest, E: int, G: int):
     given = [k for k in ("slots", "slots_per_gpu", "redundant", "gpu_slots")
              if getattr(req, k) is not None]
     if len(given) > 1:
-        raise InputError(f"give only one of {', '.join(given)}", field=given[1])
+        raise InputError(f"give only one of {', '.join(given)}", **req.where(given[1]))
     if req.gpu_speeds is not None:
-        if len(req.gpu_speeds) != G or min(req.gpu_speeds) <= 0:
-            raise InputError(f"gpu_speeds has {len(req.gpu_speeds)} entries", field="gpu_speeds",
-                             expected=f"{G} positive numbers")
+        if len(req.gpu_speeds) != G:
+            raise InputError(f"gpu_speeds has {len(req.gpu_speeds)} entries",
+                             **req.where("gpu_speeds"), expected=f"{G} positive numbers")
     if req.gpu_slots is not None:
-        if len(req.gpu_slots) != G or min(req.gpu_slots) < 1:
-            raise InputError(f"gpu_slots has {len(req.gpu_slots)} entries", field="gpu_slots",
-                             expected=f"{G} integers >= 1")
+        if len(req.gpu_slots) != G:
+            raise InputError(f"gpu_slots has {len(req.gpu_slots)} entries",
+                             **req.where("gpu_slots"), expected=f"{G} integers >= 1")
         return None, asg.Bins.make(req.gpu_slots, req.gpu_speeds)
     total = req.slots if req.slots is not None else \
         (E + req.redundant if req.redundant is not None else
@@ -483,9 +782,13 @@ def _slots(req: ExpertRequest, E: int, G: int):
     if total is None:
         return None, None
     if total % G:
-        field = "redundant" if req.redundant is not None else "slots"
-        raise InputError(f"{total} slots do not divide evenly over {G} GPUs", field=field,
+        field = "redundant" if req.redundant is not None else \
+            ("slots_per_gpu" if req.slots_per_gpu is not None else "slots")
+        raise InputError(f"{total} slots do not divide evenly over {G} GPUs", **req.where(field),
                          expected=f"a multiple of {G} (e.g. {math.ceil(total / G) * G})")
+    if total > MAX_SLOTS:
+        raise InputError(f"{total:,} slots per layer", **req.where(req.slots_field()),
+                         expected=f"at most {MAX_SLOTS:,}, the planner's limit")
     return total // G, asg.Bins.make([total // G] * G, req.gpu_speeds)
 
 
@@ -494,45 +797,66 @@ def expert_bytes(req: ExpertRequest, model) -> float:
     if mem is not None and mem.expert_bytes is not None:
         return float(mem.expert_bytes)
     if model is None:
-        raise InputError("expert size unknown", field="memory.expert_bytes",
+        raise InputError("expert size unknown", **req.where("memory.expert_bytes"),
                          expected="memory.expert_bytes or --model")
     from costmodels.model import dtype_bytes
 
     dtype = (mem.expert_dtype if mem is not None and mem.expert_dtype else model.weight_dtype)
-    return float(model.expert_parameters()) * dtype_bytes(dtype, field_name="memory.expert_dtype")
+    try:
+        size = dtype_bytes(dtype, field_name="memory.expert_dtype")
+    except InputError as exc:
+        raise _located(req, exc, "memory.expert_dtype") from None
+    return float(model.expert_parameters()) * size
 
 
-def _memory(req, w, G, N, groups, cap, model, slots_per_gpu):
-    """Slots per GPU against the memory budget, with the KV-cache cost of every extra slot."""
+def _memory(req, w, G, N, groups, cap, model, slots_per_gpu, deadline=None):
+    """Slots per GPU against the memory budget, with the KV-cache cost of every extra slot.
+
+    The sweep over slot counts stops at half the time left before ``deadline`` (the report
+    says ``cut_short``); the slot counts it reaches stay within the size limits."""
     mem = req.memory
     L, E = w.shape
+    w = np.ldexp(w, load_exponent(w))   # relative loads: the ratios do not depend on the scale
     eb = expert_bytes(req, model)
     layer_bytes = eb * L                         # one slot holds one expert of every MoE layer
     budget = mem.budget_gib_per_gpu * 2 ** 30
     s_min = math.ceil(E / G)
     s_fit = int(budget // layer_bytes)
+    at = req.where("memory.budget_gib_per_gpu")
     if s_fit < s_min:
         raise InputError(f"a budget of {mem.budget_gib_per_gpu:g} GiB per GPU holds {s_fit} expert "
                          f"slot(s) ({layer_bytes / 2 ** 30:.3f} GiB each: one expert of every MoE "
                          f"layer), but one copy of each of the {E} experts on {G} GPUs needs "
-                         f"{s_min} per GPU",
-                         field="memory.budget_gib_per_gpu",
+                         f"{s_min} per GPU", **at,
                          expected=f">= {s_min * layer_bytes / 2 ** 30:.2f} GiB per GPU")
     eff_cap = min(cap, G if groups is None else G // N)
     s_top = min(s_fit, (E * eff_cap) // G)
+    # the size limits hold for every slot count the sweep may choose
+    s_top = min(s_top, MAX_SLOTS // G, MAX_TABLE_ENTRIES // (L * G), MAX_PACK_WORK // (L * G * G))
+    _check_slot_limits(L, G, s_min * G, at)
     kv = model.kv_bytes_per_token(mem.kv_dtype_bytes) if model is not None else None
+    sweep_end = None if deadline is None else \
+        time.perf_counter() + 0.5 * max(0.0, deadline - time.perf_counter())
     rows = []
+    cut_short = False
     for s in range(s_min, s_top + 1):
         if (s * G) % (N if groups else 1):
             continue
+        if rows and sweep_end is not None and time.perf_counter() > sweep_end:
+            cut_short = True
+            break
         bins = asg.Bins.make([s] * G)
-        lb = _bound(w, bins, N, groups, eff_cap)
+        lb = _bound(w, bins, N, groups, eff_cap, deadline=sweep_end)
         extra = (s - s_min) * layer_bytes
         rows.append({"slots_per_gpu": s, "redundant": s * G - E,
                      "lower_bound_mean": float(np.mean(lb / (w.sum(1) / G + 1e-300))),
                      "expert_gib_per_gpu": s * layer_bytes / 2 ** 30,
                      "extra_gib_per_gpu": extra / 2 ** 30,
                      "kv_tokens_lost_per_gpu": None if kv is None else int(extra // kv)})
+    if not rows:
+        raise InputError(f"no slot count from {s_min} per GPU up fits {N} nodes with {groups} "
+                         "groups within the budget", **at,
+                         expected="a larger budget, or --slots-per-gpu")
     best = min(r["lower_bound_mean"] for r in rows)
     chosen = next(r for r in rows if r["lower_bound_mean"] <= best * (1 + mem.tolerance))
     report = {"expert_bytes": eb, "slot_bytes_per_gpu": layer_bytes,
@@ -543,28 +867,41 @@ def _memory(req, w, G, N, groups, cap, model, slots_per_gpu):
               "assumption": "each GPU holds the whole KV cache of its own requests "
                             "(data-parallel attention); with TP attention divide by TP",
               "tradeoff": rows}
-    if req.gpu:
-        from hardware.catalog import get_accelerator
-
-        acc = get_accelerator(req.gpu, field="gpu")
+    if cut_short:
+        report["cut_short"] = True
+    acc = check_gpu(req)
+    if acc is not None:
         report["gpu"] = acc.name
         report["gpu_memory_gib"] = acc.memory_bytes / 2 ** 30
     if slots_per_gpu is not None and slots_per_gpu > s_fit:
         raise InputError(f"{slots_per_gpu} slots per GPU need "
-                         f"{slots_per_gpu * layer_bytes / 2 ** 30:.2f} GiB, over the budget",
-                         field="memory.budget_gib_per_gpu")
+                         f"{slots_per_gpu * layer_bytes / 2 ** 30:.2f} GiB, over the budget", **at)
     return report, chosen["slots_per_gpu"]
 
 
-def _bound(w, bins, N, groups, cap):
+def _bound(w, bins, N, groups, cap, deadline=None):
     if groups is None:
-        return asg.lower_bound(w, bins, cap)
+        return asg.lower_bound(w, bins, cap, deadline=deadline)
     kd = bins.count // N
     layout = asg.Bins.make(bins.slots[:kd], bins.speed[:kd])
     gsize = w.shape[1] // groups
     gw = w.reshape(w.shape[0], groups, gsize).sum(-1)
-    dom = asg.lower_bound(gw, asg.Bins.make([groups // N] * N, [layout.speed.sum()] * N), 1)
-    return np.maximum(dom, asg.lower_bound(w, bins, min(cap, kd)))
+    dom = asg.lower_bound(gw, asg.Bins.make([groups // N] * N, [layout.speed.sum()] * N), 1,
+                          deadline=deadline)
+    return np.maximum(dom, asg.lower_bound(w, bins, min(cap, kd), deadline=deadline))
+
+
+def load_exponent(weights: np.ndarray, speed: np.ndarray | None = None) -> int:
+    """``k`` such that ``np.ldexp(weights, k)`` brings the largest load per unit of the fastest
+    GPU's speed into [0.5, 1): loads are relative, and scaling by a power of two is exact, so
+    the solver sees the same numbers for a matrix at any scale (no underflow, no absolute
+    tolerance biting)."""
+    top = float(np.max(weights)) if np.size(weights) else 0.0
+    if speed is not None:
+        top /= float(np.max(speed))
+    if not (top > 0 and math.isfinite(top)):
+        return 0
+    return -math.frexp(top)[1]
 
 
 # ============================================================================ solve
@@ -603,12 +940,28 @@ def log2phy(phy2log: np.ndarray, num_experts: int) -> np.ndarray:
     return out
 
 
-def solve(problem: Problem, req: ExpertRequest, previous: np.ndarray | None = None) -> ExpertPlacement:
-    """Place every layer; then migration against ``previous`` and the affinity pass."""
+def solve(problem: Problem, req: ExpertRequest, previous: np.ndarray | None = None, *,
+          deadline: float | None = None) -> ExpertPlacement:
+    """Place every layer; then migration against ``previous`` and the affinity pass.
+
+    Everything runs on the loads scaled by :func:`load_exponent` (exact: a power of two), so the
+    status and gap do not depend on the loads' scale; objective and bound are reported in the
+    loads' own units.  ``deadline`` (``time.perf_counter()``, default now + the request's time
+    limit) bounds the whole search: with a migration or affinity pass to follow, the placement
+    gets 60% of the time left."""
     start = time.perf_counter()
+    if deadline is None:
+        deadline = start + req.time_limit_s
+    k = load_exponent(problem.weights, problem.bins.speed)
+    raw = problem
+    problem = replace(problem, weights=np.ldexp(problem.weights, k))
     w, bins = problem.weights, problem.bins
     cap = problem.cap
-    kw = dict(time_limit_s=req.time_limit_s, tol=req.tolerance, cpsat_time_s=req.cpsat_s)
+    pairs = problem.loads is not None and (problem.loads.transitions is not None or
+                                           problem.loads.coactivation is not None)
+    share = 0.6 if previous is not None or pairs else 1.0
+    left = max(0.0, deadline - start)
+    kw = dict(time_limit_s=share * left, tol=req.tolerance, cpsat_time_s=req.cpsat_s)
     if problem.groups is not None:
         sol = asg.solve_hierarchical(w, bins, num_domains=problem.num_nodes,
                                      num_groups=problem.groups, cap=cap, **kw)
@@ -617,12 +970,11 @@ def solve(problem: Problem, req: ExpertRequest, previous: np.ndarray | None = No
     table = sol.slot_item
     migration = None
     if previous is not None:
-        table, migration = _migrate(problem, req, previous, table, sol)
+        table, migration = _migrate(problem, req, previous, table, sol, deadline)
     aff = None
-    if problem.loads is not None and (problem.loads.transitions is not None or
-                                      problem.loads.coactivation is not None):
+    if pairs:
         # with a previous plan the move budget rules: report the traffic, do not reshuffle
-        table, aff = (_affinity(problem, req, table) if previous is None
+        table, aff = (_affinity(problem, req, table, deadline) if previous is None
                       else (table, traffic(problem, table)))
     elapsed = time.perf_counter() - start
     metrics, per_layer = evaluate(problem, table, sol.bound, sol.domain_bound, sol.method)
@@ -637,14 +989,23 @@ def solve(problem: Problem, req: ExpertRequest, previous: np.ndarray | None = No
                 row[key] = v
     res = sol.result
     obj = float(asg.bin_times(w, table, bins).max(1).sum())
-    gap = asg.relative_gap(obj, res.bound)
+    gap = asg.relative_gap(obj, res.bound)    # scale-free: both on the scaled loads
     status = "optimal" if gap is not None and gap <= 1e-9 else \
         ("feasible" if res.backend.startswith("cp-sat") else "heuristic")
-    solver = {"status": status, "objective": obj, "bound": res.bound, "gap": gap,
+    def unscaled(x):
+        return None if x is None else float(np.ldexp(x, -k))
+
+    bound = unscaled(res.bound)
+    solver = {"status": status, "objective": unscaled(obj), "bound": bound, "gap": gap,
               "time_s": elapsed, "backend": res.backend, "time_limit_s": req.time_limit_s,
               "objective_meaning": "sum over layers of the busiest GPU's load / speed",
               "bound_meaning": "sum over layers of a proven lower bound on it"}
-    return ExpertPlacement(problem, table, sol, metrics, per_layer, solver, migration, aff)
+    # the solution in the loads' own units (dividing by a power of two is exact)
+    sol = asg.Solution(sol.slot_item, sol.bins, np.ldexp(sol.bound, -k),
+                       None if sol.domain_bound is None else np.ldexp(sol.domain_bound, -k),
+                       sol.method, None if res is None else
+                       replace(res, objective=unscaled(res.objective), bound=bound))
+    return ExpertPlacement(raw, table, sol, metrics, per_layer, solver, migration, aff)
 
 
 def _allowed_from(problem: Problem, table: np.ndarray) -> np.ndarray | None:
@@ -671,18 +1032,20 @@ def _bin_class(problem: Problem) -> np.ndarray:
     return base * problem.num_nodes + problem.node_of_gpu
 
 
-def _migrate(problem, req, previous, fresh, sol):
+def _migrate(problem, req, previous, fresh, sol, deadline=None):
     """From ``previous`` towards the new loads: greedy moves within ``max_moves`` (or, without
     a budget, whichever of the greedy result and the fresh plan balances better)."""
     w, bins, E = problem.weights, problem.bins, problem.num_experts
     stale_obj = asg.bin_times(w, previous, bins).max(1)
     mean = w.sum(1) / bins.speed.sum()
-    aligned = asg.align_bins(previous, fresh, bins, E, _bin_class(problem))
+    aligned = asg.align_bins(previous, fresh, bins, E, _bin_class(problem), deadline=deadline)
     full_moves = int(asg.moved_copies(previous, aligned, bins, E).sum())
     allowed = _allowed_from(problem, previous)
     table, _ = asg.replan(w, previous, bins, req.max_moves, cap=min(problem.cap, bins.count),
                           tol=req.tolerance, allowed=allowed, fresh=fresh,
-                          bin_class=_bin_class(problem), time_limit_s=req.time_limit_s)
+                          bin_class=_bin_class(problem),
+                          time_limit_s=None if deadline is None else
+                          max(0.0, deadline - time.perf_counter()))
     moved = int(asg.moved_copies(previous, table, bins, E).sum())
     new_obj = asg.bin_times(w, table, bins).max(1)
     return table, {"experts_moved": moved, "max_moves": req.max_moves,
@@ -693,10 +1056,14 @@ def _migrate(problem, req, previous, fresh, sol):
                        asg.bin_times(w, aligned, bins).max(1) / mean))}
 
 
-def _affinity(problem, req, table):
+def _affinity(problem, req, table, deadline=None):
     data, bins, w = problem.loads, problem.bins, problem.weights
     before = traffic(problem, table)
     if not req.affinity.enabled:
+        return table, before
+    if bins.total_slots > MAX_AFFINITY_SLOTS:
+        problem.notes.append(f"no affinity pass: {bins.total_slots:,} slots per layer, over the "
+                             f"{MAX_AFFINITY_SLOTS:,} it handles; traffic is the load-only plan's")
         return table, before
     cap = asg.bin_times(w, table, bins).max(1) * (1 + req.affinity.slack)
     if problem.num_nodes > 1 and data.transitions is not None and _identical_nodes(bins, problem.num_nodes):
@@ -704,7 +1071,7 @@ def _affinity(problem, req, table):
         table = asg.relabel_domains(table, bins, problem.num_nodes, data.transitions)
     new = asg.improve_affinity(w, table, bins, between=data.transitions, within=data.coactivation,
                                cap_time=cap, bin_class=_bin_class(problem),
-                               allowed=_allowed_from(problem, table))
+                               allowed=_allowed_from(problem, table), deadline=deadline)
     after = traffic(problem, new)
     out = dict(after)
     out["load_only"] = before
@@ -803,28 +1170,53 @@ def evaluate(problem: Problem, table: np.ndarray, bound: np.ndarray,
 def read_previous(path: str | Path, problem: Problem) -> np.ndarray:
     """phy2log of a previous plan (ExpertPlacement YAML/JSON or an npz with ``phy2log``)."""
     p = Path(path)
+    L, E = problem.weights.shape
+    want = (L, problem.bins.total_slots)
+    expected = f"[{L}, {problem.bins.total_slots}] (same layers and slots)"
     if p.suffix.lower() == ".npz":
-        if not p.exists():
-            raise InputError("previous plan not found", file=str(p), field="previous")
-        with np.load(p, allow_pickle=False) as z:
-            if "phy2log" not in z:
-                raise InputError("npz has no 'phy2log'", file=str(p), field="previous")
-            table = np.asarray(z["phy2log"])
+        if not p.is_file():
+            raise InputError("previous plan not found" if not p.exists() else
+                             "previous plan is a folder", file=str(p), field="previous")
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                if "phy2log" not in z:
+                    raise InputError("npz has no 'phy2log'", file=str(p), field="previous")
+                shape = _npz_shape(z, "phy2log")
+                if shape is not None and tuple(shape) != want:
+                    raise InputError(f"previous phy2log is {list(shape)}", file=str(p),
+                                     field="previous", expected=expected)
+                table = np.asarray(z["phy2log"])
+        except InputError:
+            raise
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise InputError(f"cannot read the previous plan: {first}", file=str(p),
+                             field="previous") from None
     else:
         from planner.plan import load_plan
 
         plan = load_plan(p, kinds=[KIND])
         try:
-            table = np.asarray(plan["placement"]["phy2log"])
+            raw = plan["placement"]["phy2log"]
+            if not (isinstance(raw, list) and len(raw) == want[0] and
+                    all(isinstance(r, list) and len(r) == want[1] for r in raw)):
+                shape = [len(raw)] if isinstance(raw, list) else []
+                if isinstance(raw, list) and raw and isinstance(raw[0], list):
+                    shape.append(len(raw[0]))
+                raise InputError(f"previous phy2log is {shape}", file=str(p), field="previous",
+                                 expected=expected)
+            table = np.asarray(raw)
         except (KeyError, TypeError):
             raise InputError("plan has no placement.phy2log", file=str(p), field="previous") from None
-    L, E = problem.weights.shape
-    if table.shape != (L, problem.bins.total_slots):
+    if table.shape != want:
         raise InputError(f"previous phy2log is {list(table.shape)}", file=str(p), field="previous",
-                         expected=f"[{L}, {problem.bins.total_slots}] (same layers and slots)")
-    if table.min() < 0 or table.max() >= E or np.any(asg.item_counts(table.astype(np.int64), E) == 0):
+                         expected=expected)
+    whole = table.dtype.kind in "iu" or (table.dtype.kind == "f" and bool(np.all(np.isfinite(table)))
+                                          and bool(np.all(table == np.round(table))))
+    if not whole or table.min() < 0 or table.max() >= E or \
+            np.any(asg.item_counts(table.astype(np.int64), E) == 0):
         raise InputError("previous phy2log has expert ids out of range or experts without a copy",
-                         file=str(p), field="previous", expected=f"ids 0..{E - 1}, each present")
+                         file=str(p), field="previous", expected=f"integer ids 0..{E - 1}, each present")
     return table.astype(np.int64)
 
 
@@ -939,12 +1331,16 @@ def trtllm_yaml(pl: ExpertPlacement) -> dict:
 
 
 def plan_experts(req: ExpertRequest) -> ExpertPlacement:
-    """Library entry point: request -> solved placement."""
-    problem = build_problem(req)
+    """Library entry point: request -> solved placement.  The request's time limit counts
+    from here (reading the inputs included); reading and the first placement of every layer
+    are never cut short, everything after them stops at the limit."""
+    deadline = time.perf_counter() + req.time_limit_s
+    if req.max_moves is not None and not req.previous:
+        raise InputError("--max-moves needs --previous", **req.where("max_moves"),
+                         expected="a previous plan to count moves against")
+    problem = build_problem(req, deadline=deadline)
     prev = read_previous(req.previous, problem) if req.previous else None
-    if req.max_moves is not None and prev is None:
-        raise InputError("--max-moves needs --previous", field="max_moves")
-    return solve(problem, req, prev)
+    return solve(problem, req, prev, deadline=deadline)
 
 
 # ============================================================================ plan schema

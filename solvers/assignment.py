@@ -89,17 +89,57 @@ def water_fill(weights: np.ndarray, total: int, cap: int | np.ndarray) -> np.nda
         if np.all((hi - lo) <= 1e-12 * np.maximum(hi, 1e-300)):
             break
     counts = _counts_at(w, hi, capv)
+    if done.any():
+        # those rows have many copies left over for the greedy below; first give every item
+        # the copies whose share (as the greedy computes it) exceeds a threshold T, the
+        # smallest T found by bisection that stays within the total: the greedy takes exactly
+        # those first (shares above T before any at or below it; equal shares alike), so the
+        # result is the same, in ~64 passes instead of one per copy
+        d = np.nonzero(done)[0]
+        wd, td = w[d], total[d]
+        lo_d, hi_d = np.zeros(d.size), hi[d]
+        for _ in range(64):
+            mid = 0.5 * (lo_d + hi_d)
+            fits = _counts_above(wd, mid, capv).sum(1) <= td
+            hi_d = np.where(fits, mid, hi_d)
+            lo_d = np.where(fits, lo_d, mid)
+            if np.all((hi_d - lo_d) <= 1e-12 * np.maximum(hi_d, 1e-300)):
+                break
+        counts[d] = np.maximum(counts[d], _counts_above(wd, hi_d, capv))
     left = total - counts.sum(1)
-    rows = np.arange(B)
     while np.any(left > 0):
         share = np.where(counts < capv, w / counts, -np.inf)
         # ties (e.g. zero weights) go to the item with fewer copies, then the lower index
         share = share - 1e-300 * counts
-        pick = np.argmax(share, axis=1)
-        act = left > 0
-        counts[rows[act], pick[act]] += 1
-        left = left - act
+        # one copy at a time to the largest share is the same as one round to every item tied
+        # at the largest share, lowest index first (an item's share drops once it has its
+        # copy): one pass per distinct value instead of one per copy
+        top = share.max(axis=1, keepdims=True)
+        tied = (share == top) & np.isfinite(top) & (left > 0)[:, None]
+        take = tied & (np.cumsum(tied, axis=1) <= left[:, None])
+        if not take.any():
+            raise ValueError("no item below its cap takes the copies left")
+        counts += take
+        left = left - take.sum(1)
     return counts
+
+
+def _counts_above(w: np.ndarray, t: np.ndarray, capv: np.ndarray) -> np.ndarray:
+    """``1 + #{c >= 1: w / c > t}`` per item (the float quotient, as :func:`water_fill`'s greedy
+    compares shares), at most the item's cap: the copies that greedy hands out before any
+    share at or below ``t``."""
+    t = np.asarray(t, dtype=float)[:, None]
+    top = (capv - 1)[None, :]
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        n = np.floor(np.where(t > 0, w / t, np.where(w > 0, np.inf, 0.0)))
+    n = np.clip(np.nan_to_num(n, posinf=float(top.max())), 0, top).astype(np.int64)
+    for _ in range(8):   # the estimate is off by at most one or two: settle on the exact count
+        up = (n < top) & (w / (n + 1) > t)
+        down = (n >= 1) & ~(w / np.maximum(n, 1) > t)
+        if not (up.any() or down.any()):
+            break
+        n = n + up - down
+    return n + 1
 
 
 def _counts_at(w: np.ndarray, t: np.ndarray, capv: np.ndarray) -> np.ndarray:
@@ -190,7 +230,8 @@ def duplicate_pairs(slot_item: np.ndarray, bins: Bins) -> int:
 
 
 # ----------------------------------------------------------------------------- bounds
-def lower_bound(weights: np.ndarray, bins: Bins, cap: int | np.ndarray | None = None) -> np.ndarray:
+def lower_bound(weights: np.ndarray, bins: Bins, cap: int | np.ndarray | None = None, *,
+                deadline: float | None = None) -> np.ndarray:
     """Proven lower bound on the largest bin time ``max_k load_k / speed_k``, per row.
 
     Holds for every anti-affine placement into ``bins`` with any copy counts (>= 1 each, at
@@ -204,6 +245,9 @@ def lower_bound(weights: np.ndarray, bins: Bins, cap: int | np.ndarray | None = 
       sits on some bin, which clears it no faster than the fastest bin;
     * single copies (``R == E``): the bin with the heaviest item also fills its other
       ``min(slots) - 1`` slots, at least with the lightest other items.
+
+    ``deadline`` (``time.perf_counter()``) only cuts :func:`heavy_items_bound` short (rows it
+    did not reach keep the other parts, which are valid on their own).
     """
     w = np.atleast_2d(np.asarray(weights, dtype=float))
     B, E = w.shape
@@ -218,18 +262,23 @@ def lower_bound(weights: np.ndarray, bins: Bins, cap: int | np.ndarray | None = 
         heavy = srt[:, -1]
         light = srt[:, :smin - 1].sum(1) if smin > 1 else 0.0
         lb = np.maximum(lb, (heavy + light) / bins.speed.max())
-    return np.maximum(lb, heavy_items_bound(w, bins, capv))
+    return np.maximum(lb, heavy_items_bound(w, bins, capv, deadline=deadline))
 
 
 #: most copy-count combinations of the heaviest items enumerated by :func:`heavy_items_bound`
 HEAVY_COMBOS = 4096
+#: most combinations of the two heaviest items' counts (beyond: the heaviest item alone, so
+#: that many bins with many spare slots cost neither minutes nor gigabytes)
+HEAVY_PAIR_COMBOS = 16384
+#: rows x combinations :func:`heavy_items_bound` evaluates at once (memory)
+HEAVY_CHUNK = 1 << 20
 #: the aggregate (h bins) argument of :func:`heavy_items_bound` runs up to this many bins (it
 #: matters when few bins share heavy items; with many bins the mean bound dominates)
 AGG_MAX_BINS = 16
 
 
 def heavy_items_bound(weights: np.ndarray, bins: Bins, cap: np.ndarray,
-                      top: int | None = None) -> np.ndarray:
+                      top: int | None = None, deadline: float | None = None) -> np.ndarray:
     """Proven lower bound from the copy counts of the ``m`` heaviest items (``m`` = 3 or 2, or
     ``top``: :func:`solve_flat` asks for more on rows its heuristics leave above the bound).
 
@@ -277,9 +326,22 @@ def heavy_items_bound(weights: np.ndarray, bins: Bins, cap: np.ndarray,
     spare_total = R - E
     capv = np.broadcast_to(np.asarray(cap), (E,))
     top_cap = int(min(int(np.max(capv)), K, spare_total + 1))
-    m = min(3 if top_cap ** 3 <= HEAVY_COMBOS else 2, E) if top is None else min(top, E)
+    if top is not None:
+        m = min(top, E)
+    else:
+        m = min(3 if top_cap ** 3 <= HEAVY_COMBOS else
+                (2 if top_cap ** 2 <= HEAVY_PAIR_COMBOS else 1), E)
     if m == 0 or top_cap < 1:
         return np.zeros(B)
+    if B > 1 and B * top_cap ** m > HEAVY_CHUNK:
+        # a few rows at a time (memory); rows not reached by the deadline get no bound here
+        step = max(1, HEAVY_CHUNK // top_cap ** m)
+        out = np.zeros(B)
+        for i in range(0, B, step):
+            if deadline is not None and time.perf_counter() > deadline:
+                break
+            out[i:i + step] = heavy_items_bound(w[i:i + step], bins, cap, top)
+        return out
     order = np.argsort(-w, axis=1, kind="stable")
     top = np.take_along_axis(w, order[:, :m], 1)                     # [B, m]
     rest = np.sort(np.take_along_axis(w, order[:, m:], 1), axis=1)   # ascending [B, E-m]
@@ -520,16 +582,20 @@ def lpt_pack(weights: np.ndarray, counts: np.ndarray, bins: Bins) -> np.ndarray:
     rows = np.arange(B)
     loads = np.zeros((B, K))
     free = np.broadcast_to(bins.slots, (B, K)).copy()
-    has = np.zeros((B, K, E), dtype=bool)
+    full = free <= 0
+    has = np.zeros((B, E, K), dtype=bool)   # item-major: has[rows, it] is one contiguous row
     fill = np.zeros((B, K), dtype=np.int64)
     slot_item = np.empty((B, R), dtype=np.int64)
     start = bins.start
     inv_speed = 1.0 / bins.speed
+    uniform = bool(np.all(bins.speed == 1.0))   # x * 1.0 == x: skip the product
     for j in range(R):
         it = item[:, j]
         ld = load[:, j]
-        ok = (free > 0) & ~has[rows, :, it]
-        score = np.where(ok, (loads + ld[:, None]) * inv_speed, np.inf)
+        score = loads + ld[:, None]
+        if not uniform:
+            score *= inv_speed
+        score[full | has[rows, it]] = np.inf
         k = np.argmin(score, axis=1)
         bad = ~np.isfinite(score[rows, k])
         if bad.any():
@@ -537,7 +603,8 @@ def lpt_pack(weights: np.ndarray, counts: np.ndarray, bins: Bins) -> np.ndarray:
             k = np.where(bad, alt, k)
         loads[rows, k] += ld
         free[rows, k] -= 1
-        has[rows, k, it] = True
+        full[rows, k] = free[rows, k] <= 0
+        has[rows, it, k] = True
         slot_item[rows, start[k] + fill[rows, k]] = it
         fill[rows, k] += 1
     if duplicate_pairs(slot_item, bins):
@@ -656,12 +723,17 @@ def improve_swaps(weights: np.ndarray, slot_item: np.ndarray, bins: Bins, *,
             cand = np.where(pad_ok[light], pad_idx[light], -1).reshape(idx.size, -1)
             improve, sa, sx = best_swaps(idx, g, tg, cand)
             miss = np.nonzero(~improve)[0]
-            if miss.size:
-                full = np.broadcast_to(np.arange(R), (miss.size, R))
-                imp2, sa2, sx2 = best_swaps(idx[miss], g[miss], tg[miss], full)
-                improve[miss], sa[miss], sx[miss] = imp2, sa2, sx2
+            for part in _row_chunks(miss, 8 * smax * R):   # every slot: a few rows at a time
+                full = np.broadcast_to(np.arange(R), (part.size, R))
+                imp2, sa2, sx2 = best_swaps(idx[part], g[part], tg[part], full)
+                improve[part], sa[part], sx[part] = imp2, sa2, sx2
         else:
-            improve, sa, sx = best_swaps(idx, g, tg, np.broadcast_to(np.arange(R), (idx.size, R)))
+            improve = np.zeros(idx.size, dtype=bool)
+            sa = np.zeros(idx.size, dtype=np.int64)
+            sx = np.zeros(idx.size, dtype=np.int64)
+            for part in _row_chunks(np.arange(idx.size), 8 * smax * R):
+                full = np.broadcast_to(np.arange(R), (part.size, R))
+                improve[part], sa[part], sx[part] = best_swaps(idx[part], g[part], tg[part], full)
         active[idx[~improve]] = False
         if not improve.any():
             continue
@@ -686,15 +758,23 @@ def _spread_spare_copies(c: np.ndarray, left: np.ndarray, w: np.ndarray, capv: n
     """Give ``left[b]`` more copies in row ``b`` of ``c`` (in place), one at a time, to the items
     with the fewest copies (lightest first among equals) below their cap, so that the fillers stay
     distinct: many copies of one light item would collide in the bins."""
-    rows = np.arange(c.shape[0])
-    key_w = w / (w.max(1, keepdims=True) + 1.0)   # in [0, 1): orders by weight within a count
     left = np.asarray(left).copy()
+    never = np.iinfo(np.int64).max
     while np.any(left > 0):
-        key = np.where(c < capv[None, :], c + key_w, np.inf)
-        pick = np.argmin(key, axis=1)
-        act = left > 0
-        c[rows[act], pick[act]] += 1
-        left = left - act
+        below = c < capv[None, :]
+        fewest = np.where(below, c, never).min(1, keepdims=True)
+        # fewest copies first, then the lightest, then the lowest index (no scale involved);
+        # every item with the fewest copies gets one in that order before any gets a second,
+        # so a whole round is given at once
+        group = below & (c == fewest) & (left > 0)[:, None]
+        if not group.any():
+            raise ValueError("no item below its cap takes the spare copies")
+        order = np.argsort(np.where(group, w, np.inf), axis=1, kind="stable")
+        ranked = np.take_along_axis(group, order, 1)
+        take = np.zeros_like(group)
+        np.put_along_axis(take, order, ranked & (np.cumsum(ranked, axis=1) <= left[:, None]), 1)
+        c += take
+        left = left - take.sum(1)
 
 def threshold_counts(weights: np.ndarray, total: int, cap: np.ndarray,
                      threshold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -759,19 +839,25 @@ def solve_flat(weights: np.ndarray, bins: Bins, *, cap: int | np.ndarray | None 
     (thresholds, piece sizes, the heaviest items' counts enumerated, single copy moves), get a
     finer bound on few bins (more heavy items in :func:`heavy_items_bound`), and, when
     ``cpsat_time_s > 0``, refined with CP-SAT worst row first (the time shared among them).  Deterministic for a given input (the time limit only cuts work short).
+
+    The time limit covers everything but the first placement of every row (water-filling
+    counts, LPT, which always completes): the heavy-items part of the bound gets up to half of
+    it (rows it does not reach keep the simpler bounds), and every later stage works on a few
+    rows at a time and stops at the limit.
     """
     start = time.perf_counter()
     deadline = None if time_limit_s is None else start + float(time_limit_s)
+    bound_deadline = None if time_limit_s is None else start + 0.5 * float(time_limit_s)
     w = np.atleast_2d(np.asarray(weights, dtype=float))
     B, E = w.shape
     K, R = bins.count, bins.total_slots
     capv = np.minimum(np.broadcast_to(np.asarray(K if cap is None else cap, dtype=np.int64), (E,)), K)
     if R < E or R > int(capv.sum()):
         raise ValueError(f"{R} slots cannot hold {E} items with 1..{int(capv.max())} copies each")
-    lb = lower_bound(w, bins, capv)
+    lb = lower_bound(w, bins, capv, deadline=bound_deadline)
     target = lb * (1 + tol) * (1 + 1e-9)   # the same test improve_swaps stops on
     counts = water_fill(w, R, capv)
-    slot_item = improve_swaps(w, lpt_pack(w, counts, bins), bins, deadline=deadline, target=target)
+    slot_item, _ = _pack_rows(w, counts, bins, deadline, target, complete=True)
     obj = bin_times(w, slot_item, bins).max(1)
     method = ["water-filling+lpt+swaps"] * B
     tried = [{counts[r].tobytes()} for r in range(B)]
@@ -794,9 +880,8 @@ def solve_flat(weights: np.ndarray, bins: Bins, *, cap: int | np.ndarray | None 
         todo, c = todo[fresh], c[fresh]
         if todo.size == 0:
             continue
-        cand = improve_swaps(w[todo], lpt_pack(w[todo], c, bins), bins, deadline=deadline,
-                             target=target[todo])
-        cobj = bin_times(w[todo], cand, bins).max(1)
+        cand, done = _pack_rows(w[todo], c, bins, deadline, target[todo])
+        cobj = _row_times(w[todo], cand, bins, done)
         better = cobj < obj[todo] * (1 - 1e-12)
         for i in np.nonzero(better)[0]:
             r = todo[i]
@@ -805,9 +890,11 @@ def solve_flat(weights: np.ndarray, bins: Bins, *, cap: int | np.ndarray | None 
     # (c) few bins: enumerate the copy counts of the heaviest items (the same combinations the
     #     bound enumerates), water-fill the rest, pack each combination, keep the best
     todo = np.nonzero(obj > target)[0]
-    if todo.size and (deadline is None or time.perf_counter() < deadline):
-        cand_rows, cand_counts = _heavy_count_combos(w[todo], R, capv)
-        _adopt_best_counts(w, bins, todo, cand_rows, cand_counts, tried, target, deadline,
+    for part in _row_chunks(todo, 2 * ENUM_COMBOS * E):
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        cand_rows, cand_counts = _heavy_count_combos(w[part], R, capv)
+        _adopt_best_counts(w, bins, part, cand_rows, cand_counts, tried, target, deadline,
                            slot_item, obj, method, "heavy-counts+lpt+swaps")
     # (d) rows still above target: move one copy from an item that loses little by it to one
     #     of the items with the largest pieces (e.g. split a mid-sized item that otherwise
@@ -816,17 +903,25 @@ def solve_flat(weights: np.ndarray, bins: Bins, *, cap: int | np.ndarray | None 
         todo = np.nonzero(obj > target)[0]
         if todo.size == 0 or (deadline is not None and time.perf_counter() > deadline):
             break
-        busy = np.argmax(bin_times(w[todo], slot_item[todo], bins), axis=1)
-        held = bin_sets(slot_item[todo], bins, E)[np.arange(todo.size), busy] > 0   # [n, E]
-        cand_rows, cand_counts = _count_moves(w[todo], item_counts(slot_item[todo], E), capv,
-                                              held)
-        if not _adopt_best_counts(w, bins, todo, cand_rows, cand_counts, tried, target,
-                                  deadline, slot_item, obj, method, "count-moves+lpt+swaps"):
+        improved = False
+        for part in _row_chunks(todo, E * (K + COUNT_MOVE_FROM * (COUNT_MOVE_TO +
+                                                                  int(bins.slots.max())))):
+            if deadline is not None and time.perf_counter() > deadline:
+                break
+            busy = np.argmax(bin_times(w[part], slot_item[part], bins), axis=1)
+            held = bin_sets(slot_item[part], bins, E)[np.arange(part.size), busy] > 0   # [n, E]
+            cand_rows, cand_counts = _count_moves(w[part], item_counts(slot_item[part], E), capv,
+                                                  held)
+            improved |= _adopt_best_counts(w, bins, part, cand_rows, cand_counts, tried, target,
+                                           deadline, slot_item, obj, method,
+                                           "count-moves+lpt+swaps")
+        if not improved:
             break
     # (e) few bins, rows still above target: a finer bound (more top items in the patterns)
     todo = np.nonzero(obj > target)[0]
     if todo.size and K <= PATTERN_MAX_BINS and (deadline is None or time.perf_counter() < deadline):
-        lb[todo] = np.maximum(lb[todo], heavy_items_bound(w[todo], bins, capv, top=pattern_top(K)))
+        lb[todo] = np.maximum(lb[todo], heavy_items_bound(w[todo], bins, capv, top=pattern_top(K),
+                                                          deadline=deadline))
     used_cpsat = False
     if cpsat_time_s > 0:
         cp_end = time.perf_counter() + cpsat_time_s
@@ -856,6 +951,40 @@ def solve_flat(weights: np.ndarray, bins: Bins, *, cap: int | np.ndarray | None 
 
 #: rounds of single copy moves between items tried by :func:`solve_flat` on rows above target
 COUNT_MOVE_ROUNDS = 2
+#: rows x items x bins that :func:`_pack_rows` packs at once, and the size of the row chunks of
+#: the other per-row stages of :func:`solve_flat` (memory, and how often the time is checked)
+PACK_CHUNK = 1 << 24
+
+
+def _row_chunks(rows: np.ndarray, per_row: int) -> list[np.ndarray]:
+    """``rows`` in consecutive pieces of at most ``PACK_CHUNK // per_row`` (at least one)."""
+    step = max(1, PACK_CHUNK // max(int(per_row), 1))
+    return [rows[i:i + step] for i in range(0, rows.size, step)]
+
+
+def _pack_rows(w: np.ndarray, counts: np.ndarray, bins: Bins, deadline: float | None,
+               target: np.ndarray, complete: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """LPT then swap descent (:func:`lpt_pack`, :func:`improve_swaps`) for every row, a few rows
+    at a time; between pieces it stops at ``deadline`` unless ``complete``.  Returns the tables
+    and which rows were packed (rows not reached hold zeros)."""
+    n = w.shape[0]
+    out = np.zeros((n, bins.total_slots), dtype=np.int64)
+    done = np.zeros(n, dtype=bool)
+    for part in _row_chunks(np.arange(n), w.shape[1] * bins.count):
+        if part[0] and not complete and deadline is not None and time.perf_counter() > deadline:
+            break
+        out[part] = improve_swaps(w[part], lpt_pack(w[part], counts[part], bins), bins,
+                                  deadline=deadline, target=target[part])
+        done[part] = True
+    return out, done
+
+
+def _row_times(w: np.ndarray, tables: np.ndarray, bins: Bins, done: np.ndarray) -> np.ndarray:
+    """Largest bin time of each packed row (inf for rows :func:`_pack_rows` did not reach)."""
+    out = np.full(w.shape[0], np.inf)
+    if done.any():
+        out[done] = bin_times(w[done], tables[done], bins).max(1)
+    return out
 
 
 def _adopt_best_counts(w, bins, todo, cand_rows, cand_counts, tried, target, deadline,
@@ -870,9 +999,8 @@ def _adopt_best_counts(w, bins, todo, cand_rows, cand_counts, tried, target, dea
     if cand_rows.size == 0:
         return False
     cw = w[todo][cand_rows]
-    cand = improve_swaps(cw, lpt_pack(cw, cand_counts, bins), bins, deadline=deadline,
-                         target=target[todo][cand_rows])
-    cobj = bin_times(cw, cand, bins).max(1)
+    cand, done = _pack_rows(cw, cand_counts, bins, deadline, target[todo][cand_rows])
+    cobj = _row_times(cw, cand, bins, done)
     improved = False
     for i in range(todo.size):
         mine = np.nonzero(cand_rows == i)[0]
@@ -979,7 +1107,18 @@ def _piece_thresholds(w: np.ndarray, capv: np.ndarray, floor: np.ndarray,
                       obj: np.ndarray) -> list[np.ndarray]:
     """Per row, candidate copy-size caps (bin-time units with the fastest bin): the distinct
     piece sizes ``w_e / n`` in ``[floor, obj)``, the ``PIECE_CANDIDATES / 2`` largest and the
-    same number of smallest; padded with inf; one array per stage."""
+    same number of smallest; padded with inf; one array per stage (rows a few at a time:
+    the candidates take rows x items x copies)."""
+    B, E = w.shape
+    step = max(1, PACK_CHUNK // (4 * E * int(capv.max())))
+    cols = np.concatenate([_piece_columns(w[i:i + step], capv, floor[i:i + step], obj[i:i + step])
+                           for i in range(0, B, step)], axis=1)
+    return [c for c in cols if np.isfinite(c).any()]
+
+
+def _piece_columns(w: np.ndarray, capv: np.ndarray, floor: np.ndarray,
+                   obj: np.ndarray) -> np.ndarray:
+    """:func:`_piece_thresholds` for some rows: ``[PIECE_CANDIDATES, rows]``, inf padded."""
     B, E = w.shape
     cmax = int(capv.max())
     n = np.arange(1, cmax + 1, dtype=float)
@@ -1000,7 +1139,7 @@ def _piece_thresholds(w: np.ndarray, capv: np.ndarray, floor: np.ndarray,
     for j in range(half):  # then the smallest not already taken
         cols.append(np.where(j < count - half, pieces[:, j] if j < pieces.shape[1] else np.inf,
                              np.inf))
-    return [c for c in cols if np.isfinite(c).any()]
+    return np.stack([np.broadcast_to(c, (B,)) for c in cols])
 
 
 def _first_try(seen: set, counts: np.ndarray) -> bool:
@@ -1252,13 +1391,14 @@ def moved_copies(prev: np.ndarray, new: np.ndarray, bins: Bins, num_items: int) 
 
 
 def align_bins(prev: np.ndarray, new: np.ndarray, bins: Bins, num_items: int,
-               bin_class: np.ndarray | None = None) -> np.ndarray:
+               bin_class: np.ndarray | None = None, deadline: float | None = None) -> np.ndarray:
     """Relabel ``new``'s bins (within classes of interchangeable bins) to keep as many copies
     where ``prev`` has them (Hungarian assignment per row), then order each bin's slots so
     copies already there keep their slot.  Loads are unchanged.
 
     ``bin_class[k]``: bins may only be exchanged within one class (default: same slots and
-    speed; pass domain ids combined with that for a hierarchy).
+    speed; pass domain ids combined with that for a hierarchy).  Rows reached after
+    ``deadline`` keep ``new``'s bin labels (still a valid table, only more copies move).
     """
     from scipy.optimize import linear_sum_assignment
 
@@ -1270,8 +1410,15 @@ def align_bins(prev: np.ndarray, new: np.ndarray, bins: Bins, num_items: int,
     out = np.empty_like(new)
     start = bins.start
     for r in range(B):
-        overlap = np.minimum(a[r][:, None, :], b[r][None, :, :]).sum(2)   # [K_prev, K_new]
         perm = np.arange(K)   # perm[k_prev] = k_new placed at k_prev
+        if deadline is not None and time.perf_counter() > deadline:
+            out[r] = new[r]
+            continue
+        # [K_prev, K_new] copies in common: sum_e min(a, b) = sum_t [a >= t] . [b >= t]
+        # (exact: integer sums far below 2^53), without a [K, K, E] array
+        top = int(min(a[r].max(initial=0), b[r].max(initial=0)))
+        overlap = sum((a[r] >= t).astype(float) @ (b[r] >= t).astype(float).T
+                      for t in range(1, top + 1)) if top else np.zeros((K, K))
         for cls in np.unique(bin_class):
             ks = np.nonzero(bin_class == cls)[0]
             ri, ci = linear_sum_assignment(-overlap[np.ix_(ks, ks)])
@@ -1320,7 +1467,7 @@ def rebalance_with_budget(weights: np.ndarray, prev: np.ndarray, bins: Bins, bud
     K = bins.count
     capv = np.minimum(np.broadcast_to(np.asarray(K if cap is None else cap), (E,)), K)
     mean_t = w.sum(1) / bins.speed.sum()
-    target = lower_bound(w, bins, capv) * (1 + tol)
+    target = lower_bound(w, bins, capv, deadline=deadline) * (1 + tol)
     left = int(budget)
     heap = []
 
@@ -1490,6 +1637,8 @@ def improve_affinity(weights: np.ndarray, slot_item: np.ndarray, bins: Bins, *,
         np.add.at(load, bos, share[table[b]])
         capk = cap_time[b] * bins.speed * (1 + 1e-12)
         for _ in range(max_swaps):
+            if deadline is not None and time.perf_counter() > deadline:
+                break
             G = A.copy()
             if C is not None:
                 G += X @ C
@@ -1549,7 +1698,7 @@ def replan(weights: np.ndarray, prev: np.ndarray, bins: Bins, budget: int | None
     if fresh is not None:
         # rows where greedy moves got stuck: adopt the fresh row (relabelled to match prev)
         # when it balances better, best gain per extra copy moved first, within the budget
-        aligned = align_bins(prev, fresh, bins, E, bin_class)
+        aligned = align_bins(prev, fresh, bins, E, bin_class, deadline=deadline)
         a = bin_times(w, table, bins).max(1)
         f = bin_times(w, aligned, bins).max(1)
         extra = moved_copies(prev, aligned, bins, E) - moved_copies(prev, table, bins, E)
