@@ -166,22 +166,17 @@ def _fleet_paths(req: dict[str, Any], base_dir: str) -> dict[str, Any]:
 
 
 def _fleet_inputs(req: dict[str, Any], base_dir: str) -> list[Path]:
-    """The traces, profiles and model configs a fleet request reads (existing files)."""
-    from costmodels.model import model_config_file
-    req = _fleet_paths(copy.deepcopy(req), base_dir)
-    found: list[Path] = []
-    for m in req.get("models") or []:
-        if not isinstance(m, dict):
-            continue
-        w = m.get("workload") or {}
-        if isinstance(w, dict) and isinstance(w.get("trace"), str):
-            found.append(Path(w["trace"]))
-        found += [Path(p["file"]) for p in m.get("profiles") or []
-                  if isinstance(p, dict) and isinstance(p.get("file"), str)]
-        if isinstance(m.get("model"), str) and m["model"].strip():
-            cfg = model_config_file(m["model"])
-            found += [cfg] if cfg is not None else []
-    return [p for p in found if p.is_file()]
+    """The traces, profiles and model configs a fleet request reads (existing files), as
+    ``planner fleet`` lists them (:func:`planner.fleet.input_files`); a request that does not
+    validate reads nothing (its point is refused first)."""
+    from pydantic import ValidationError
+
+    from planner.fleet import FleetRequest, input_files
+    try:
+        parsed = FleetRequest.model_validate(_fleet_paths(copy.deepcopy(req), base_dir))
+    except ValidationError:
+        return []
+    return [p for paths in input_files(parsed).values() for p in paths]
 
 
 def _fleet_model():
