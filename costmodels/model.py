@@ -104,7 +104,11 @@ class ModelSpec:
 
     @property
     def num_moe_layers(self) -> int:
-        return sum(self.is_moe_layer(i) for i in range(self.num_layers))
+        # closed form of sum(is_moe_layer(i)): every layer_freq-th layer after the dense ones
+        # (called for every op list the cost model builds, so no loop over layers)
+        if self.moe is None or self.num_layers <= self.moe.first_dense_layers:
+            return 0
+        return -(-(self.num_layers - self.moe.first_dense_layers) // self.moe.layer_freq)
 
     @property
     def num_dense_layers(self) -> int:

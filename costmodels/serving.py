@@ -9,9 +9,10 @@ sequences decodes as ``pp`` micro-batches of ``B / pp`` and TPOT is the path tim
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from costmodels.comm import LinkModel
 from costmodels.memory import (DEFAULT_GPU_MEMORY_UTILIZATION, MemoryBreakdown, kv_bytes_per_token_per_gpu,
@@ -272,14 +273,21 @@ class CapacityEstimate:
     fidelity: str
 
 
-def _decode_step_between(ctx: CostContext, batch: float, context_len: float) -> float:
+def _decode_steps(ctx: CostContext, context_len: float) -> Callable[[int], float]:
+    """Decode step time (s) against the whole batch at ``context_len``, memoised: a capacity
+    search asks for the same few batches many times (each one a full op-list evaluation)."""
+    return functools.lru_cache(maxsize=None)(lambda batch: decode_step_s(ctx, batch, context_len))
+
+
+def _decode_step_between(step: Callable[[int], float], batch: float) -> float:
     """Decode step time (s) at an average batch ``batch`` >= 1 that need not be whole: the
-    batch alternates between its two neighbours, so the step time interpolates linearly."""
+    batch alternates between its two neighbours, so the step time interpolates linearly;
+    ``step``: the step time at a whole batch (:func:`_decode_steps`)."""
     lo = math.floor(batch)
-    t_lo = decode_step_s(ctx, lo, context_len)
+    t_lo = step(lo)
     if batch == lo:
         return t_lo
-    return t_lo + (batch - lo) * (decode_step_s(ctx, lo + 1, context_len) - t_lo)
+    return t_lo + (batch - lo) * (step(lo + 1) - t_lo)
 
 
 def _latencies(t_pf: float, t_dec: float, f: float) -> tuple[float, float]:
@@ -294,7 +302,8 @@ def _latencies(t_pf: float, t_dec: float, f: float) -> tuple[float, float]:
 FRACTIONAL_BATCH_STEPS = 12
 
 
-def _steady_state(ctx: CostContext, batch: float, input_len: int, output_len: int) -> tuple[float, float, float]:
+def _steady_state(t_pf: float, step: Callable[[int], float], batch: float,
+                  output_len: int) -> tuple[float, float, float]:
     """(rate_rps, tpot_s, ttft_s) of continuous batching with ``batch`` sequences decoding on
     average (>= 1; between whole batches the step time interpolates).
 
@@ -303,9 +312,10 @@ def _steady_state(ctx: CostContext, batch: float, input_len: int, output_len: in
     stretch to t_dec / (1 - f); Little's law (batch = rate * output_len * tpot) gives
     rate = batch / (output_len * t_dec + batch * t_pf).  TTFT waits on average half a decode
     step, then its own prefill, slowed by the prefill share in front of it (M/D/1-like 1/(1-f)).
+    ``t_pf``: one prompt's prefill (s); ``step``: the decode step time at a whole batch
+    (:func:`_decode_steps`, at the mean context).
     """
-    t_pf = prefill_time_s(ctx, 1, input_len)
-    t_dec = _decode_step_between(ctx, batch, input_len + output_len / 2)
+    t_dec = _decode_step_between(step, batch)
     rate = batch / (output_len * t_dec + batch * t_pf)
     tpot, ttft = _latencies(t_pf, t_dec, min(rate * t_pf, 0.999))
     return rate, tpot, ttft
@@ -361,8 +371,11 @@ def max_rate_under_slo(model: ModelSpec, accel: Accelerator, *, tp: int, pp: int
     if limit < 1:
         return CapacityEstimate(0.0, 0, math.inf, math.inf, "memory" if mem.fits else "fit", ctx.fidelity)
 
+    t_pf = prefill_time_s(ctx, 1, input_len)
+    step = _decode_steps(ctx, input_len + output_len / 2)
+
     def ok(b: float) -> tuple[bool, str, tuple[float, float, float]]:
-        rate, tpot, ttft = _steady_state(ctx, b, input_len, output_len)
+        rate, tpot, ttft = _steady_state(t_pf, step, b, output_len)
         if tpot_slo_s is not None and tpot * percentile_factor > tpot_slo_s:
             return False, "tpot", (rate, tpot, ttft)
         if ttft_slo_s is not None and ttft * percentile_factor > ttft_slo_s:
@@ -459,8 +472,7 @@ def max_rate_disaggregated(model: ModelSpec, accel: Accelerator, *, phase: str, 
     if limit < 1:
         return CapacityEstimate(0.0, 0, math.inf, math.inf, "memory", ctx.fidelity)
 
-    def tpot(b: int) -> float:
-        return decode_step_s(ctx, b, input_len + output_len / 2)
+    tpot = _decode_steps(ctx, input_len + output_len / 2)
 
     if tpot_slo_s is not None and tpot(1) > tpot_slo_s:
         return CapacityEstimate(0.0, 0, 0.0, tpot(1), "tpot", ctx.fidelity)
@@ -476,6 +488,6 @@ def max_rate_disaggregated(model: ModelSpec, accel: Accelerator, *, phase: str, 
     if binding == "tpot" and tpot(hi) > t:
         # the average batch need not be whole: TPOT interpolates linearly up to the SLO
         b = lo + min(1.0, (tpot_slo_s - t) / (tpot(hi) - t))
-        t = _decode_step_between(ctx, b, input_len + output_len / 2)
+        t = _decode_step_between(tpot, b)
     return CapacityEstimate(b / (output_len * t), hi if b > lo else lo, 0.0, t, binding,
                             ctx.fidelity)

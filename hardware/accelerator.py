@@ -52,7 +52,7 @@ class EfficiencyCurve(BaseModel):
         if size >= xs[-1]:
             return ys[-1]
         i = bisect.bisect_right(xs, size)
-        lx = self._log_sizes
+        lx = self.__pydantic_private__["_log_sizes"]  # not self._log_sizes: pydantic's slow path
         t = (math.log(size) - lx[i - 1]) / (lx[i] - lx[i - 1])
         return ys[i - 1] + t * (ys[i] - ys[i - 1])
 

@@ -103,3 +103,15 @@ def test_unsupported_and_incomplete_config():
     with pytest.raises(InputError, match="num_key_value_heads"):
         model_from_config({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 6, "num_key_value_heads": 4,
                            "num_hidden_layers": 2, "vocab_size": 10, "intermediate_size": 8}, source="x.json")
+
+
+@pytest.mark.parametrize("layers,first_dense,freq", [(61, 3, 1), (32, 0, 2), (48, 5, 3), (4, 4, 1),
+                                                      (3, 5, 2), (1, 0, 1)])
+def test_moe_layer_count_matches_the_layer_by_layer_rule(layers, first_dense, freq):
+    from dataclasses import replace
+
+    base = load_model("deepseek-v3")
+    m = replace(base, num_layers=layers, moe=replace(base.moe, first_dense_layers=first_dense,
+                                                     layer_freq=freq))
+    assert m.num_moe_layers == sum(m.is_moe_layer(i) for i in range(layers))
+    assert m.num_dense_layers == layers - m.num_moe_layers
