@@ -7,6 +7,8 @@ Run: ``python -m benchmarks.bench_fleet [melange|scale|traces|replan|disagg|star
    under 2 s (Mélange's own solver: 1.35 s at k=1, no answer after 300 s at k=4 and k=16).
 3. Scale: 8 GPU types, 20x20 buckets, 3 models, 24 hourly periods, quotas and spot; solve time
    against problem size.  Target: proven optimal or gap <= 0.5% within 30 s on 2 cores.
+   Synthetic capacity tables (``bucket``, ``option``) and the planner's own path from a request
+   (``cost-model``: capacities from the serving cost model; ``capacity_s`` is their build).
 4. Real traces (Azure LLM inference 2023, code and conversation): Llama-3.1-8B and -70B under
    TPOT 50 ms / TTFT 1 s at p90 across the catalog's GPUs, from the cost models: savings against
    the best single GPU type, and the per-period plan against provisioning for the peak.  With
@@ -128,12 +130,70 @@ def scale_instance(n_buckets: int = 20, n_periods: int = 24, n_models: int = 3,
                         spot_capacity_factor=0.9, routing=routing)
 
 
+#: the cost-model flavour: (model alias, peak req/s at rate x1, (mu, sigma) of log input and of
+#: log output tokens of its bucket histogram)
+COSTMODEL_MODELS = [("llama-3.1-8b", 3000.0, (6.0, 0.9, 5.0, 0.8)),
+                    ("llama-3.1-70b", 600.0, (6.5, 1.0, 5.5, 0.9)),
+                    ("mixtral-8x7b", 1200.0, (7.0, 1.1, 4.5, 0.9))]
+#: its GPUs (catalog names and prices; reserved 0.6x, spot 0.35x) and quotas at rate x1
+COSTMODEL_QUOTAS = {"L4": 2560, "A10G": 2560, "L40S": 1280, "A100-40GB": 1280, "A100-80GB": 1280,
+                    "H100-SXM": 640, "H200-SXM": 480, "MI300X": 1280}
+
+
+def costmodel_request(n_buckets: int = 20, n_periods: int = 24, seed: int = 0):
+    """The scale instance as a user would give it to ``planner fleet``: three catalog models,
+    a bucket histogram per model (log-normal in input and output length, times a random factor
+    in [0.5, 1.5]) over geometric edges (inputs 32..8,192 tokens, outputs 8..4,096), a diurnal
+    rate series of ``n_periods`` hourly periods, TTFT 1 s / TPOT 50 ms at p90, eight catalog GPU
+    types with quotas, reserved and spot prices; capacities from the serving cost model."""
+    from hardware.catalog import get_accelerator
+    from planner.fleet import FleetRequest
+
+    rng = np.random.default_rng(seed)
+    ie = [0] + [int(x) for x in np.geomspace(32, 8192, n_buckets)]
+    oe = [0] + [int(x) for x in np.geomspace(8, 4096, n_buckets)]
+    mid_in = (np.array(ie[:-1]) + np.array(ie[1:])) / 2
+    mid_out = (np.array(oe[:-1]) + np.array(oe[1:])) / 2
+    curve = 0.55 + 0.45 * np.sin(np.linspace(0, 2 * np.pi, n_periods, endpoint=False) - 1.2)
+    models = []
+    for name, peak, (mu_in, s_in, mu_out, s_out) in COSTMODEL_MODELS:
+        shares = np.outer(np.exp(-(np.log(mid_in) - mu_in) ** 2 / (2 * s_in ** 2)),
+                          np.exp(-(np.log(mid_out) - mu_out) ** 2 / (2 * s_out ** 2)))
+        shares *= rng.uniform(0.5, 1.5, shares.shape)
+        models.append({"name": name, "model": name, "slo": {"ttft_s": 1.0, "tpot_s": 0.05,
+                                                           "percentile": 90},
+                       "workload": {"histogram": {"input_edges": ie, "output_edges": oe,
+                                                  "shares": (shares / shares.sum()).tolist()},
+                                    "normalise_shares": True, "period_s": 3600,
+                                    "rate_rps": [float(r) for r in peak * curve]}})
+    gpus = [{"name": g, "quota": q, "reserved_price_per_hour": 0.6 * get_accelerator(g).price_per_hour,
+             "spot_price_per_hour": 0.35 * get_accelerator(g).price_per_hour}
+            for g, q in COSTMODEL_QUOTAS.items()]
+    return FleetRequest.model_validate({"models": models, "gpus": gpus,
+                                        "spot": {"max_fraction": 0.3, "capacity_factor": 0.9}})
+
+
+def costmodel_instance(fp, rate_scale: float, routing: str = "auto"):
+    """The planner's cover problem of ``fp`` (:func:`costmodel_request`, built) with rates
+    scaled by ``rate_scale`` and quotas by it where it is above 1 (a TP 8 replica of a 70B
+    model must stay within them)."""
+    from planner.fleet.problem import cover_problem
+
+    problem, _ = cover_problem(fp, rates=fp.rates * rate_scale, routing=routing)
+    problem.quotas = {g: int(q * max(rate_scale, 1.0)) for g, q in problem.quotas.items()}
+    return problem
+
+
 #: instance flavours: (capacity noise, rate scale).  "bucket": an independent random factor per
 #: (bucket, option), fleet_bench's recipe (every bucket has its own best GPU: the hard case);
 #: "option": one factor per option, so a model's capacity rows are proportional across GPUs
 #: (the presolve merges them into one demand per model: what is left is the integer mix).
-#: Rate x1 peaks at ~500 GPUs, x10 at ~4,000.
-SCALE_FLAVOURS = [("bucket", 1.0), ("bucket", 10.0), ("option", 1.0), ("option", 10.0)]
+#: Rate x1 peaks at ~500 GPUs, x10 at ~4,000.  "cost-model": :func:`costmodel_request` through
+#: the planner's own path (capacities from the serving cost model, its pruning and routing
+#: rule); x1 peaks at ~660 GPUs, x0.1 is a small fleet of ~30 (where whole replicas, not the
+#: mix, decide the cost).
+SCALE_FLAVOURS = [("bucket", 1.0), ("bucket", 10.0), ("option", 1.0), ("option", 10.0),
+                  ("cost-model", 0.1), ("cost-model", 1.0), ("cost-model", 10.0)]
 #: (buckets per side, periods) as the problem grows (3 models each)
 SCALE_SIZES = [(5, 1), (10, 1), (10, 6), (20, 6), (20, 24)]
 
@@ -142,22 +202,41 @@ def bench_scale(time_limit_s: float = 30.0, noise: str | None = None) -> None:
     """Solve time and gap against problem size, per flavour; the 20 x 20 x 24 instance also
     with shared routing (the formulation the planner used for it before the per-period
     decomposition)."""
-    from solvers.binpack import dominated_options, parallel_workers, solve_cover
+    from solvers.binpack import CoverInfeasible, dominated_options, parallel_workers, solve_cover
 
-    rows = []
+    from planner.fleet import build_problem
+
+    rows, built = [], {}
     for flavour, scale in SCALE_FLAVOURS:
         if noise is not None and flavour != noise:
             continue
         runs = [(nb, T, "auto") for nb, T in SCALE_SIZES] + [(20, 24, "shared")]
         for nb, T, routing in runs:
-            problem = scale_instance(nb, T, 3, rate_scale=scale, noise=flavour, routing=routing)
+            capacity_s = None
+            if flavour == "cost-model":
+                if (nb, T) not in built:  # capacities do not depend on the rate scale
+                    start = time.perf_counter()
+                    built[nb, T] = (build_problem(costmodel_request(nb, T)),
+                                    time.perf_counter() - start)
+                fp, capacity_s = built[nb, T]
+                problem = costmodel_instance(fp, scale, routing)
+            else:
+                problem = scale_instance(nb, T, 3, rate_scale=scale, noise=flavour,
+                                         routing=routing)
             D, J, _ = problem.shape
             columns = int((problem.capacity > 0).sum(axis=1) @ (problem.rates > 0).sum(axis=1))
             start = time.perf_counter()
-            sol = solve_cover(problem, time_limit_s=time_limit_s, gap_rel=0.005,
-                              workers=parallel_workers(None))
+            try:
+                sol = solve_cover(problem, time_limit_s=time_limit_s, gap_rel=0.005,
+                                  workers=parallel_workers(None))
+            except CoverInfeasible as exc:  # reported as measured, the other rows still run
+                print(f"{flavour} x{scale:g} {nb}x{nb}x{T} {routing}: {exc.result.status}",
+                      file=sys.stderr, flush=True)
+                continue
             wall = time.perf_counter() - start
             r = sol.result
+            print(f"{flavour} x{scale:g} {nb}x{nb}x{T} {routing}: {sol.cost_per_hour:.2f} "
+                  f"gap {r.gap}", file=sys.stderr, flush=True)
             rows.append({"noise": flavour, "rate_x": scale, "buckets": f"{nb}x{nb}",
                          "periods": T, "demands": D, "options": J,
                          "dominated": len(dominated_options(problem)),
@@ -167,6 +246,7 @@ def bench_scale(time_limit_s: float = 30.0, noise: str | None = None) -> None:
                          "gap_%": None if r.gap is None else round(100 * r.gap, 3),
                          "target_met": r.gap is not None and r.gap <= 0.005 + 1e-12,
                          "status": r.status, "method": sol.method, "solve_s": round(wall, 2),
+                         "capacity_s": None if capacity_s is None else round(capacity_s, 1),
                          "gpus_peak": int(max((sol.counts(t) * [o.units for o in problem.options]).sum()
                                               for t in range(T)))})
     print_table(rows, f"Scale: solve time and gap against problem size (HiGHS, stop at gap 0.5%, "

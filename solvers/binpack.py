@@ -54,9 +54,9 @@ import pulp
 
 from solvers import cover_periods
 from solvers.cover_model import (PRICE_CLASSES, CoverOption, CoverProblem, CoverSolution,
-                                 _best_reserved, _classes, _clean_routing, _group_units, _honest,
+                                 _best_reserved, _classes, _clean_routing, _honest,
                                  _quota_bound, _reference_prices, _safe_bound, _starts_priced,
-                                 load_of, objective_of, quota_groups, quota_usage,
+                                 cover_violation, load_of, objective_of, quota_groups, quota_usage,
                                  start_cost_of, starts_of)
 from solvers.cover_periods import (_finish_beside, _routing_columns, _solve_by_periods,
                                    _start_beside, parallel_workers)
@@ -66,8 +66,8 @@ from solvers.milp import (SolveResult, heuristic_result, relative_gap, solve_pul
 #: the cover solver's public names (those from :mod:`solvers.cover_model` and
 #: :mod:`solvers.cover_periods` re-exported)
 __all__ = ["PRICE_CLASSES", "CoverInfeasible", "CoverOption", "CoverProblem", "CoverSolution",
-           "build_model", "closest_cover", "dominated_options", "greedy_cover", "load_of",
-           "merge_proportional", "objective_of", "parallel_workers", "quota_groups",
+           "build_model", "closest_cover", "cover_violation", "dominated_options", "greedy_cover",
+           "load_of", "merge_proportional", "objective_of", "parallel_workers", "quota_groups",
            "quota_shortfall", "quota_usage", "solve_cover", "start_cost_of", "starts_of",
            "units_changed"]
 
@@ -326,16 +326,16 @@ def greedy_cover(problem: CoverProblem) -> tuple[np.ndarray, np.ndarray, np.ndar
                 extra = r / (cap[d, j] * u)
                 new_count, old_count = _instances(load[j] + extra), _instances(load[j])
                 if any(g in problem.quotas
-                       and used.get(g, 0.0) + (new_count - old_count) * u > problem.quotas[g] + 1e-9
-                       for g, u in quota_usage(opt).items()):
+                       and used.get(g, 0.0) + (new_count - old_count) * n > problem.quotas[g] + 1e-9
+                       for g, n in quota_usage(opt).items()):
                     continue
                 cands.append(((new_count - old_count) * price[j] + extra * price[j] * 1e-3, int(j), extra))
             if not cands:
                 return None
             _, j, extra = min(cands)
             added = _instances(load[j] + extra) - _instances(load[j])
-            for g, u in quota_usage(problem.options[j]).items():
-                used[g] = used.get(g, 0.0) + added * u
+            for g, n in quota_usage(problem.options[j]).items():
+                used[g] = used.get(g, 0.0) + added * n
             load[j] += extra
             routing[d, j, t] = 1.0
         on_demand[:, t] = [_instances(x) for x in load]
@@ -532,10 +532,11 @@ def _short(load, capacity):
 def _serve_every_load(problem: CoverProblem, arrays: tuple) -> tuple:
     """Counts that serve every load the routing sends: a MILP's feasibility tolerance (about
     1e-6 instance) lets a load that small ride on an option with no instance (a tiny rate, or
-    a vast capacity), which would name a pool the plan does not have.  Such load moves to an
-    option with room in that period; where none has room, on-demand instances are added (spot
-    or reserved where on demand is not offered).  Returns ``arrays`` itself when every load
-    was served."""
+    a vast capacity), which would name a pool the plan does not have.  Where an option is
+    short, its smallest loads move to options with room in that period (within :func:`_short`'s
+    tolerance where none has more) until it is not; where that is not enough, on-demand
+    instances are added (spot or reserved where on demand is not offered).  Returns ``arrays``
+    itself when every load was served."""
     reserved, on_demand, spot, routing = arrays
     u, f = float(problem.max_utilisation), float(problem.spot_capacity_factor)
     cap, rates = problem.capacity, problem.rates
@@ -553,17 +554,25 @@ def _serve_every_load(problem: CoverProblem, arrays: tuple) -> tuple:
                                           for a in (reserved, on_demand, spot, routing))
     classes = [_classes(o) for o in problem.options]
     for j, t in zip(*np.nonzero(unserved)):
-        for d in np.nonzero(routing[:, j, t] > 0)[0]:
+        routed = np.nonzero(routing[:, j, t] > 0)[0]
+        for d in routed[np.argsort(routing[routed, j, t] * rates[routed, t] * inv[routed, j],
+                                   kind="stable")]:
+            if not _short(load[j, t], have[j, t]):
+                break
             extra = routing[d, j, t] * rates[d, t] * inv[d]  # [J] its load on each option
             room = have[:, t] - load[:, t]
             fits = (cap[d] > 0) & (have[:, t] > 0) & (room >= extra)
             fits[j] = False
+            if not fits.any():  # a full option takes it within _short's tolerance
+                room = room + 1e-6 * (1.0 + have[:, t])
+                fits = (cap[d] > 0) & (have[:, t] > 0) & (room >= extra)
+                fits[j] = False
             if fits.any():
                 k = int(np.nonzero(fits)[0][np.argmax(room[fits])])
                 routing[d, k, t] += routing[d, j, t]
                 routing[d, j, t] = 0.0
                 load[k, t] += extra[k]
-        load[j, t] = float(routing[:, j, t] @ (rates[:, t] * inv[:, j]))
+                load[j, t] = float(routing[:, j, t] @ (rates[:, t] * inv[:, j]))
         if _short(load[j, t], have[j, t]):
             c = classes[j]
             kind = "on_demand" if "on_demand" in c else ("spot" if "spot" in c else "reserved")
@@ -575,14 +584,6 @@ def _serve_every_load(problem: CoverProblem, arrays: tuple) -> tuple:
                 (on_demand if kind == "on_demand" else spot)[j, t] += add
             have = provided()
     return reserved, on_demand, spot, _clean_routing(routing)
-
-
-def _within_quotas(problem: CoverProblem, arrays: tuple) -> bool:
-    """Whether a cover's instances fit every quota in every period."""
-    reserved, on_demand, spot, _ = arrays
-    counts = reserved[:, None] + on_demand + spot
-    return all(np.all(units @ counts <= problem.quotas[g] + 1e-9)
-               for g, units in _group_units(problem).items())
 
 
 def one_instance_bound(problem: CoverProblem) -> float:
@@ -622,9 +623,9 @@ def solve_cover(problem: CoverProblem, *, time_limit_s: float | None = 30.0,
     if repaired:
         method = sol.method + "+served"
         greedy = greedy_cover(problem)
-        if greedy is not None and (not _within_quotas(problem, arrays)
-                                   or objective_of(problem, *greedy[:3])
-                                   < objective_of(problem, *arrays[:3]) - 1e-12):
+        if greedy is not None and cover_violation(problem, greedy) is None and (
+                cover_violation(problem, arrays) is not None
+                or objective_of(problem, *greedy[:3]) < objective_of(problem, *arrays[:3]) - 1e-12):
             arrays, method = greedy, "greedy"
     reserved, on_demand, spot, routing = arrays
     cost = objective_of(problem, reserved, on_demand, spot)
@@ -989,6 +990,8 @@ def closest_cover(problem: CoverProblem, previous: tuple, *, cost_cap: float, st
     result = solve_pulp_with_start(lp, values, time_limit_s=time_limit_s, gap_rel=gap_rel,
                                    threads=threads)
     arrays = _extract(problem, R, O, S, X) if result.has_solution else None
+    if arrays is not None:
+        arrays = _serve_every_load(problem, arrays)  # the MILP's tolerance: no load on no instance
     if arrays is None or objective_of(problem, *arrays[:3]) > cost_cap * (1 + 1e-9) + 1e-9:
         arrays = start  # nothing (within the cap) in time: the start stands
     moved = units_changed(problem, previous, arrays[:3])

@@ -268,6 +268,33 @@ def _clean_routing(routing: np.ndarray) -> np.ndarray:
     return np.where(sums > 0, routing / np.where(sums > 0, sums, 1.0), 0.0)
 
 
+def cover_violation(problem: CoverProblem, arrays: tuple) -> str | None:
+    """The first constraint a cover ``(reserved, on_demand, spot, routing)`` breaks, in words,
+    or ``None``: every demand routed in full to options that serve it, every load within its
+    option's capacity (the solvers' 1e-6 tolerance), quotas and the spot cap in every period."""
+    reserved, on_demand, spot, routing = arrays
+    counts = np.asarray(reserved)[:, None] + on_demand + spot
+    if min(np.min(reserved), np.min(on_demand), np.min(spot)) < 0:
+        return "a negative count"
+    served = routing.sum(axis=1)
+    if np.any(np.abs(served - 1.0)[problem.rates > 0] > 1e-6) or np.any(routing < -1e-12):
+        return "a demand not routed in full"
+    if np.any(routing[problem.capacity == 0] > 1e-12):
+        return "a demand routed to an option that cannot serve it"
+    have = problem.max_utilisation * (np.asarray(reserved)[:, None] + on_demand
+                                      + problem.spot_capacity_factor * np.asarray(spot))
+    load = load_of(problem, routing)
+    if np.any((load > 0) & ((have <= 0) | (load > have + 1e-6 * (1.0 + have)))):
+        return "a load above its option's capacity"
+    for g, units in _group_units(problem).items():
+        if np.any(units @ counts > problem.quotas[g] + 1e-9):
+            return f"the quota of {g}"
+    spot_units = np.array([float(o.units) for o in problem.options]) @ spot
+    if np.any(spot_units > problem.spot_units_allowed() + 1e-9):
+        return "the spot cap"
+    return None
+
+
 def load_of(problem: CoverProblem, routing: np.ndarray) -> np.ndarray:
     """``[J, T]`` load (instance-equivalents at full capacity) of a routing."""
     cap = problem.capacity

@@ -511,3 +511,23 @@ def test_a_model_no_node_holds_gets_pipeline_stages_across_nodes(tmp_path):
     req["gpus"] = [{"name": "H100-SXM", "shapes": [{"tp": 8, "pp": 1}]}]
     with pytest.raises(InfeasibleError, match="no candidate GPU shape fits"):
         fl.plan_fleet(req)
+
+
+def test_auto_routing_is_chosen_by_the_size_of_the_model_after_pruning(monkeypatch):
+    """"auto" shares one routing table only when the model the solver gets (dominated shapes
+    dropped) has more routing columns than AUTO_SHARED_COLUMNS, not the offer before pruning."""
+    import planner.fleet.problem as fprob
+
+    fp = fl.build_problem(fl.FleetRequest.model_validate(_hist_request()))
+    full, _ = cover_problem(fp, prune=False, routing="per_period")
+    pruned, _ = cover_problem(fp, routing="per_period")
+
+    def columns(p):
+        return int((p.capacity > 0).sum(axis=1) @ (p.rates > 0).sum(axis=1))
+
+    before, after = columns(full), columns(pruned)
+    assert after < before  # the request offers dominated shapes
+    monkeypatch.setattr(fprob, "AUTO_SHARED_COLUMNS", after)  # between the two sizes
+    assert cover_problem(fp)[0].routing == "per_period"
+    monkeypatch.setattr(fprob, "AUTO_SHARED_COLUMNS", after - 1)
+    assert cover_problem(fp)[0].routing == "shared"

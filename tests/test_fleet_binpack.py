@@ -695,3 +695,89 @@ def test_period_blocks_under_budgets_then_the_period_milp_from_them(monkeypatch)
     # here the split costs 16.60 against the period's optimum of 16.00: the MILP gets it back
     assert both < blocks - 0.5
     assert both == pytest.approx(milp)  # small: both proven
+
+
+def test_serving_every_load_moves_the_smallest_loads_first_and_only_as_needed():
+    """An option left 0.3 instance short: its smallest load moves to the option with room
+    (not the big one, and nothing more than needed); a sliver on an option with no instance
+    moves to a full option within the solvers' tolerance rather than buying an instance."""
+    from solvers.binpack import _serve_every_load
+
+    opts = [CoverOption("a", "g", 1, {"on_demand": 1.0}), CoverOption("b", "g", 1, {"on_demand": 1.0}),
+            CoverOption("c", "g", 1, {"on_demand": 5.0})]
+    cap = np.ones((4, 3))
+    rates = np.array([[1.0], [0.3], [0.5], [1e-8]])
+    problem = CoverProblem(opts, cap, rates)
+    routing = np.zeros((4, 3, 1))
+    routing[0, 0, 0] = routing[1, 0, 0] = 1.0  # a: load 1.3 on 1 instance
+    routing[2, 1, 0] = 1.0                      # b: 0.5 on 1 instance (room 0.5)
+    routing[3, 2, 0] = 1.0                      # c: a sliver, no instance
+    arrays = (np.zeros(3, dtype=int), np.array([[1], [1], [0]]), np.zeros((3, 1), dtype=int),
+              routing)
+    reserved, on_demand, spot, moved = _serve_every_load(problem, arrays)
+    assert on_demand[:, 0].tolist() == [1, 1, 0]  # nothing bought
+    assert moved[0, 0, 0] == 1.0 and moved[1, 1, 0] == 1.0  # the 0.3 moved, the 1.0 stayed
+    assert moved[3, 2, 0] == 0.0 and moved[3, :2, 0].sum() == 1.0
+    # a full plan: the sliver rides on a full option within tolerance, still nothing bought
+    full = np.zeros((4, 3, 1))
+    full[0, 0, 0] = full[1, 1, 0] = full[2, 1, 0] = 1.0
+    full[3, 2, 0] = 1.0
+    rates_full = np.array([[1.0], [0.5], [0.5], [1e-8]])
+    problem = CoverProblem(opts, cap, rates_full)
+    got = _serve_every_load(problem, (np.zeros(3, dtype=int), np.array([[1], [1], [0]]),
+                                      np.zeros((3, 1), dtype=int), full))
+    assert got[1][:, 0].tolist() == [1, 1, 0] and got[3][3, 2, 0] == 0.0
+
+
+def test_a_bound_above_a_cover_in_hand_is_discarded(monkeypatch):
+    """A Lagrangian bound above the cover the decomposition holds is a solver's bad proof:
+    the plan keeps the LP's bound and does not claim optimality."""
+    import solvers.binpack as bp
+    import solvers.cover_periods as cp
+
+    problem = _random_periods_problem(1)
+    monkeypatch.setattr(bp, "DECOMPOSE_COLUMNS", 0)
+    monkeypatch.setattr(cp, "WHOLE_MILP_COLUMNS", 0)
+    monkeypatch.setattr(cp, "LAGRANGIAN_FIRST_COLUMNS", 10**9)
+    calls = []
+    monkeypatch.setattr(cp, "_lagrangian_bound",
+                        lambda relax, slice_s, workers: calls.append(slice_s) or 1e6)
+    sol = solve_cover(problem, time_limit_s=20)
+    assert calls  # the (wrong) bound was offered
+    relax = cp._solve_lp_arrays(problem, 10.0, None)
+    assert sol.result.bound == pytest.approx(relax.value, rel=1e-6)
+    assert sol.result.status != "optimal" and sol.result.gap > 0
+
+
+def test_greedy_cover_is_feasible_with_multi_gpu_replicas_and_headroom():
+    """The greedy cover counts loads at max_utilisation whatever the replicas' GPU counts (a
+    loop variable once shadowed it with the quota units: TP 8 loads came out 8x too light, and
+    such a plan, cheaper than the bound, replaced a repaired MILP plan)."""
+    from solvers.binpack import cover_violation
+
+    opts = [CoverOption("tp8", "g", 8, {"on_demand": 8.0}), CoverOption("tp2", "h", 2, {"on_demand": 2.5})]
+    cap = np.array([[40.0, 8.0], [30.0, 0.0], [20.0, 5.0]])
+    rates = np.array([[100.0, 40.0], [50.0, 90.0], [30.0, 10.0]])
+    problem = CoverProblem(opts, cap, rates, quotas={"g": 400, "h": 400}, max_utilisation=0.8)
+    greedy = greedy_cover(problem)
+    assert cover_violation(problem, greedy) is None
+    sol = solve_cover(problem, time_limit_s=10)
+    assert cover_violation(problem, (sol.reserved, sol.on_demand, sol.spot, sol.routing)) is None
+    assert sol.result.bound <= sol.cost_per_hour + 1e-9
+    assert objective_of(problem, *greedy[:3]) >= sol.cost_per_hour - 1e-9
+
+
+def test_cover_violation_names_what_breaks():
+    from solvers.binpack import cover_violation
+
+    opts = [CoverOption("a", "g", 2, {"on_demand": 1.0, "spot": 0.3})]
+    problem = CoverProblem(opts, np.array([[1.0]]), np.array([[1.5]]), quotas={"g": 4},
+                           spot_max_fraction=0.5)
+    routing = np.ones((1, 1, 1))
+    ok = (np.zeros(1, dtype=int), np.array([[2]]), np.zeros((1, 1), dtype=int), routing)
+    assert cover_violation(problem, ok) is None
+    assert cover_violation(problem, (ok[0], np.array([[1]]), ok[2], routing)) == \
+        "a load above its option's capacity"
+    assert cover_violation(problem, (ok[0], np.array([[3]]), ok[2], routing)) == "the quota of g"
+    assert cover_violation(problem, (ok[0], np.array([[0]]), np.array([[2]]), routing)) == "the spot cap"
+    assert cover_violation(problem, (*ok[:3], 0.5 * routing)) == "a demand not routed in full"

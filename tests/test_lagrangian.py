@@ -157,3 +157,44 @@ def test_cover_bound_on_two_processes_equals_one(pieces):
     relax = _solve_lp_arrays(problem, 10.0, None)
     assert _lagrangian_bound(relax, 10.0, 2) == pytest.approx(
         _lagrangian_bound(relax, 10.0, 1))
+
+
+def test_tiny_coefficients_leave_a_block_only_where_that_loosens_it():
+    """Before a block's MILP, coefficients in (0, 1e-6) of rows with no lower bound are
+    dropped (a relaxation with every column >= 0: HiGHS's presolve proved wrong optima on
+    blocks holding them); other rows, negative and larger entries stay."""
+    from solvers.lagrangian import BLOCK_COEFFICIENT_FLOOR, _Block, _without_tiny
+
+    tiny = BLOCK_COEFFICIENT_FLOOR / 10
+    a = sparse.csr_matrix(np.array([[tiny, 1.0, -tiny],     # <= row: only +tiny goes
+                                    [tiny, 1.0, 0.5],       # = row: all stay
+                                    [tiny, 2.0, 0.0]]))     # >= row: all stay
+    block = _Block(a, np.ones(3), np.full(3, 5.0), np.array([-np.inf, 1.0, 1.0]),
+                   np.array([1.0, 1.0, np.inf]), np.ones(3, dtype=bool), 0.0)
+    got = _without_tiny(block).toarray()
+    assert got[0].tolist() == [0.0, 1.0, -tiny]
+    assert got[1].tolist() == [tiny, 1.0, 0.5]
+    assert got[2].tolist() == [tiny, 2.0, 0.0]
+    assert a.toarray()[0, 0] == tiny  # the block itself is left as it was
+
+
+def test_lagrangian_bound_of_a_cover_with_slivers_of_load_stays_below_its_optimum():
+    """Buckets carrying 1e-9..1e-7 of an instance's load (the coefficients HiGHS's presolve
+    mishandled) in a reserved / on-demand / spot cover over several periods: the Lagrangian
+    bound stays below the proven optimum."""
+    rng = np.random.default_rng(5)
+    D, J, T = 24, 4, 4
+    cap = rng.uniform(1.0, 4.0, (D, J)) * (rng.random((D, J)) < 0.8)
+    cap[:, 0] = np.maximum(cap[:, 0], 0.5)
+    rates = rng.uniform(0.2, 1.5, (D, T))
+    rates[::4] = rng.uniform(1e-9, 1e-7, (len(rates[::4]), T))  # slivers
+    opts = [CoverOption(f"o{j}", f"g{j % 2}", 1 + j % 2,
+                        {"on_demand": 1.0 + j, "reserved": 0.6 * (1.0 + j), "spot": 0.35 * (1.0 + j)})
+            for j in range(J)]
+    problem = CoverProblem(opts, cap, rates, quotas={"g0": 20, "g1": 20}, spot_max_fraction=0.3,
+                           spot_capacity_factor=0.9)
+    exact = solve_cover(problem, time_limit_s=30)
+    assert exact.result.status == "optimal"
+    relax = _solve_lp_arrays(problem, 10.0, None)
+    bound = _lagrangian_bound(relax, 20.0, 1)
+    assert relax.value - 1e-9 <= bound <= exact.cost_per_hour + 1e-7

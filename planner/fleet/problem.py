@@ -177,13 +177,11 @@ def cover_problem(fp: FleetProblem, option_mask: np.ndarray | None = None,
     T = rates.shape[1]
     if routing is None:
         routing = req.solver.routing
-    if routing == "auto":
-        columns = int((cap > 0).sum(axis=1) @ (rates > 0).sum(axis=1))
-        routing = "shared" if columns > AUTO_SHARED_COLUMNS and T > 1 else "per_period"
     problem = CoverProblem(covers, cap, rates, np.full(T, 1.0 / T), dict(fp.quotas),
                            req.spot.max_fraction if req.spot.max_fraction > 0 else None,
                            req.spot.capacity_factor, req.max_utilisation,
-                           req.solver.slice_factor, routing=routing)
+                           req.solver.slice_factor,
+                           routing="per_period" if routing == "auto" else routing)
     if prune:
         # exact: a shape never faster than m smaller replicas of the same GPU at the same price
         # per GPU cannot improve the optimum
@@ -193,8 +191,13 @@ def cover_problem(fp: FleetProblem, option_mask: np.ndarray | None = None,
             problem = CoverProblem([covers[c] for c in cols], cap[:, cols], rates,
                                    problem.period_weights, problem.quotas,
                                    problem.spot_max_fraction, problem.spot_capacity_factor,
-                                   problem.max_utilisation, problem.slices, routing=routing)
+                                   problem.max_utilisation, problem.slices,
+                                   routing=problem.routing)
             keep = [keep[c] for c in cols]
+    if routing == "auto":  # by the size of the model the solver gets (after the pruning)
+        columns = int((problem.capacity > 0).sum(axis=1) @ (rates > 0).sum(axis=1))
+        if columns > AUTO_SHARED_COLUMNS and T > 1:
+            problem.routing = "shared"
     return problem, keep
 
 
