@@ -543,7 +543,9 @@ def run_local(sweep: Sweep, *, workers: int | None = None,
                 progress(1)
         return rows  # type: ignore[return-value]
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    from solvers.milp import die_with_parent
+
+    with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent) as pool:
         # a few points per worker in flight: the points' requests are built as they are needed
         futures: dict[Any, int] = {}
         for a in itertools.chain(args, [None]):

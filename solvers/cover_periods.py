@@ -23,7 +23,7 @@ from solvers.cover_model import (CoverProblem, CoverSolution, _best_reserved, _c
                                  _clean_routing, _fits_quotas, _group_units, _honest,
                                  _quota_bound, _safe_bound, _starts_priced, load_of,
                                  objective_of, quota_groups, starts_of)
-from solvers.milp import SolveResult, relative_gap, run_highs_arrays
+from solvers.milp import SolveResult, die_with_parent, relative_gap, run_highs_arrays
 
 
 @dataclass
@@ -422,7 +422,8 @@ def _periods_in_parallel(problem: CoverProblem, order: list[int], reserved: np.n
     limits = [max(0.05, scale * float(load[t])) if load[t] > 0 else TRIVIAL_PERIOD_S
               for t in order]
     ctx = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                             initializer=die_with_parent) as pool:
         futures = [pool.submit(_period_solve, problem, t, reserved, tl, threads, gap_rel)
                    for t, tl in zip(order, limits)]
         results = [f.result() for f in futures]
@@ -587,6 +588,7 @@ def _beside_run(problem: CoverProblem, deadline: float, gap_rel: float, conn) ->
     """Child process of :func:`_start_beside`: :func:`_whole_milp` until ``deadline``
     (``time.perf_counter`` seconds: one monotonic clock for every process); sends its
     ``(cover arrays or None, dual bound)``."""
+    die_with_parent()
     conn.send(_whole_milp(problem, max(0.05, deadline - time.perf_counter()), gap_rel, 1))
     conn.close()
 

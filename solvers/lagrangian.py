@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from solvers.budgets import connected_pieces
-from solvers.milp import PROOF_OPTIONS, run_highs_arrays
+from solvers.milp import PROOF_OPTIONS, die_with_parent, run_highs_arrays
 
 
 @dataclass(frozen=True)
@@ -270,7 +270,8 @@ def _run_blocks(blocks: list[_Block], order: list[int], deadline: float, workers
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     ctx = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                             initializer=die_with_parent) as pool:
         running: dict = {}
         queue = list(order)
         while queue or running:

@@ -57,6 +57,28 @@ class SolveResult:
         return out
 
 
+def die_with_parent() -> None:
+    """Have the kernel stop this process (SIGTERM) when its parent dies: worker processes of
+    the solvers (period MILPs, Lagrangian blocks, the run beside) otherwise keep running until
+    their own time limits after the planner is killed.  For process pools' ``initializer``;
+    Linux only (``prctl(PR_SET_PDEATHSIG)``), a no-op elsewhere.  The signal follows the thread
+    that started the process: the pools here are started from the main thread."""
+    import ctypes
+    import os
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took hold
+        os._exit(1)
+
+
 def relative_gap(objective: float | None, bound: float | None) -> float | None:
     """``|objective - bound| / max(|objective|, 1e-9)``, or ``None`` when either is unknown."""
     if objective is None or bound is None or not math.isfinite(bound):

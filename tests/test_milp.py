@@ -1,4 +1,7 @@
 """The solver layer reports the truth: optimal only when proven, bound and gap otherwise."""
+import sys
+from pathlib import Path
+
 import pulp
 import pytest
 
@@ -82,3 +85,43 @@ def test_highs_arrays_takes_options_and_skips_unknown_ones():
     for name, value in PROOF_OPTIONS.items():
         got = h.getOptionValue(name)
         assert (got[-1] if isinstance(got, tuple) else got) == value  # (status, value) in 1.14
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_solver_workers_stop_when_the_planner_is_killed():
+    """A pool worker started with die_with_parent ends when its parent is killed (SIGKILL)
+    instead of running on until its own time limit."""
+    import os
+    import signal
+    import subprocess
+    import textwrap
+    import time
+
+    script = textwrap.dedent("""
+        import multiprocessing, os, signal, sys, time
+        from concurrent.futures import ProcessPoolExecutor
+        from solvers.milp import die_with_parent
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"),
+                                   initializer=die_with_parent)
+        print(pool.submit(os.getpid).result(), flush=True)
+        pool.submit(time.sleep, 60)
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], timeout=60)
+    child = int(out.stdout.split()[0])
+
+    def alive() -> bool:
+        try:
+            with open(f"/proc/{child}/stat") as f:
+                return f.read().split(")")[-1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.time() + 10
+    while alive() and time.time() < deadline:
+        time.sleep(0.1)
+    if alive():
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the worker outlived its killed parent")
