@@ -781,3 +781,20 @@ def test_cover_violation_names_what_breaks():
     assert cover_violation(problem, (ok[0], np.array([[3]]), ok[2], routing)) == "the quota of g"
     assert cover_violation(problem, (ok[0], np.array([[0]]), np.array([[2]]), routing)) == "the spot cap"
     assert cover_violation(problem, (*ok[:3], 0.5 * routing)) == "a demand not routed in full"
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_reserved_level_estimate_prices_the_lps_own_level_at_the_lps_value(seed):
+    """The estimate that ranks a pass's reserved levels is the LP's own cost at the LP's
+    reserved counts, and grows as a level moves away from them in either direction (more
+    reserved than the LP holds is paid idle; less, bought back on demand or spot)."""
+    import solvers.cover_periods as cp
+
+    problem = _random_periods_problem(seed, T=6)
+    relax = cp._solve_lp_arrays(problem, 10.0, None)
+    at_lp = cp._level_estimate(problem, relax, relax.reserved)
+    assert at_lp == pytest.approx(relax.value, rel=1e-9)
+    up, down = np.ceil(relax.reserved + 1.0), np.maximum(np.floor(relax.reserved - 1.0), 0)
+    assert cp._level_estimate(problem, relax, up) > at_lp
+    if np.any(relax.reserved > 1e-6):
+        assert cp._level_estimate(problem, relax, down) > at_lp
