@@ -56,8 +56,8 @@ from solvers import cover_periods
 from solvers.cover_model import (PRICE_CLASSES, CoverOption, CoverProblem, CoverSolution,
                                  _best_reserved, _classes, _clean_routing, _honest,
                                  _quota_bound, _reference_prices, _safe_bound, _starts_priced,
-                                 cover_violation, load_of, objective_of, quota_groups, quota_usage,
-                                 start_cost_of, starts_of)
+                                 _short, cover_violation, load_of, objective_of, quota_groups,
+                                 quota_usage, start_cost_of, starts_of)
 from solvers.cover_periods import (_finish_beside, _routing_columns, _solve_by_periods,
                                    _start_beside, parallel_workers)
 from solvers.milp import (SolveResult, heuristic_result, relative_gap, solve_pulp,
@@ -521,12 +521,6 @@ def _trim_idle(problem: CoverProblem, arrays: tuple) -> tuple:
                 reserved[j] += 1
                 break
     return reserved, on_demand, spot, routing
-
-
-def _short(load, capacity):
-    """Where a load (instance-equivalents) is not served by the capacity provided: any load
-    on no capacity, or more than the solvers' 1e-6 tolerance over it."""
-    return (load > 0) & ((capacity <= 0) | (load > capacity + 1e-6 * (1.0 + capacity)))
 
 
 def _serve_every_load(problem: CoverProblem, arrays: tuple) -> tuple:

@@ -268,6 +268,12 @@ def _clean_routing(routing: np.ndarray) -> np.ndarray:
     return np.where(sums > 0, routing / np.where(sums > 0, sums, 1.0), 0.0)
 
 
+def _short(load, capacity):
+    """Where a load (instance-equivalents) is not served by the capacity provided: any load
+    on no capacity, or more than the solvers' 1e-6 tolerance over it."""
+    return (load > 0) & ((capacity <= 0) | (load > capacity + 1e-6 * (1.0 + capacity)))
+
+
 def cover_violation(problem: CoverProblem, arrays: tuple) -> str | None:
     """The first constraint a cover ``(reserved, on_demand, spot, routing)`` breaks, in words,
     or ``None``: every demand routed in full to options that serve it, every load within its
@@ -283,8 +289,7 @@ def cover_violation(problem: CoverProblem, arrays: tuple) -> str | None:
         return "a demand routed to an option that cannot serve it"
     have = problem.max_utilisation * (np.asarray(reserved)[:, None] + on_demand
                                       + problem.spot_capacity_factor * np.asarray(spot))
-    load = load_of(problem, routing)
-    if np.any((load > 0) & ((have <= 0) | (load > have + 1e-6 * (1.0 + have)))):
+    if np.any(_short(load_of(problem, routing), have)):
         return "a load above its option's capacity"
     for g, units in _group_units(problem).items():
         if np.any(units @ counts > problem.quotas[g] + 1e-9):

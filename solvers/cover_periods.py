@@ -751,9 +751,9 @@ def _solve_by_periods(problem: CoverProblem, time_limit_s: float, gap_rel: float
     levels = [down, near, up] if whole else [up, near, down]
     candidates = list({tuple(int(v) for v in r): None for r in levels})
     if not whole:  # one pass: the level the LP's own counts price cheapest first
-        cost = {c: _level_estimate(problem, relax, np.array(c)) for c in candidates}
-        if all(math.isfinite(v) for v in cost.values()):
-            candidates.sort(key=lambda c: cost[c])
+        estimate = {c: _level_estimate(problem, relax, np.array(c)) for c in candidates}
+        if all(math.isfinite(v) for v in estimate.values()):
+            candidates.sort(key=lambda c: estimate[c])
     # (without a whole MILP after it, the pass keeps half a second for the clean-up, or
     # 15% of the time for the bound)
     budget_end = time.perf_counter() + (0.5 * left if whole else
