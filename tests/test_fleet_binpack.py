@@ -798,3 +798,54 @@ def test_reserved_level_estimate_prices_the_lps_own_level_at_the_lps_value(seed)
     assert cp._level_estimate(problem, relax, up) > at_lp
     if np.any(relax.reserved > 1e-6):
         assert cp._level_estimate(problem, relax, down) > at_lp
+
+
+def test_a_restricted_period_milp_keeps_slots_for_the_options_the_lp_opens():
+    """Per demand: its LP support and the cheapest columns by reduced cost, with
+    OPEN_OPTION_COLUMNS of the PERIOD_COLUMNS slots held for options the LP uses elsewhere
+    (small demands ride on their spare room), and slots those leave empty go to the next
+    cheapest; missing columns (inf) are never kept."""
+    import solvers.cover_periods as cp
+
+    inf = np.inf
+    reduced = np.array([[-inf, 0.1, 0.2, 0.3, 0.4, 0.5, 0.9, 1.0],
+                        [0.1, -inf, 0.2, 0.3, inf, inf, inf, inf],
+                        [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, inf]])
+    used = np.array([True, True, False, False, False, False, True, True])
+    kept = cp._kept_columns(reduced, used)
+    assert cp.PERIOD_COLUMNS == 5 and cp.OPEN_OPTION_COLUMNS == 2
+    # demand 0: its support, the two cheapest others, then the two used options left (6, 7)
+    assert np.nonzero(kept[0])[0].tolist() == [0, 1, 2, 6, 7]
+    # demand 1: only four columns exist
+    assert np.nonzero(kept[1])[0].tolist() == [0, 1, 2, 3]
+    # demand 2: options 0 and 1 are among the three cheapest already; one used option is left,
+    # and the slot it leaves goes to the next cheapest (3)
+    assert np.nonzero(kept[2])[0].tolist() == [0, 1, 2, 3, 6]
+
+
+def test_passes_go_on_to_other_reserved_levels_while_time_lasts(monkeypatch):
+    """Without a whole MILP after them, passes run while the time lasts: each from a reserved
+    level not passed over yet (the best cover's settled levels first, then the candidates),
+    never the same level twice; the cheapest cover is kept."""
+    import solvers.binpack as bp
+    import solvers.cover_periods as cp
+
+    problem = _random_periods_problem(3, D=6, T=4)
+    monkeypatch.setattr(cp, "WHOLE_MILP_COLUMNS", 0)
+    monkeypatch.setattr(cp, "LAGRANGIAN_FIRST_COLUMNS", 0)
+    levels, costs = [], []
+    real = cp._period_rounding
+
+    def recorded(problem, relax, time_limit_s, threads, gap_rel=1e-4, reserved=None, workers=1):
+        levels.append(tuple(int(v) for v in reserved))
+        got = real(problem, relax, time_limit_s, threads, gap_rel, reserved, workers)
+        costs.append(None if got is None else objective_of(problem, *got[0][:3]))
+        return got
+
+    monkeypatch.setattr(cp, "_period_rounding", recorded)
+    sol = cp._solve_by_periods(problem, 20.0, 1e-9, None)
+    assert len(levels) >= 2 and len(set(levels)) == len(levels)
+    assert sol.cost_per_hour == pytest.approx(min(c for c in costs if c is not None))
+    sol_check = bp.CoverSolution(sol.reserved, sol.on_demand, sol.spot, sol.routing,
+                                 bp.load_of(problem, sol.routing), sol.cost_per_hour, None, "t")
+    _assert_feasible(problem, sol_check)
