@@ -315,8 +315,8 @@ def _lagrangian_bound(relax: _LpRelaxation, time_limit_s: float, workers: int) -
 #: Models too big for the whole MILP run it before their passes instead
 #: (:data:`LAGRANGIAN_FIRST_SHARE`)
 LAGRANGIAN_SHARE = 0.2
-#: routing columns kept per demand in a period's MILP: the period LP's support plus this many
-#: cheapest columns by reduced cost.  Measured on the 1x bucket-noise 20 x 20 x 24 scale
+#: routing columns kept per demand in a period's MILP: the period LP's support first, then the
+#: cheapest columns by reduced cost, this many in all (:func:`_kept_columns`).  Measured on the 1x bucket-noise 20 x 20 x 24 scale
 #: instance (sum of the 24 periods' on-demand / spot costs at the pass's time shares): 2 139.5,
 #: 3 132.1, 4 131.5, 5 131.3, 6 131.3, 8 132.4 $/h; the whole cover 250.9 -> 250.1 $/h from
 #: 3 to 5 (seeds 1, 2: -0.15%, -0.2%; 20 x 20 x 6: -0.3 to -0.4%).  With 3, off-peak periods,
