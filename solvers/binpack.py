@@ -60,8 +60,8 @@ from solvers.cover_model import (PRICE_CLASSES, CoverOption, CoverProblem, Cover
                                  quota_usage, start_cost_of, starts_of)
 from solvers.cover_periods import (_finish_beside, _routing_columns, _solve_by_periods,
                                    _start_beside, parallel_workers)
-from solvers.milp import (SolveResult, heuristic_result, relative_gap, solve_pulp,
-                          solve_pulp_with_start)
+from solvers.milp import (WRAP_UP_S, SolveResult, heuristic_result, relative_gap,
+                          solve_pulp, solve_pulp_with_start)
 
 #: the cover solver's public names (those from :mod:`solvers.cover_model` and
 #: :mod:`solvers.cover_periods` re-exported)
@@ -769,7 +769,7 @@ def _solve_cover(problem: CoverProblem, *, time_limit_s: float | None, backend: 
         # highspy, an objective cutoff row just below the incumbent does the pruning instead.
         if beside is not None and not proven() and beside[1].poll(0):
             take_beside(1.0)
-        left = time_limit_s - (time.perf_counter() - start)
+        left = time_limit_s - (time.perf_counter() - start) - WRAP_UP_S
         if best_cost is not None and left > 0.2 and not proven():
             third, improved = _milp_from_start(problem, lp, R, O, S, X, best, best_cost, left,
                                                backend, gap_rel, threads)
@@ -868,13 +868,15 @@ def _start_values(problem: CoverProblem, R, O, S, X, arrays) -> dict:
 
 def _milp_from_start(problem, lp, R, O, S, X, best, best_cost, time_limit_s, backend, gap_rel,
                      threads):
-    """The MILP with the incumbent ``best`` as a start; returns ``(result, arrays or None)``."""
+    """The MILP with the incumbent ``best`` as a start; returns ``(result, arrays or None)``.
+    ``time_limit_s`` counts from the call (the start's hand-over included)."""
+    deadline = time.perf_counter() + time_limit_s
     if backend == "highs":
         try:
             import highspy  # noqa: F401
             start = _start_values(problem, R, O, S, X, best)
-            res = solve_pulp_with_start(lp, start, time_limit_s=time_limit_s, gap_rel=gap_rel,
-                                        threads=threads)
+            res = solve_pulp_with_start(lp, start, time_limit_s=deadline - time.perf_counter(),
+                                        gap_rel=gap_rel, threads=threads)
             return res, (_extract(problem, R, O, S, X) if res.has_solution else None)
         except ImportError:
             pass

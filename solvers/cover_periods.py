@@ -23,7 +23,8 @@ from solvers.cover_model import (CoverProblem, CoverSolution, _best_reserved, _c
                                  _clean_routing, _fits_quotas, _group_units, _honest,
                                  _quota_bound, _safe_bound, _starts_priced, load_of,
                                  objective_of, quota_groups, starts_of)
-from solvers.milp import SolveResult, die_with_parent, relative_gap, run_highs_arrays
+from solvers.milp import (WRAP_UP_S, SolveResult, die_with_parent, relative_gap,
+                          run_highs_arrays)
 
 
 @dataclass
@@ -452,7 +453,7 @@ def _periods_in_parallel(problem: CoverProblem, order: list[int], reserved: np.n
     ends = np.zeros(workers)
     for t in order:
         ends[np.argmin(ends)] += float(load[t])
-    scale = max(0.1, time_limit_s - 0.5) / max(float(ends.max()), 1e-300)
+    scale = max(0.1, time_limit_s - WRAP_UP_S) / max(float(ends.max()), 1e-300)
     limits = [max(0.05, scale * float(load[t])) if load[t] > 0 else TRIVIAL_PERIOD_S
               for t in order]
     ctx = multiprocessing.get_context("fork")
@@ -846,7 +847,7 @@ def _solve_by_periods(problem: CoverProblem, time_limit_s: float, gap_rel: float
     gap = relative_gap(best_cost, bound)
     if not lagrangian_done and left > 1.0 and (gap is None or gap > gap_rel + 1e-12):
         # a slice before the whole MILP; without one, what the passes left
-        lift_bound(min(LAGRANGIAN_SHARE * time_limit_s, left / 4) if whole else (left - 0.5))
+        lift_bound(min(LAGRANGIAN_SHARE * time_limit_s, left / 4) if whole else (left - WRAP_UP_S))
     result = SolveResult("feasible", best_cost, bound, relative_gap(best_cost, bound),
                          0.0, "highs", time_limit_s)
     left = time_limit_s - (time.perf_counter() - start)
@@ -854,7 +855,7 @@ def _solve_by_periods(problem: CoverProblem, time_limit_s: float, gap_rel: float
     if whole and left > 1.0 and (gap is None or gap > gap_rel + 1e-12):
         # the whole-horizon MILP from arrays (no PuLP: handing 100k columns over through
         # PuLP took seconds past the limit), the incumbent as its start
-        left = time_limit_s - (time.perf_counter() - start) - 0.5
+        left = time_limit_s - (time.perf_counter() - start) - WRAP_UP_S
         if left > 0.5:
             improved, milp_bound = _whole_milp(problem, left, gap_rel, threads, start=arrays)
             if improved is not None:

@@ -87,6 +87,27 @@ def test_highs_arrays_takes_options_and_skips_unknown_ones():
         assert (got[-1] if isinstance(got, tuple) else got) == value  # (status, value) in 1.14
 
 
+def test_the_time_limit_counts_pulps_hand_over(monkeypatch):
+    """HiGHS's own limit counts from its run: the time PuLP spends building the model before it
+    comes off the caller's limit (0.3-0.7 s on the scale models)."""
+    pytest.importorskip("highspy")
+    import time
+
+    build = pulp.HiGHS.buildSolverModel
+
+    def slow_build(self, lp):
+        time.sleep(0.4)
+        return build(self, lp)
+
+    monkeypatch.setattr(pulp.HiGHS, "buildSolverModel", slow_build)
+    problem = knapsack()
+    result = solve_pulp(problem, time_limit_s=1.0)
+    got = problem.solverModel.getOptionValue("time_limit")
+    limit = got[-1] if isinstance(got, tuple) else got
+    assert limit <= 0.6 + 1e-9
+    assert result.status == "optimal"
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_solver_workers_stop_when_the_planner_is_killed():
     """A pool worker started with die_with_parent ends when its parent is killed (SIGKILL)
