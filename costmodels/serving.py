@@ -261,8 +261,10 @@ class CapacityEstimate:
     """Sustained capacity of one replica for one request shape under SLOs.
 
     ``rate_rps`` is the largest request rate the replica sustains with the SLOs met (0.0: it
-    cannot meet them at any rate); ``binding`` names what limits it ("tpot", "ttft",
-    "memory", "max_num_seqs" or "fit").
+    cannot meet them at any rate); ``binding`` names what limits it ("tpot", "ttft", "e2e",
+    "memory", "max_num_seqs" or "fit").  ``e2e_s``: the modelled end-to-end latency (s) at
+    that rate, ``ttft_s + (output_len - 1) tpot_s`` as in :func:`estimate` (None where it is
+    not modelled: one side of a disaggregated pair).
     """
 
     rate_rps: float
@@ -271,6 +273,7 @@ class CapacityEstimate:
     tpot_s: float
     binding: str
     fidelity: str
+    e2e_s: float | None = None
 
 
 def _decode_steps(ctx: CostContext, context_len: float) -> Callable[[int], float]:
@@ -321,17 +324,26 @@ def _steady_state(t_pf: float, step: Callable[[int], float], batch: float,
     return rate, tpot, ttft
 
 
+def _e2e_s(ttft_s: float, tpot_s: float, output_len: int) -> float:
+    """End-to-end latency (s) of a request: its first token, then ``output_len - 1`` decode
+    steps (the definition :func:`estimate` uses)."""
+    return ttft_s + max(output_len - 1, 0) * tpot_s
+
+
 def _below_one_sequence(ctx: CostContext, input_len: int, output_len: int,
                         ttft_slo_s: float | None, tpot_slo_s: float | None,
-                        percentile_factor: float) -> CapacityEstimate:
+                        percentile_factor: float, e2e_slo_s: float | None = None
+                        ) -> CapacityEstimate:
     """Capacity when one sequence decoding back to back already misses an SLO: run below
     saturation.  At rate ``r`` (req/s) prefill takes the share ``f = r t_pf`` of the time and
     fewer than one sequence decodes on average, each step still ``t_dec(1)``; TPOT =
     ``t_dec / (1 - f)`` and TTFT = ``t_dec / 2 + t_pf / (1 - f)`` (:func:`_latencies`), so the
     SLOs cap ``f`` and the rate is ``f_max / t_pf``.  Short outputs need this: with
     one or two output tokens a saturated replica spends most of its time prefilling, yet a
-    lighter load meets the TPOT SLO.  Returns rate 0.0 with the binding SLO and an idle
-    replica's latencies when even those miss it (called only when an SLO is set)."""
+    lighter load meets the TPOT SLO.  The end-to-end latency is TTFT + (output_len - 1) TPOT
+    = ``t_dec / 2 + (t_pf + (output_len - 1) t_dec) / (1 - f)``, which caps ``f`` the same
+    way.  Returns rate 0.0 with the binding SLO and an idle replica's latencies when even those
+    miss it (called only when an SLO is set)."""
     t_pf = prefill_time_s(ctx, 1, input_len)
     t_dec = decode_step_s(ctx, 1, input_len + output_len / 2)
     k = percentile_factor
@@ -341,22 +353,32 @@ def _below_one_sequence(ctx: CostContext, input_len: int, output_len: int,
     if ttft_slo_s is not None:
         room = ttft_slo_s / k - 0.5 * t_dec  # s left for the prefill and its queue
         caps.append((1.0 - t_pf / room if room > 0 else -1.0, "ttft"))
+    if e2e_slo_s is not None:
+        room = e2e_slo_s / k - 0.5 * t_dec  # s left for the prefill, its queue and the decode
+        busy = t_pf + max(output_len - 1, 0) * t_dec  # what the 1 / (1 - f) stretch applies to
+        caps.append((1.0 - busy / room if room > 0 else -1.0, "e2e"))
     f, binding = min(caps)
     tpot, ttft = _latencies(t_pf, t_dec, max(f, 0.0))  # an idle replica's when f <= 0
     return CapacityEstimate(f / t_pf if f > 0 else 0.0, 1 if f > 0 else 0, ttft, tpot, binding,
-                            ctx.fidelity)
+                            ctx.fidelity, _e2e_s(ttft, tpot, output_len))
 
 
 def max_rate_under_slo(model: ModelSpec, accel: Accelerator, *, tp: int, pp: int = 1, ep: int = 1,
                        input_len: int, output_len: int, ttft_slo_s: float | None = None,
                        tpot_slo_s: float | None = None, dtype: str = "bf16", kv_dtype: str | None = None,
                        node: NodeType | None = None, efficiency: DeviceEfficiency | None = None,
-                       max_num_seqs: int = DEFAULT_MAX_NUM_SEQS, percentile_factor: float = 1.0) -> CapacityEstimate:
-    """Largest sustained request rate of one replica meeting the TTFT / TPOT SLOs.
+                       max_num_seqs: int = DEFAULT_MAX_NUM_SEQS, percentile_factor: float = 1.0,
+                       e2e_slo_s: float | None = None) -> CapacityEstimate:
+    """Largest sustained request rate of one replica meeting the TTFT / TPOT / end-to-end SLOs
+    (limits in s; None: no such target).
 
-    The rate grows with the decode batch while the SLOs hold, so the batch is found by
-    bisection.  ``percentile_factor`` (>= 1) scales the modelled latencies before they are
-    compared with the SLO, to leave room for a percentile above the mean (e.g. 1.2 for p90).
+    The end-to-end latency is checked on its own, not split into TTFT and TPOT shares: TTFT
+    (queueing included) + ``(output_len - 1)`` TPOT of the steady state, as :func:`estimate`
+    defines it, so a long prompt may use most of the target for its first token.
+    The rate grows with the decode batch while the SLOs hold (every latency grows with it), so
+    the batch is found by bisection.  ``percentile_factor`` (>= 1) scales the modelled
+    latencies before they are compared with the SLO, to leave room for a percentile above the
+    mean (e.g. 1.2 for p90).
     Returns rate 0.0 with the binding constraint when even one request misses the SLO or the
     weights do not fit.
     """
@@ -380,17 +402,20 @@ def max_rate_under_slo(model: ModelSpec, accel: Accelerator, *, tp: int, pp: int
             return False, "tpot", (rate, tpot, ttft)
         if ttft_slo_s is not None and ttft * percentile_factor > ttft_slo_s:
             return False, "ttft", (rate, tpot, ttft)
+        if e2e_slo_s is not None and _e2e_s(ttft, tpot, output_len) * percentile_factor > e2e_slo_s:
+            return False, "e2e", (rate, tpot, ttft)
         return True, "", (rate, tpot, ttft)
 
     good, why, res = ok(1)
     if not good:
         return _below_one_sequence(ctx, input_len, output_len, ttft_slo_s, tpot_slo_s,
-                                   percentile_factor)
+                                   percentile_factor, e2e_slo_s)
     lo, hi, best = 1, limit, res
     good_hi, why_hi, res_hi = ok(hi)
     if good_hi:
         binding = "memory" if kv_cap <= max_num_seqs * pp else "max_num_seqs"
-        return CapacityEstimate(res_hi[0], hi, res_hi[2], res_hi[1], binding, ctx.fidelity)
+        return CapacityEstimate(res_hi[0], hi, res_hi[2], res_hi[1], binding, ctx.fidelity,
+                                _e2e_s(res_hi[2], res_hi[1], output_len))
     binding = why_hi
     while hi - lo > 1:
         mid = (lo + hi) // 2
@@ -409,7 +434,7 @@ def max_rate_under_slo(model: ModelSpec, accel: Accelerator, *, tp: int, pp: int
         else:
             frac_hi = mid
     return CapacityEstimate(best[0], hi if frac_lo > lo else lo, best[2], best[1], binding,
-                            ctx.fidelity)
+                            ctx.fidelity, _e2e_s(best[2], best[1], output_len))
 
 
 def kv_transfer_s(model: ModelSpec, input_len, kv_bytes: float, link: LinkModel, parallel_links: int):
@@ -421,13 +446,34 @@ def kv_transfer_s(model: ModelSpec, input_len, kv_bytes: float, link: LinkModel,
     return link.collective_overhead_s + link.latency_s + input_len * per_token / bandwidth
 
 
+def split_e2e(e2e_s: float, output_len: int, first_s: float, step_s: float,
+              ttft_s: float | None = None, tpot_s: float | None = None) -> float:
+    """The part (s) of an end-to-end target ``e2e_s`` (s) given to the first token where two
+    instances that cannot see each other's load must share it (prefill / decode
+    disaggregation); the rest, over ``output_len - 1`` decode steps, bounds the decode side's
+    TPOT.  In proportion to the idle latencies ``first_s`` (first token, s) and ``step_s`` (one
+    decode step, s), so both sides may stretch by the same factor; then moved so that a side's
+    own target (``ttft_s`` / ``tpot_s``, s), where tighter, leaves its unused share to the
+    other side."""
+    steps = max(output_len - 1, 0)
+    if steps == 0:
+        return e2e_s
+    share = e2e_s * first_s / max(first_s + steps * step_s, 1e-300)
+    if tpot_s is not None:  # the decode side cannot use more than its TPOT allows
+        share = max(share, e2e_s - steps * tpot_s)
+    if ttft_s is not None:  # nor the first token more than its TTFT
+        share = min(share, ttft_s)
+    return share
+
+
 def max_rate_disaggregated(model: ModelSpec, accel: Accelerator, *, phase: str, tp: int, pp: int = 1,
                            input_len: int, output_len: int, ttft_slo_s: float | None = None,
                            tpot_slo_s: float | None = None, dtype: str = "bf16",
                            kv_dtype: str | None = None, node: NodeType | None = None,
                            efficiency: DeviceEfficiency | None = None,
                            max_num_seqs: int = DEFAULT_MAX_NUM_SEQS,
-                           kv_link: LinkModel | None = None) -> CapacityEstimate:
+                           kv_link: LinkModel | None = None, e2e_slo_s: float | None = None,
+                           e2e_ttft_s: float | None = None) -> CapacityEstimate:
     """Largest sustained request rate of ONE prefill-only or decode-only instance (prefill /
     decode disaggregation) under the SLOs, in :func:`max_rate_under_slo`'s steady-state model.
 
@@ -443,6 +489,14 @@ def max_rate_disaggregated(model: ModelSpec, accel: Accelerator, *, phase: str, 
       nothing).  So ``rho <= 1 - t_pf / (ttft_slo - t_kv - tpot_slo / 2)``; without a TTFT SLO
       the instance runs at ``rho = 0.95``.
 
+    An end-to-end target ``e2e_slo_s`` (s) spans both sides, which do not see each other's
+    load, so it is met through a split (:func:`split_e2e`): the first token must come within
+    ``e2e_ttft_s`` (s; the prefill side's limit, binding "e2e" where tighter than the TTFT SLO)
+    and each of the ``output_len - 1`` later tokens within ``(e2e_slo_s - e2e_ttft_s) /
+    (output_len - 1)`` (the decode side's TPOT limit, which also sets the join wait aside).
+    Both sides of a bundle must be given the same ``e2e_ttft_s``; without one, the split is
+    in proportion to this instance's own idle latencies.
+
     Returns rate 0.0 with the binding constraint when even an idle instance misses the SLO or
     the weights do not fit.
     """
@@ -456,16 +510,31 @@ def max_rate_disaggregated(model: ModelSpec, accel: Accelerator, *, phase: str, 
     mem = memory_for(ctx)
     if not mem.fits:
         return CapacityEstimate(0.0, 0, math.inf, math.inf, "fit", ctx.fidelity)
+    # the decode side's TPOT limit and the first token's under an end-to-end target
+    tpot_limit, tpot_binding = tpot_slo_s, "tpot"
+    if e2e_slo_s is not None:
+        steps = max(output_len - 1, 0)
+        if e2e_ttft_s is None:
+            t_step = decode_step_s(ctx, 1, input_len + output_len / 2)
+            e2e_ttft_s = split_e2e(e2e_slo_s, output_len,
+                                   prefill_time_s(ctx, 1, input_len) + 0.5 * t_step, t_step,
+                                   ttft_slo_s, tpot_slo_s)
+        if steps and (tpot_limit is None or (e2e_slo_s - e2e_ttft_s) / steps < tpot_limit):
+            tpot_limit, tpot_binding = (e2e_slo_s - e2e_ttft_s) / steps, "e2e"
     if phase == "prefill":
         t_pf = prefill_time_s(ctx, 1, input_len)
         t_kv = float(kv_transfer_s(model, input_len, ctx.kv_bytes, kv_link or ctx.links["tp"], tp))
-        if ttft_slo_s is None:
+        budgets = [(lim - t_kv - (tpot_limit or 0.0) / 2, name)
+                   for lim, name in ((ttft_slo_s, "ttft"),
+                                     (e2e_ttft_s if e2e_slo_s is not None else None, "e2e"))
+                   if lim is not None]
+        if not budgets:
             rho, binding = 0.95, "throughput"
         else:
-            budget = ttft_slo_s - t_kv - (tpot_slo_s or 0.0) / 2
+            budget, binding = min(budgets, key=lambda pair: pair[0])  # a tie names the TTFT SLO
             if budget <= t_pf:
-                return CapacityEstimate(0.0, 1, t_pf + t_kv, 0.0, "ttft", ctx.fidelity)
-            rho, binding = min(0.95, 1.0 - t_pf / budget), "ttft"
+                return CapacityEstimate(0.0, 1, t_pf + t_kv, 0.0, binding, ctx.fidelity)
+            rho = min(0.95, 1.0 - t_pf / budget)
         return CapacityEstimate(rho / t_pf, 1, t_pf / (1.0 - rho) + t_kv, 0.0, binding, ctx.fidelity)
     kv_cap = max_kv_tokens(ctx, mem) // (input_len + output_len)
     limit = min(kv_cap, max_num_seqs * pp)
@@ -474,20 +543,20 @@ def max_rate_disaggregated(model: ModelSpec, accel: Accelerator, *, phase: str, 
 
     tpot = _decode_steps(ctx, input_len + output_len / 2)
 
-    if tpot_slo_s is not None and tpot(1) > tpot_slo_s:
-        return CapacityEstimate(0.0, 0, 0.0, tpot(1), "tpot", ctx.fidelity)
+    if tpot_limit is not None and tpot(1) > tpot_limit:
+        return CapacityEstimate(0.0, 0, 0.0, tpot(1), tpot_binding, ctx.fidelity)
     lo, hi = 1, limit
-    if tpot_slo_s is None or tpot(hi) <= tpot_slo_s:
+    if tpot_limit is None or tpot(hi) <= tpot_limit:
         lo, binding = hi, "memory" if kv_cap <= max_num_seqs * pp else "max_num_seqs"
     else:
-        binding = "tpot"
+        binding = tpot_binding
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if tpot(mid) <= tpot_slo_s else (lo, mid)
+            lo, hi = (mid, hi) if tpot(mid) <= tpot_limit else (lo, mid)
     b, t = float(lo), tpot(lo)
-    if binding == "tpot" and tpot(hi) > t:
+    if binding == tpot_binding and tpot(hi) > t:
         # the average batch need not be whole: TPOT interpolates linearly up to the SLO
-        b = lo + min(1.0, (tpot_slo_s - t) / (tpot(hi) - t))
+        b = lo + min(1.0, (tpot_limit - t) / (tpot(hi) - t))
         t = _decode_step_between(tpot, b)
     return CapacityEstimate(b / (output_len * t), hi if b > lo else lo, 0.0, t, binding,
                             ctx.fidelity)

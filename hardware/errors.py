@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 
 class InputError(ValueError):
@@ -119,10 +119,18 @@ def nearest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
 
 
 def unknown_name(kind: str, name: str, choices: Iterable[str], *, file: str | None = None,
-                 field: str | None = None) -> InputError:
-    """An ``InputError`` for an unknown name, suggesting the nearest known ones."""
+                 field: str | None = None, spellings: Mapping[str, str] | None = None
+                 ) -> InputError:
+    """An ``InputError`` for an unknown name, suggesting the nearest known ones.
+
+    ``spellings`` maps every accepted spelling (aliases included, any case) to its ``choices``
+    name: the nearest spellings are then suggested as those names, each once."""
     choices = sorted(choices)
-    near = nearest(name, choices)
+    if spellings:
+        canon = {k.lower(): v for k, v in spellings.items()}
+        near = list(dict.fromkeys(canon[h.lower()] for h in nearest(name, canon, n=3 * 3)))[:3]
+    else:
+        near = nearest(name, choices)
     hint = f"Did you mean {', '.join(near)}?" if near else f"Known: {', '.join(choices)}"
     return InputError(f"unknown {kind} '{name}'", file=file, field=field,
                       expected=f"one of the catalog's {kind} names", hint=hint)

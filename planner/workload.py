@@ -32,6 +32,11 @@ _EPOCH = datetime(1970, 1, 1)
 #: context, so a larger count is a broken file rather than a request
 MAX_TOKENS = 100_000_000
 
+#: the columns (time, input tokens, output tokens) a CSV trace of a named format must have
+#: (case-insensitive); ``format: auto`` also takes the variants below
+CSV_COLUMNS = {"azure": ("TIMESTAMP", "ContextTokens", "GeneratedTokens"),
+               "burstgpt": ("Timestamp", "Request tokens", "Response tokens")}
+
 # column name variants (lower-cased) per role
 _TIME_COLS = ("timestamp", "time", "arrival_time", "arrival_time_s", "ts")
 _IN_COLS = ("contexttokens", "request tokens", "input_tokens", "prompt_tokens", "input_len",
@@ -184,12 +189,24 @@ def _read_csv(path: Path, fmt: str | None) -> Trace:
     with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:  # BOM or not
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
-        tcol, icol, ocol = _pick(header, _TIME_COLS), _pick(header, _IN_COLS), _pick(header, _OUT_COLS)
-        if fmt == "azure":
-            want = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
-        elif fmt == "burstgpt":
-            want = ("Timestamp", "Request tokens", "Response tokens")
+        if fmt in CSV_COLUMNS:
+            # a named format reads its own columns only: another format's header is an error,
+            # not a guess
+            want = CSV_COLUMNS[fmt]
+            tcol, icol, ocol = (_pick(header, (w.lower(),)) for w in want)
+            if tcol is None or icol is None or ocol is None:
+                missing = [w for w, c in zip(want, (tcol, icol, ocol)) if c is None]
+                other = [f for f, cols in CSV_COLUMNS.items()
+                         if f != fmt and all(_pick(header, (c.lower(),)) for c in cols)]
+                raise InputError(
+                    f"the header is not {fmt}'s: missing column(s) {', '.join(missing)}; "
+                    f"columns found: {', '.join(h.strip() for h in header) or 'none'}",
+                    file=str(path), field="header",
+                    expected=f"{fmt} columns {', '.join(want)}",
+                    hint=(f"The header is {other[0]}'s: set the workload's format to "
+                          f"{other[0]} (or auto)") if other else None)
         else:
+            tcol, icol, ocol = _pick(header, _TIME_COLS), _pick(header, _IN_COLS), _pick(header, _OUT_COLS)
             want = ("a time column", "an input-token column", "an output-token column")
         if tcol is None or icol is None or ocol is None:
             missing = [w for w, c in zip(want, (tcol, icol, ocol)) if c is None]

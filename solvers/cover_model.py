@@ -153,8 +153,10 @@ class CoverProblem:
     def spot_units_allowed(self) -> np.ndarray:
         """``[T]`` most quota units on spot per period: ``spot_max_fraction`` times the units
         the period's load needs when every demand goes to its cheapest option per unit of rate
-        (on-demand price where offered, else reserved, else spot) at ``max_utilisation``,
-        rounded down (units are whole: the LP gets the tighter row).  Fixed by the demand, so
+        (on-demand price where offered, else reserved, else spot) at ``max_utilisation``.
+        Units are whole: the units needed are rounded up (a fleet needing 3.2 GPUs holds at
+        least 4, and with a 30% allowance may run one on spot: rounding the product down
+        alone gave small fleets no spot at all), the allowance down.  Fixed by the demand, so
         no choice of the plan can enlarge it; infinite without a cap."""
         T = self.rates.shape[1]
         if self.spot_max_fraction is None:
@@ -169,7 +171,7 @@ class CoverProblem:
         units_per_rate = np.divide(units[best], best_cap, out=np.zeros_like(best_cap),
                                    where=best_cap > 0)
         needed = units_per_rate @ self.rates / float(self.max_utilisation)
-        return np.floor(float(self.spot_max_fraction) * needed + 1e-9)
+        return np.floor(float(self.spot_max_fraction) * np.ceil(needed - 1e-9) + 1e-9)
 
     def unservable(self) -> list[tuple[int, int]]:
         """(demand, period) pairs with positive rate that no option can serve."""
@@ -319,14 +321,16 @@ def _best_reserved(counts: np.ndarray, w: np.ndarray, p_res: float, p_od: float)
 
 def _honest(result: SolveResult, objective: float | None, bound: float | None, time_s: float,
             backend: str, time_limit_s: float | None) -> SolveResult:
-    """Status and gap from an incumbent and a bound: "optimal" only when they meet."""
+    """Status and gap from an incumbent and a bound: "optimal" only when they meet (within
+    :data:`solvers.milp.OPTIMALITY_TOLERANCE`: then gap 0 and the bound reported is the
+    incumbent's value, as :class:`solvers.milp.SolveResult` says)."""
     gap = relative_gap(objective, bound)
     objective = None if objective is None else float(objective)
     bound = None if bound is None else float(bound)
     if objective is None:
         status = result.status
     elif gap is not None and gap <= 1e-6 + 1e-9:  # the cutoff proof leaves exactly 1e-6
-        status, gap = "optimal", 0.0
+        status, gap, bound = "optimal", 0.0, objective
     else:
         status = "feasible"
     return SolveResult(status, objective, bound, gap, time_s, backend, time_limit_s)

@@ -34,8 +34,10 @@ class SolveResult:
         status: one of :data:`STATUSES`.
         objective: incumbent objective value (problem units), ``None`` without an incumbent.
         bound: best proven bound on the objective (lower bound when minimising), or ``None``.
-        gap: relative gap ``|objective - bound| / max(|objective|, 1e-9)``; 0 when proven
-            optimal, ``None`` when unknown.
+        gap: relative gap ``|objective - bound| / max(|objective|, 1e-9)``; ``None`` when
+            unknown.  "optimal" means proven within :data:`OPTIMALITY_TOLERANCE`; its gap is
+            then 0 and its bound the objective (a dual bound that close varies in the last
+            digits with the path the solver took, and plans must not)
         time_s: wall time of the solve in seconds.
         backend: "highs", "cbc", "cp-sat" or the name of the heuristic.
         time_limit_s: the limit the solve ran under (``None`` = none).
@@ -131,10 +133,11 @@ def _highs_solve(problem: pulp.LpProblem, time_limit_s: float | None, gap_rel: f
             bound = objective
         gap = relative_gap(objective, bound) or 0.0
         # HiGHS says "optimal" once the gap is below the caller's gap_rel; we say so only when
-        # the gap is negligible, and report the real gap either way.
+        # the gap is within OPTIMALITY_TOLERANCE (then gap 0, bound = objective), else report
+        # "feasible" with the real gap
         status = "optimal" if gap <= OPTIMALITY_TOLERANCE else "feasible"
         if status == "optimal":
-            gap = 0.0
+            gap, bound = 0.0, objective
         return SolveResult(status, objective, bound, gap, elapsed, "highs", time_limit_s)
     if model_status in (S.kInfeasible,):
         status = "infeasible"

@@ -135,7 +135,8 @@ def _cuts(text: str) -> dict[str, int]:
     """Where a copy of the plan's text may have stopped."""
     pools_at = text.index("\npools:")
     starts = [i for i in range(pools_at, text.index("\nrouting:")) if text.startswith("\n- id: ", i)]
-    return {"1500 characters": 1500, "after two pools": starts[2] + 1,
+    # about 1500 characters, at a line's end (a cut inside a key is a YAML error, not a plan's)
+    return {"1500 characters": text.rindex("\n", 0, 1500) + 1, "after two pools": starts[2] + 1,
             "inside routing": text.index("\nrouting:") + 400, "before solver": text.index("\nsolver:") + 1}
 
 

@@ -81,6 +81,16 @@ def test_spot_cap():
     assert free.cost_per_hour < sol.cost_per_hour
 
 
+def test_a_small_fleet_gets_its_share_of_spot():
+    # 3.2 GPUs of load: the fleet holds 4 whole GPUs, and 30% of them allows one on spot
+    # (30% of 3.2 rounded down would allow none)
+    opts = [CoverOption("g", "g", 1, {"on_demand": 1.0, "spot": 0.3})]
+    problem = CoverProblem(opts, np.array([[1.0]]), np.array([[3.2]]), spot_max_fraction=0.3)
+    assert problem.spot_units_allowed().tolist() == [1.0]
+    sol = solve_cover(problem)
+    assert sol.spot[0, 0] == 1 and sol.result.status == "optimal"
+
+
 def test_spot_cap_base_cannot_be_padded():
     # a slow type beside a dear one with cheap spot: were the cap a share of the GPUs in the
     # plan (or of the GPUs its routed load needs), slow GPUs idle or fed a trickle of traffic

@@ -157,8 +157,8 @@ def get_accelerator(name: str, *, field: str | None = "gpu", file: str | None = 
     accs = _accelerators()
     key = _index(accs).get(str(name).strip().lower())
     if key is None:
-        names = list(accs) + [a for acc in accs.values() for a in acc.aliases]
-        raise unknown_name("GPU", str(name), names, field=field, file=file)
+        raise unknown_name("GPU", str(name), accs, field=field, file=file,
+                           spellings=_index(accs))
     return accs[key]
 
 
@@ -173,8 +173,8 @@ def get_node(name: str, *, field: str | None = "node", file: str | None = None) 
     nodes = _nodes()
     key = _index(nodes).get(str(name).strip().lower())
     if key is None:
-        names = list(nodes) + [a for n in nodes.values() for a in n.aliases]
-        raise unknown_name("node type", str(name), names, field=field, file=file)
+        raise unknown_name("node type", str(name), nodes, field=field, file=file,
+                           spellings=_index(nodes))
     return nodes[key]
 
 

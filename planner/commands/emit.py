@@ -113,6 +113,11 @@ def emit(
     written = write_artifacts(out_dir, files, replace=replace)
     for p in written:
         typer.echo(f"wrote {p}")
+    if fmt == "kubernetes":  # GPUs deployed by the fallback rule: one note per GPU type
+        from planner.emit.kubernetes import gpu_fallback
+        notes = {p["gpu"]: gpu_fallback(p) for p in plan["pools"]}
+        for gpu in sorted(g for g, why in notes.items() if why):
+            typer.echo(f"note: {notes[gpu]}", err=True)
     keda = any(p.parent.name == "keda" for p in written)
     if keda:
         from planner.emit.kubernetes import lead_cost_per_hour

@@ -26,6 +26,7 @@ works on clusters without KEDA's CRDs.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -79,14 +80,49 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 def gpu_product(gpu: str) -> tuple[str, str, str]:
-    """(resource, node label key, node label value) for a GPU name; unknown NVIDIA names get a
-    label derived from the name."""
+    """(resource, node label key, node label value) for a GPU name; a name not in
+    :data:`GPU_PRODUCTS` falls back to an NVIDIA GPU labelled the way GPU feature discovery
+    names products, ``NVIDIA-<NAME>`` (a valid label value: other characters become ``-``,
+    at most 63 characters): see :func:`gpu_fallback`."""
     if gpu in GPU_PRODUCTS:
         return GPU_PRODUCTS[gpu]
     for k, v in GPU_PRODUCTS.items():
         if k.lower() == gpu.lower():
             return v
-    return ("nvidia.com/gpu", "nvidia.com/gpu.product", "NVIDIA-" + gpu.upper())
+    value = re.sub(r"[^A-Za-z0-9_.-]+", "-", "NVIDIA-" + gpu.upper())[:63]
+    return ("nvidia.com/gpu", "nvidia.com/gpu.product", re.sub(r"[^A-Za-z0-9]+$", "", value))
+
+
+#: GPUs of one node a replica of a GPU type outside the catalog is assumed to fit in (the
+#: common largest GPU server); the catalog's node types say it for the GPUs it knows
+FALLBACK_NODE_GPUS = 8
+
+
+def gpu_fallback(pool: dict[str, Any], *, field: str = "pools[].gpu") -> str | None:
+    """How a pool whose GPU :data:`GPU_PRODUCTS` does not know is deployed (None for the
+    others): the :func:`gpu_product` fallback (resource ``nvidia.com/gpu``, node selector
+    ``nvidia.com/gpu.product=NVIDIA-<NAME>``) and, outside the catalog's node types, each
+    replica on one node (up to :data:`FALLBACK_NODE_GPUS` GPUs).  The emitted manifest says so
+    (a comment and the ``planner/gpu-fallback`` annotation).  Raises InputError for a larger
+    replica of a GPU with no catalog node: how many nodes it spans cannot be guessed."""
+    from hardware.catalog import largest_node_gpus
+
+    gpu = str(pool["gpu"])
+    if any(k.lower() == gpu.lower() for k in GPU_PRODUCTS):
+        return None
+    gpus, per_node = int(pool["gpus_per_replica"]), largest_node_gpus(gpu)
+    if per_node is None and gpus > FALLBACK_NODE_GPUS:
+        raise InputError(f"pool {pool['id']}: a replica of {gpus} {gpu} GPUs, and the catalog "
+                         f"has no node type of {gpu} to say how many nodes it spans",
+                         field=field, expected=f"replicas of at most {FALLBACK_NODE_GPUS} GPUs, "
+                                               f"or {gpu} in the hardware catalog",
+                         hint=f"Add {gpu} and its node type (an accelerators/ and a nodes/ file, "
+                              "the layout of hardware/catalog) to a folder named by "
+                              "$PLANNER_CATALOG, or emit --format vllm")
+    resource, key, value = gpu_product(gpu)
+    return (f"GPU {gpu} is not in the catalog (GPU_PRODUCTS): node selector {key}={value} (GPU "
+            f"feature discovery's naming; check 'kubectl get nodes -L {key}'), resource "
+            f"{resource}" + (", each replica on one node" if per_node is None else ""))
 
 
 def image_for(pool: dict[str, Any], images: dict[str, str] | None = None) -> str:
@@ -127,6 +163,9 @@ def deployment(pool: dict[str, Any], *, image: str = DEFAULT_IMAGE, namespace: s
                    "planner/cost-per-hour": f"{pool['cost_per_hour']:.4f}"}
     if context is not None:
         annotations["planner/max-model-len"] = context.why
+    fallback = gpu_fallback(pool)
+    if fallback:
+        annotations["planner/gpu-fallback"] = fallback
     # gated weights (Llama, say) download with a Hugging Face token: from the Secret
     # HF_TOKEN_SECRET when it exists (optional: public models start without it)
     env: list[dict[str, Any]] = [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
@@ -345,9 +384,11 @@ def fleet_kubernetes_files(plan: dict[str, Any], *, images: dict[str, str] | Non
     check_timezone(timezone)
     files: dict[str, Artifact] = {}
     lengths = context_lengths(plan)
-    for pool in plan.get("pools", []):
+    for i, pool in enumerate(plan.get("pools", [])):
+        fallback = gpu_fallback(pool, field=f"pools[{i}].gpus_per_replica")
         add_file(files, f"{slug(pool['id'])}.yaml",
-                 Artifact(yaml.safe_dump(deployment(pool, image=image_for(pool, images),
+                 Artifact((f"# NOTE: {fallback}\n" if fallback else "")
+                          + yaml.safe_dump(deployment(pool, image=image_for(pool, images),
                                                     namespace=namespace, cache_pvc=cache_pvc,
                                                     context=lengths[pool["id"]]), sort_keys=False)),
                  pool["id"])

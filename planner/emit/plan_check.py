@@ -5,7 +5,8 @@ Plans are data people edit by hand (a count bumped, a pool dropped) and files ge
 (``replicas: -3``, a node selector no node has).  :func:`check_fleet_plan` holds every field the
 emitters read to what the fleet planner writes (``planner/fleet/assemble.py``): the types and
 ranges as strict pydantic ``TypedDict`` s, then the rules between fields (GPUs per replica =
-tp x pp, one length of ``counts_by_period``, unique ids, GPUs the catalog knows), and for a plan
+tp x pp, one length of ``counts_by_period``, unique ids, catalog GPUs where the cost model sized
+the pool, routing shares that sum to 1 per bucket), and for a plan
 the planner wrote, that nothing was lost (its sections, the pools against the plan's own cost
 and routing).  Each failure is one :class:`~hardware.errors.InputError` naming the file, the
 field and what was expected.
@@ -107,7 +108,9 @@ class _Route(TypedDict, total=False):
     __pydantic_config__ = _STRICT  # type: ignore[misc]
     model: str
     bucket: _Bucket
+    rate_rps: Money
     pools: dict[str, Money]
+    pools_by_period: list[dict[str, Money]]
 
 
 #: one step of a re-plan's transition (``from`` is a keyword: the functional form)
@@ -191,6 +194,9 @@ _EXPECTED = {
     ("routing", "input_tokens"): "[low, high]: two finite token counts, at least 0",
     ("routing", "output_tokens"): "[low, high]: two finite token counts, at least 0",
     ("routing", "pools"): "a mapping of pool group to a share of the bucket's load (0 to 1)",
+    ("routing", "pools_by_period"): "a list, one mapping of pool group to a share of the "
+                                    "bucket's load (0 to 1) per period",
+    ("routing", "rate_rps"): "a finite number of requests per second, at least 0",
     "replan": "the re-plan section planner fleet --previous writes (gpus_changed, transition)",
     "transition": "a mapping of period, grow_first, shrink_after and cost_per_hour_during_switch",
     "grow_first": "a list of steps (pool, from, to)",
@@ -292,9 +298,10 @@ def check_fleet_fields(plan: dict[str, Any], *, file: str | None = None,
 def check_fleet_plan(plan: dict[str, Any], *, file: str | None = None) -> dict[str, Any]:
     """Check every field emit reads of a FleetPlan (as read by :func:`planner.plan.load_plan`):
     :func:`check_fleet_fields`, then what a deployment needs besides (pool ids that stay
-    distinct as artifact names, servable model ids, GPUs the catalog knows), and return the
-    plan with its pools normalised (counts as ints, GPU names as the catalog spells them); the
-    plan given is not changed.  A valid plan comes back equal to itself apart from those
+    distinct as artifact names, servable model ids, GPUs the catalog knows where the cost model
+    sized the pool: a measured GPU may be outside it), then :func:`check_routing_shares`, and
+    return the plan with its pools normalised (counts as ints, GPU names as the catalog spells
+    them); the plan given is not changed.  A valid plan comes back equal to itself apart from those
     spellings.
 
     Raises:
@@ -315,9 +322,80 @@ def check_fleet_plan(plan: dict[str, Any], *, file: str | None = None) -> dict[s
             names[name] = i
         check_servable({"pools": pools}, file=file)
         for i, pool in enumerate(pools):
-            pool["gpu"] = get_accelerator(pool["gpu"], field=f"pools[{i}].gpu", file=file).name
+            try:
+                pool["gpu"] = get_accelerator(pool["gpu"], field=f"pools[{i}].gpu", file=file).name
+            except InputError:
+                # a GPU outside the catalog is deployable (vLLM needs only the shape; the
+                # Kubernetes emitter falls back, see planner.emit.kubernetes.gpu_fallback)
+                # where its capacity was measured (profiles); the cost model sizes only
+                # catalog GPUs, so there the name was edited or mistyped
+                if str(pool.get("capacity_source") or "").startswith("cost-model"):
+                    raise
 
-    return {**plan, "pools": check_fleet_fields(plan, file=file, before_totals=deployable)}
+    checked = {**plan, "pools": check_fleet_fields(plan, file=file, before_totals=deployable)}
+    if isinstance(plan.get("gpus"), dict):  # the totals spelled as the pools now are: a
+        spelled = {p["gpu"]: q["gpu"] for p, q in zip(plan["pools"], checked["pools"])}
+        gpus: dict[str, Any] = {}  # checked plan passes this check again (emitters re-check)
+        for gpu, n in plan["gpus"].items():
+            gpus[spelled.get(gpu, gpu)] = gpus.get(spelled.get(gpu, gpu), 0) + n
+        checked["gpus"] = gpus
+    check_routing_shares(checked, file=file)
+    return checked
+
+
+#: how far a bucket's routing shares may sum from 1: plans round each share to 6 decimals
+SHARE_SUM_TOLERANCE = 1e-4
+
+
+def check_routing_shares(plan: dict[str, Any], *, file: str | None = None) -> None:
+    """Each routing entry sends all of its bucket's load somewhere: its ``pools`` shares sum
+    to 1 (within :data:`SHARE_SUM_TOLERANCE`), or the mapping is empty for a bucket with
+    ``rate_rps`` 0 (or none given); so does each period's mapping of an optional
+    ``pools_by_period`` (one per period), where a period with no load for the bucket may be
+    empty.  The per-period mappings name only the plan's pool groups.
+
+    Raises:
+        InputError: the first entry whose shares do not add up, naming its field."""
+    periods = plan.get("periods")
+    n_periods = len(periods) if isinstance(periods, list) and periods else None
+    groups = {p.get("group") for p in plan.get("pools") or []}
+
+    def check(shares: dict[str, float], field: str, what: str, may_be_empty: bool) -> None:
+        total = float(sum(shares.values()))
+        if may_be_empty and not any(v > 0 for v in shares.values()):
+            return
+        if abs(total - 1.0) > SHARE_SUM_TOLERANCE:
+            raise InputError(f"{what}'s routing shares sum to {total:.6g}, not 1: "
+                             + ("its load goes to no pool" if total == 0 else
+                                "the pools would get more than all of it" if total > 1 else
+                                "part of its load goes to no pool"),
+                             file=file, field=field,
+                             expected=f"shares (pool group -> fraction) that sum to 1, within "
+                                      f"{SHARE_SUM_TOLERANCE:g}"
+                                      + (" (none for a bucket with rate_rps 0)" if what == "the bucket"
+                                         else " (or none in a period with no load)"))
+
+    for k, route in enumerate(plan.get("routing") or []):
+        rate = route.get("rate_rps")
+        check(route.get("pools") or {}, f"routing[{k}].pools", "the bucket",
+              may_be_empty=rate is None or rate == 0)
+        by_period = route.get("pools_by_period")
+        if by_period is None:
+            continue
+        if n_periods is not None and len(by_period) != n_periods:
+            raise InputError(f"{len(by_period)} routing mapping(s) for {n_periods} periods",
+                             file=file, field=f"routing[{k}].pools_by_period",
+                             expected=f"one mapping per period: {n_periods}, as the plan's "
+                                      "periods section lists")
+        for t, shares in enumerate(by_period):
+            for group, share in shares.items():
+                if share > 0 and group not in groups:
+                    raise _truncated(f"routes load in period {t} to pool group '{group}', which "
+                                     "no pool has", file=file,
+                                     field=f"routing[{k}].pools_by_period[{t}]",
+                                     expected="groups of the plan's pools")
+            check(shares, f"routing[{k}].pools_by_period[{t}]", f"the bucket in period {t}",
+                  may_be_empty=True)
 
 
 def _check_periods(plan: dict[str, Any], pools: list[dict[str, Any]], file: str | None) -> None:

@@ -31,6 +31,8 @@ def _pools(fp: FleetProblem, problem: CoverProblem, keep: list[int], sol: CoverS
         eff_cap = (sol.reserved[col] + sol.on_demand[col]
                    + sol.spot[col] * problem.spot_capacity_factor)
         util = np.divide(load, eff_cap, out=np.zeros(T), where=eff_cap > 0)
+        # a full pool reads 1, not 1 + the LP's feasibility tolerance (1e-10-ish)
+        util = np.where(util <= 1.0 + 1e-6, np.minimum(util, 1.0), util)
         peak_t = int(np.argmax(total))
         for cls, counts in (("reserved", np.full(T, sol.reserved[col])),
                             ("on_demand", sol.on_demand[col]), ("spot", sol.spot[col])):
@@ -61,11 +63,9 @@ def _pools(fp: FleetProblem, problem: CoverProblem, keep: list[int], sol: CoverS
             engine: dict[str, Any] = {"dtype": m.dtype}
             if m.kv_dtype:
                 engine["kv_cache_dtype"] = m.kv_dtype
-            batches = [o.details[fp.demand_index[d][1]].get("max_batch") for d in served
-                       if o.details and o.details[fp.demand_index[d][1]]]
-            batches = [b for b in batches if b]
-            if batches:  # the batch at which the capacity model met the SLO: cap the engine there
-                engine["max_num_seqs"] = int(min(batches))
+            seqs = _max_num_seqs(fp, problem, sol, col, o, served)
+            if seqs is not None:  # the sequences in flight at the pool's planned mix
+                engine["max_num_seqs"] = seqs
             if m.max_num_seqs:
                 engine["max_num_seqs"] = min(engine.get("max_num_seqs", m.max_num_seqs), m.max_num_seqs)
             entry["engine"] = engine
@@ -75,9 +75,9 @@ def _pools(fp: FleetProblem, problem: CoverProblem, keep: list[int], sol: CoverS
                     det = o.details[fp.demand_index[d][1]]
                     if not det:
                         continue
-                    for key in ("tpot", "ttft"):
+                    for key in ("tpot", "ttft", "e2e"):
                         lim = det.get(f"{key}_slo_s")
-                        if lim:
+                        if lim and det.get(f"{key}_s") is not None:
                             head = 1.0 - det[f"{key}_s"] / lim
                             if worst is None or head < worst[0]:
                                 worst = (head, key, det)
@@ -90,6 +90,39 @@ def _pools(fp: FleetProblem, problem: CoverProblem, keep: list[int], sol: CoverS
             pools.extend(_role_pools(entry, o, {g: fp.prices[g][cls] for g in o.gpus_by_type()})
                          if o.roles else [entry])
     return pools
+
+
+def _max_num_seqs(fp: FleetProblem, problem: CoverProblem, sol: CoverSolution, col: int,
+                  o: Option, served: list[int]) -> int | None:
+    """The engine's ``max_num_seqs`` for option ``o`` (column ``col``): the sequences one
+    replica holds in flight at full utilisation with the mix the plan routes to it.
+
+    The capacity model is Mélange's linear mix: a replica's time is shared between buckets in
+    proportion to each bucket's load / capacity, and bucket ``d``'s capacity was met at its own
+    average batch ``max_batch[d]`` (``o.details``).  A replica whose time goes in shares
+    ``s[d]`` (normalised to sum to 1: the replica at capacity; the pool's count per period
+    cancels out) holds ``sum_d s[d] max_batch[d]`` sequences; the cap is the largest of those
+    over the periods, rounded up, at least 1 and at most the largest ``max_batch``: a rare
+    bucket with a small batch (long prompts) does not throttle the whole pool to its batch.
+    None when the capacities came without batches (measured profiles)."""
+    if not o.details:
+        return None
+    batch = {d: (o.details[fp.demand_index[d][1]] or {}).get("max_batch") or 0 for d in served}
+    known = [d for d in served if batch[d] > 0]
+    if not known:
+        return None
+    largest = max(batch[d] for d in known)
+    b = np.array([batch[d] for d in known], dtype=float)
+    cap = problem.capacity[known, col]
+    # load in replica-equivalents per bucket and period: routed rate / the bucket's capacity
+    load = np.where(cap[:, None] > 0, sol.routing[known, col] * problem.rates[known]
+                    / np.where(cap > 0, cap, 1.0)[:, None], 0.0)
+    total = load.sum(axis=0)
+    busy = total > 0
+    if not busy.any():
+        return int(largest)
+    in_flight = float(((b @ load[:, busy]) / total[busy]).max())
+    return int(min(largest, max(1, int(np.ceil(in_flight - 1e-9)))))
 
 
 def _role_pools(entry: dict[str, Any], o: Option, price_per_gpu: dict[str, float]
@@ -122,21 +155,34 @@ def _role_pools(entry: dict[str, Any], o: Option, price_per_gpu: dict[str, float
 
 def _routing(fp: FleetProblem, problem: CoverProblem, keep: list[int], sol: CoverSolution
              ) -> list[dict[str, Any]]:
+    """Per bucket: ``pools``, the share of its requests over the horizon each pool group
+    serves; with routing per period over several periods also ``pools_by_period``, the shares
+    in each period (what a router applies then: pools with no replica in a period get none;
+    a period where the bucket has no load gets an empty mapping)."""
+    T = problem.shape[2]
+    by_period = problem.routing == "per_period" and T > 1
+    groups = [fp.options[j].group_id for j in keep]
     out = []
     for d, (mi, b) in enumerate(fp.demand_index):
         rates = problem.rates[d]
         total = float(rates.sum())
         fracs = {}
-        for col, j in enumerate(keep):
-            served = float(np.dot(sol.routing[d, col], rates))
-            if served > 1e-12 and total > 0:
-                fracs[fp.options[j].group_id] = round(served / total, 6)
+        for col in range(len(keep)):
+            share = round(float(np.dot(sol.routing[d, col], rates)) / total, 6) if total > 0 else 0
+            if share > 0:  # shares by fraction, not rate: a bucket of tiny rate keeps its own
+                fracs[groups[col]] = share
         load = fp.loads[mi]
-        out.append({"model": fp.request.models[mi].name or fp.request.models[mi].model,
-                    "bucket": bucket_dict(load, b),
-                    "rate_rps": float(rates.max()),  # the bucket's peak over the periods
-                    "share": float(load.shares[:, b].mean()),
-                    "pools": dict(sorted(fracs.items()))})
+        entry = {"model": fp.request.models[mi].name or fp.request.models[mi].model,
+                 "bucket": bucket_dict(load, b),
+                 "rate_rps": float(rates.max()),  # the bucket's peak over the periods
+                 "share": float(load.shares[:, b].mean()),
+                 "pools": dict(sorted(fracs.items()))}
+        if by_period:
+            entry["pools_by_period"] = [
+                {g: f for g, f in sorted((groups[col], round(float(sol.routing[d, col, t]), 6))
+                                         for col in range(len(keep))) if f > 0 and rates[t] > 0}
+                for t in range(T)]
+        out.append(entry)
     return out
 
 

@@ -18,13 +18,52 @@ PD_RATIOS = ((1, 1), (1, 2), (2, 1), (1, 3), (3, 1))
 PD_SHAPES = 2
 
 
+def _split_e2e_checks(entry: ModelEntry, spec, refs: list, checks: list[list[SLOCheck]],
+                      buckets: np.ndarray) -> list[list[SLOCheck]]:
+    """``checks`` with each end-to-end target's first-token share set (``e2e_ttft_s``,
+    :func:`costmodels.serving.split_e2e`): a bundle's prefill and decode sides do not see each
+    other's load, so they share the target by a split every side of the bundles built from
+    these checks must agree on.  The split follows the fastest idle first token (prefill plus
+    half a decode step) and decode step (s) among ``refs`` (``(accel, node, (tp, pp))``: the
+    instances the bundles draw on; the KV transfer is left out, it only shifts the ratio)."""
+    from costmodels.ops import Parallel
+    from costmodels.serving import decode_step_s, make_context, prefill_time_s, split_e2e
+
+    if not any(c.e2e_s is not None for b in buckets for c in checks[b]):
+        return checks
+    contexts = []
+    for accel, node, (tp, pp) in refs:
+        try:
+            contexts.append(make_context(spec, accel, Parallel(tp, pp, 1), dtype=entry.dtype,
+                                         kv_dtype=entry.kv_dtype, node=node))
+        except InputError:
+            continue
+    if not contexts:
+        return checks
+    out = list(checks)
+    for b in buckets:
+        mine = []
+        for c in checks[b]:
+            if c.e2e_s is not None:
+                ctx_len = c.input_len + c.output_len / 2
+                step = min(decode_step_s(ctx, 1, ctx_len) for ctx in contexts)
+                first = min(prefill_time_s(ctx, 1, c.input_len)
+                            + 0.5 * decode_step_s(ctx, 1, ctx_len) for ctx in contexts)
+                c = replace(c, e2e_ttft_s=split_e2e(c.e2e_s, c.output_len, first, step,
+                                                    c.ttft_s, c.tpot_s))
+            mine.append(c)
+        out[b] = mine
+    return out
+
+
 def _phase_caps(entry: ModelEntry, spec, accel, node, phase: str, shape: tuple[int, int],
                 checks: list[list[SLOCheck]], buckets: np.ndarray, link=None) -> dict:
     """Per active bucket, ``(estimate, check)``: the capacity of ONE prefill-only or
     decode-only instance of ``shape`` on ``accel``
     (:func:`costmodels.serving.max_rate_disaggregated`) under the bucket's check that allows
     the lowest rate; ``link``: the KV path to the decode side (prefill only).  A prefill check
-    sets aside half the tightest TPOT of the bucket's checks (joining a decode step)."""
+    sets aside half the tightest decode TPOT limit of the bucket's checks (joining a decode
+    step; :meth:`SLOCheck.decode_tpot_limit`, an end-to-end target's share included)."""
     from costmodels.serving import max_rate_disaggregated
 
     kwargs = {"max_num_seqs": entry.max_num_seqs} if entry.max_num_seqs else {}
@@ -32,12 +71,14 @@ def _phase_caps(entry: ModelEntry, spec, accel, node, phase: str, shape: tuple[i
     for b in buckets:
         mine = checks[b]
         if phase == "prefill":
-            aside = min((c.tpot_s for c in mine if c.tpot_s is not None), default=None)
+            aside = min((t for t in (c.decode_tpot_limit() for c in mine) if t is not None),
+                        default=None)
             mine = [replace(c, tpot_s=aside) for c in mine]
         out[b] = min(((max_rate_disaggregated(
             spec, accel, phase=phase, tp=shape[0], pp=shape[1], input_len=c.input_len,
             output_len=c.output_len, ttft_slo_s=c.ttft_s, tpot_slo_s=c.tpot_s, dtype=entry.dtype,
-            kv_dtype=entry.kv_dtype, node=node, kv_link=link, **kwargs), c) for c in mine),
+            kv_dtype=entry.kv_dtype, node=node, kv_link=link, e2e_slo_s=c.e2e_s,
+            e2e_ttft_s=c.e2e_ttft_s, **kwargs), c) for c in mine),
             key=lambda pair: pair[0].rate_rps)
     return out
 
@@ -54,11 +95,14 @@ def _bundle_option(entry: ModelEntry, index: int, name: str, gpu: str, decode_gp
         (p_est, p_check), (d_est, d_check) = pre[b], dec[b]
         p_rate, d_rate = n_p * p_est.rate_rps, n_d * d_est.rate_rps
         cap[b] = max(0.0, min(p_rate, d_rate))
+        ttft = p_est.ttft_s + (p_check.tpot_s or 0.0) / 2
+        e2e_check = d_check if d_check.e2e_s is not None else p_check
         details[b] = {"binding": ("prefill:" + p_est.binding) if p_rate <= d_rate
                       else ("decode:" + d_est.binding),
-                      "ttft_s": p_est.ttft_s + (p_check.tpot_s or 0.0) / 2,
-                      "tpot_s": d_est.tpot_s, "max_batch": d_est.max_batch,
+                      "ttft_s": ttft, "tpot_s": d_est.tpot_s, "max_batch": d_est.max_batch,
                       "ttft_slo_s": p_check.ttft_s, "tpot_slo_s": d_check.tpot_s,
+                      "e2e_s": ttft + max(e2e_check.output_len - 1, 0) * d_est.tpot_s,
+                      "e2e_slo_s": e2e_check.e2e_s,
                       "percentile": (p_check if p_rate <= d_rate else d_check).percentile}
     if cap.max() <= 0:
         return None
@@ -90,6 +134,7 @@ def same_gpu_bundles(entry: ModelEntry, index: int, name: str, spec, accel,
     if not shapes:
         return []
     buckets = np.nonzero(active)[0]
+    checks = _split_e2e_checks(entry, spec, [(accel, node, shapes[0])], checks, buckets)
     decode = {sh: _phase_caps(entry, spec, accel, node, "decode", sh, checks, buckets)
               for sh in shapes}
     prefill: dict = {}  # (shape, tier) -> capacities: the KV link depends on the bundle's size
@@ -137,6 +182,10 @@ def cross_gpu_bundles(entry: ModelEntry, index: int, name: str, spec, accels: li
     shapes = {a.name: sorted(fitting.get(a.name, []), key=lambda s: (s[0] * s[1], s))[:PD_SHAPES]
               for a in accels if a.name in nodes}
     by_name = {a.name: a for a in accels}
+    # one end-to-end split for every cross bundle: any prefill side may meet any decode side
+    checks = _split_e2e_checks(entry, spec, [(by_name[g], nodes[g], shs[0])
+                                             for g, shs in shapes.items() if shs],
+                               checks, buckets)
     decode = {(g, sh): _phase_caps(entry, spec, by_name[g], nodes[g], "decode", sh, checks,
                                    buckets)
               for g, shs in shapes.items() for sh in shs}

@@ -18,7 +18,8 @@ class ModelLoad:
 
     ``shares[t]`` is the bucket share in period t (a trace's own mix per period, or the fixed
     histogram); ``rates_rps[t]`` the total rate; ``mean_tokens`` the mean input + output tokens
-    per request (for $ per million tokens); ``requests[p]`` each bucket's representative
+    per request (for $ per million tokens; 0 where lengths are unknown, as in a Mélange config,
+    whose buckets are grid indices); ``requests[p]`` each bucket's representative
     request at percentile ``p`` of its lengths, for every percentile an SLO is met at, as flat
     ``(input tokens, output tokens)`` arrays (``hist`` holds the SLOs' default percentile's)."""
 
@@ -63,7 +64,7 @@ def build_load(entry: ModelEntry, index: int, file: str | None = None) -> ModelL
             shares = np.tile(hist.shares.ravel(), (len(rates), 1))
         else:
             wl.period_count(trace, w.period_s, file=file, field=_field(index, "period_s"))
-            rates = wl.rate_series(trace, w.period_s) * w.rate_scale
+            rates = wl.rate_series(trace, w.period_s)
             masks = wl.period_masks(trace, w.period_s)
             shares = np.stack([
                 wl.histogram(trace, grid, mask=mk).shares.ravel() if mk.any() else hist.shares.ravel()
@@ -78,13 +79,21 @@ def build_load(entry: ModelEntry, index: int, file: str | None = None) -> ModelL
         if w.rate_rps is None:
             raise InputError("a histogram needs a rate", file=file, field=_field(index, "rate_rps"),
                              expected="requests per second, or a list of them per period")
-        rates = wl.check_rates(w.rate_rps, file=file, field=_field(index, "rate_rps")) * w.rate_scale
+        rates = wl.check_rates(w.rate_rps, file=file, field=_field(index, "rate_rps"))
         shares = np.tile(hist.shares.ravel(), (len(rates), 1))
         mid_in = (np.asarray(hist.grid.input_edges[:-1]) + np.asarray(hist.grid.input_edges[1:])) / 2
         mid_out = (np.asarray(hist.grid.output_edges[:-1]) + np.asarray(hist.grid.output_edges[1:])) / 2
         mean_tokens = float((hist.shares * (mid_in[:, None] + mid_out[None, :])).sum())
         summary = {"histogram_buckets": list(hist.grid.shape)}
         at = {p: hist for p in entry.slo.percentiles()}  # upper edges, whatever the percentile
+    # one place for every workload form (a trace's own series, rate_rps with a trace or a
+    # histogram): rate_scale multiplies whatever rates were read
+    with np.errstate(over="ignore"):
+        rates = np.asarray(rates, dtype=float) * w.rate_scale
+    if not np.all(np.isfinite(rates)):
+        raise InputError(f"rate_scale {w.rate_scale:g} times the rates overflows", file=file,
+                         field=_field(index, "rate_scale"),
+                         expected="a factor that keeps the rates finite (requests per second)")
     if w.periods == "peak" and len(rates) > 1:
         t = int(np.argmax(rates))
         rates, shares = rates[t:t + 1], shares[t:t + 1]

@@ -6,13 +6,16 @@ from pathlib import Path
 from typing import Any
 import math
 
-from hardware.errors import InputError
+import numpy as np
+
+from hardware.errors import InfeasibleError, InputError
 from planner import workload as wl
 from planner.fleet.assemble import plan_from_problem
 from planner.fleet.problem import FleetProblem, build_problem
 from planner.fleet.profiles import read_tputs
 from planner.fleet.request import FleetRequest
 from planner.plan import read_structured
+from solvers.binpack import CoverProblem
 
 
 def melange_request(path: str | Path) -> tuple[dict[str, Any], FleetProblem]:
@@ -44,7 +47,7 @@ def melange_request(path: str | Path) -> tuple[dict[str, Any], FleetProblem]:
     shares = wl.check_shares(data["workload_distribution"], file=file, field="workload_distribution",
                              normalise=normalise)
     I, J = shares.shape
-    gpus, seen = [], {}
+    gpus, seen, grids = [], {}, {}
     for name, entry in info.items():
         if not name.strip() or name.lower() in seen:
             raise InputError(f"GPU name {name!r} " + ("is empty" if not name.strip() else
@@ -65,6 +68,8 @@ def melange_request(path: str | Path) -> tuple[dict[str, Any], FleetProblem]:
                              f"{I} x {J}", file=file, field=f"gpu_info.{name}.tputs",
                              expected="the same grid as workload_distribution")
         gpus.append({"name": name, "price_per_hour": float(cost)})
+        grids[name] = tputs
+    _check_servable(shares, float(rate), grids, file)
     request = {
         "models": [{"name": "model", "model": "melange",
                     "workload": {"histogram": {"input_edges": list(range(I + 1)),
@@ -78,7 +83,42 @@ def melange_request(path: str | Path) -> tuple[dict[str, Any], FleetProblem]:
     }
     req = FleetRequest.model_validate(request)
     fp = build_problem(req, file=file)
+    # the buckets are grid indices, not token lengths: no tokens to price per million
+    for ld in fp.loads:
+        ld.mean_tokens = 0.0
     return data, fp
+
+
+def _check_servable(shares: np.ndarray, rate: float, grids: dict[str, np.ndarray],
+                    file: str) -> None:
+    """Infeasible configs in the config's own terms (bucket = row i, column j of
+    ``workload_distribution`` and of each ``gpu_info`` entry's ``tputs``): a bucket with
+    requests that no GPU serves (every tputs 0 there), or one whose load needs more instances
+    of its fastest GPU than a pool may hold."""
+    names = list(grids)
+    where = names[0] if len(names) == 1 else "*"
+    best = np.max(np.stack([grids[g] for g in names]), axis=0)
+    for i, j in zip(*np.nonzero(shares > 0)):
+        i, j, share = int(i), int(j), float(shares[i, j])
+        cell = f"workload_distribution[{i}][{j}] (row {i}, column {j})"
+        if best[i, j] <= 0:
+            raise InfeasibleError(
+                f"bucket {cell} holds {share:.3g} of the requests but every GPU's tputs is 0 "
+                f"there ({', '.join(f'gpu_info.{g}.tputs[{i}][{j}] = 0' for g in names)}): "
+                f"no GPU can serve it", binding="slo", file=file,
+                field=f"gpu_info.{where}.tputs[{i}][{j}]",
+                expected="a positive throughput (req/s) for this bucket on at least one GPU, "
+                         "or share 0 for it in workload_distribution")
+        need = rate * share / best[i, j]
+        if need > CoverProblem.max_instances:
+            fastest = max(names, key=lambda g: grids[g][i, j])
+            raise InfeasibleError(
+                f"bucket {cell}: total_request_rate {rate:g} x share {share:.3g} = "
+                f"{rate * share:.3g} req/s needs {need:.3g} instances of its fastest GPU "
+                f"{fastest} (gpu_info.{fastest}.tputs[{i}][{j}] = {best[i, j]:.3g} req/s; at "
+                f"most {CoverProblem.max_instances:,} per pool)", binding="load", file=file,
+                field="total_request_rate",
+                expected="total_request_rate and tputs in the same unit (requests per second)")
 
 
 def plan_melange(path: str | Path, *, time_limit_s: float | None = None) -> dict[str, Any]:

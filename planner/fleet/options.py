@@ -63,27 +63,40 @@ class Option:
         return f"{self.model}/{self.gpu}/tp{self.tp}-pp{self.pp}"
 
 
-def effective_slo(slo: SLOSpec, output_len: float) -> tuple[float | None, float | None]:
-    """(TTFT, TPOT) limits; an end-to-end SLO splits into both (TTFT + out * TPOT <= e2e)."""
-    ttft, tpot = slo.ttft_s, slo.tpot_s
-    if slo.e2e_s is not None:
-        share = slo.e2e_s / (output_len + 1.0)
-        ttft = share if ttft is None else min(ttft, max(share, slo.e2e_s - (tpot or share) * output_len))
-        tpot = share if tpot is None else min(tpot, share)
-    return ttft, tpot
+def effective_slo(slo: SLOSpec) -> tuple[float | None, float | None, float | None]:
+    """(TTFT, TPOT, end-to-end) limits in s, None where not set: each as the user set it.
+
+    The end-to-end target is not split into TTFT and TPOT shares (a split by ``e2e / (out +
+    1)`` made a long prompt with a short answer miss a TTFT nobody asked for): the capacity
+    model checks the modelled end-to-end latency against it on its own
+    (:func:`costmodels.serving.max_rate_under_slo`)."""
+    return slo.ttft_s, slo.tpot_s, slo.e2e_s
 
 
 @dataclass(frozen=True)
 class SLOCheck:
     """One latency check a bucket's replicas must pass: the targets met at one percentile
-    (TTFT / TPOT limits in s, an end-to-end target split into both), on the bucket's
-    representative request at that percentile (tokens)."""
+    (TTFT / TPOT / end-to-end limits in s, None where not set), on the bucket's
+    representative request at that percentile (tokens).  ``e2e_ttft_s``: the part of
+    ``e2e_s`` (s) the first token may use where a prefill/decode bundle's two sides must share
+    the end-to-end target (:func:`costmodels.serving.split_e2e`; set by
+    :mod:`planner.fleet.bundles`, None elsewhere)."""
 
     percentile: float
     input_len: int
     output_len: int
     ttft_s: float | None
     tpot_s: float | None
+    e2e_s: float | None = None
+    e2e_ttft_s: float | None = None
+
+    def decode_tpot_limit(self) -> float | None:
+        """The TPOT (s) a bundle's decode side must keep: the TPOT target or the end-to-end
+        target's share per later token after ``e2e_ttft_s``, the tighter; None: no limit."""
+        limits = [self.tpot_s] if self.tpot_s is not None else []
+        if self.e2e_s is not None and self.e2e_ttft_s is not None and self.output_len > 1:
+            limits.append((self.e2e_s - self.e2e_ttft_s) / (self.output_len - 1))
+        return min(limits, default=None)
 
 
 def slo_checks(slo: SLOSpec, requests: dict[float, tuple[np.ndarray, np.ndarray]]
@@ -98,8 +111,8 @@ def slo_checks(slo: SLOSpec, requests: dict[float, tuple[np.ndarray, np.ndarray]
         checks = []
         for p, targets in groups:
             rep_in, rep_out = requests[p]
-            ttft, tpot = effective_slo(targets, rep_out[b])
-            checks.append(SLOCheck(p, int(rep_in[b]), int(rep_out[b]), ttft, tpot))
+            ttft, tpot, e2e = effective_slo(targets)
+            checks.append(SLOCheck(p, int(rep_in[b]), int(rep_out[b]), ttft, tpot, e2e))
         out.append(checks)
     return out
 

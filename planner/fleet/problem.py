@@ -85,15 +85,53 @@ def _gpu_key(name: str, catalog: bool) -> str:
     return name
 
 
+def _model_name(req: FleetRequest, i: int) -> str:
+    m = req.models[i]
+    return m.name or m.model
+
+
+def _common_periods(req: FleetRequest, loads: list[ModelLoad], file: str | None
+                    ) -> tuple[int, float]:
+    """The problem's period count and length.  Models whose loads vary over time (more than
+    one period) must agree on both: their periods are lined up index by index, so different
+    lengths would plan a 15-minute period beside an hour, and different counts would leave a
+    series short (padding it with a guess is no plan).  A model with one period (a single
+    rate, or ``periods: peak / mean``) is constant and joins any period length, its rate
+    repeated in every period.  The plan's ``period_s`` is the time-varying models' (the
+    largest given where every model is constant)."""
+    varying = [i for i, ld in enumerate(loads) if len(ld.rates_rps) > 1]
+    if not varying:
+        return 1, max(ld.period_s for ld in loads)
+
+    def listed(idx: list[int], what) -> str:
+        return ", ".join(f"{_model_name(req, i)} (models[{i}]) {what(i)}" for i in idx)
+
+    lengths = {loads[i].period_s for i in varying}
+    if len(lengths) > 1:
+        raise InputError(
+            "models with a rate series have different period lengths: "
+            + listed(varying, lambda i: f"period_s {loads[i].period_s:g}"),
+            file=file, field=f"models[{varying[-1]}].workload.period_s",
+            expected="one period_s for every model whose load has more than one period",
+            hint="Give them the same period_s, or plan a model on its peak or mean rate "
+                 "(workload.periods: peak or mean)")
+    counts = {len(loads[i].rates_rps) for i in varying}
+    if len(counts) > 1:
+        raise InputError(
+            "models have rate series of different lengths: "
+            + listed(varying, lambda i: f"{len(loads[i].rates_rps)} periods"),
+            file=file, field=f"models[{varying[-1]}].workload",
+            expected="the same number of periods for every model whose load varies (or a "
+                     "single rate)",
+            hint="Periods are lined up by index from each series' start; cut the traces to "
+                 "the same span or give rate_rps lists of one length")
+    return counts.pop(), lengths.pop()
+
+
 def build_problem(req: FleetRequest, *, file: str | None = None) -> FleetProblem:
     """Read workloads and capacities and line up demands, options, prices and quotas."""
     loads = [build_load(m, i, file) for i, m in enumerate(req.models)]
-    periods = {len(ld.rates_rps) for ld in loads}
-    T = max(periods)
-    if len(periods - {1, T}) > 0:
-        raise InputError(f"models have different numbers of periods {sorted(periods)}", file=file,
-                         field="models[].workload", expected="the same period count (or a single rate)")
-    period_s = max(ld.period_s for ld in loads)
+    T, period_s = _common_periods(req, loads, file)
     needs_catalog = any(not m.profiles for m in req.models)
     seen: dict[str, int] = {}
     for gi, g in enumerate(req.gpus):
@@ -237,9 +275,9 @@ def explain_unservable(fp: FleetProblem) -> None:
             if det is None:
                 continue
             ratio, slo_name = 0.0, det.get("binding", "slo")
-            for key in ("tpot", "ttft"):
+            for key in ("tpot", "ttft", "e2e"):  # the target missed by the largest ratio
                 lim = det.get(f"{key}_slo_s")
-                if lim:
+                if lim and det.get(f"{key}_s") is not None:
                     r = det[f"{key}_s"] / lim
                     if r > ratio:
                         ratio, slo_name = r, key

@@ -112,8 +112,12 @@ class WorkloadSpec(_Spec):
     format: Literal["auto", "azure", "burstgpt", "jsonl"] = "auto"
     histogram: HistogramSpec | None = None
     rate_rps: float | list[float] | None = None
-    period_s: float = Field(3600.0, gt=0)
-    rate_scale: float = Field(1.0, gt=0)
+    period_s: float = Field(3600.0, gt=0, description=(
+        "seconds per period of the rate series (rate_rps list, or the trace's own series); "
+        "models whose loads have more than one period must share it"))
+    rate_scale: float = Field(1.0, gt=0, description=(
+        "multiplies the model's rates, whatever their source: rate_rps (with a trace or a "
+        "histogram) or the trace's own rate series"))
     input_edges: list[float] | None = None
     output_edges: list[float] | None = None
     normalise_shares: bool = False

@@ -122,13 +122,15 @@ def slo_sensitivity(fp: FleetProblem, cost: float, time_limit_s: float) -> list[
 
 def peak_provisioning(fp: FleetProblem, cost: float, time_limit_s: float) -> dict[str, Any] | None:
     """The cost of one fleet for the whole horizon with every bucket at its peak-period rate
-    (on-demand prices) and what the per-period plan (``cost``, $/h) saves against it; ``None``
-    for a single period."""
+    and what the per-period plan (``cost``, $/h) saves against it; ``None`` for a single
+    period.  The fixed fleet is priced like the plan (the same price classes, quotas and spot
+    allowance: a fleet held all horizon is what reserved prices are for), so the savings are
+    those of following the load, not a price discount the fixed fleet could have had too."""
     T = fp.rates.shape[1]
     if T <= 1:
         return None
     peak = fp.rates.max(axis=1, keepdims=True)  # every bucket at its own peak rate
-    problem, keep = cover_problem(fp, rates=peak, reserved=False, routing="per_period")
+    problem, keep = cover_problem(fp, rates=peak, routing="per_period")
     try:
         sol = solve_fleet_cover(fp, problem, time_limit_s)
     except CoverInfeasible:
@@ -137,4 +139,4 @@ def peak_provisioning(fp: FleetProblem, cost: float, time_limit_s: float) -> dic
             "savings_per_hour": sol.cost_per_hour - cost,
             "savings_fraction": (sol.cost_per_hour - cost) / sol.cost_per_hour,
             "note": "every bucket provisioned at its peak-period rate for the whole horizon, "
-                    "on-demand prices"}
+                    "at the plan's price classes (reserved where offered)"}

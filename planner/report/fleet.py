@@ -235,7 +235,10 @@ def render(plan: dict[str, Any], source: str) -> str:
         headline.append(("peak period cost", H.num(plan.get("peak_cost_per_hour"), "$/h")))
     if plan.get("cost_per_million_tokens") is not None:
         headline.append(("per million tokens", H.num(plan.get("cost_per_million_tokens"), "$")))
-    headline.append(("GPUs (peak)", H.num(sum(int(v) for v in (plan.get("gpus") or {}).values()))))
+    # the busiest period's total: per-type peaks (``gpus``) may fall in different periods
+    by_period = [int(p["gpus"]) for p in plan.get("periods") or [] if p.get("gpus") is not None]
+    headline.append(("GPUs (peak)", H.num(max(by_period) if by_period else
+                                          sum(int(v) for v in (plan.get("gpus") or {}).values()))))
     if base.get("savings_fraction") is not None:
         headline.append((f"saved vs only {base.get('gpu')}", H.pct(base.get("savings_fraction"))))
     if solver:
