@@ -12,7 +12,6 @@ import yaml
 from hardware.errors import InfeasibleError, InputError
 from planner import fleet as fl
 from planner.fleet.assemble import method_words
-from planner.fleet.options import effective_slo
 from planner.fleet.problem import cover_problem
 
 REPO = Path(__file__).resolve().parents[1]
@@ -240,9 +239,13 @@ def test_trace_request_example():
 
 def test_e2e_slo_is_its_own_limit():
     # an end-to-end target is checked on its own (tests/test_fleet_e2e_slo.py), not split
-    assert effective_slo(fl.SLOSpec(e2e_s=2.0)) == (None, None, 2.0)
-    slo = fl.SLOSpec(ttft_s=0.5, tpot_s=0.01, e2e_s=100.0)
-    assert effective_slo(slo) == (0.5, 0.01, 100.0)
+    from planner.fleet.options import slo_checks
+    requests = {90.0: (np.array([16384]), np.array([64]))}
+    (check,), = slo_checks(fl.SLOSpec(e2e_s=2.0, percentile=90), requests)
+    assert (check.ttft_s, check.tpot_s, check.e2e_s) == (None, None, 2.0)
+    (check,), = slo_checks(fl.SLOSpec(ttft_s=0.5, tpot_s=0.01, e2e_s=100.0, percentile=90),
+                           requests)
+    assert (check.ttft_s, check.tpot_s, check.e2e_s) == (0.5, 0.01, 100.0)
 
 
 def test_dominated_shapes_dropped_exactly():

@@ -63,16 +63,6 @@ class Option:
         return f"{self.model}/{self.gpu}/tp{self.tp}-pp{self.pp}"
 
 
-def effective_slo(slo: SLOSpec) -> tuple[float | None, float | None, float | None]:
-    """(TTFT, TPOT, end-to-end) limits in s, None where not set: each as the user set it.
-
-    The end-to-end target is not split into TTFT and TPOT shares (a split by ``e2e / (out +
-    1)`` made a long prompt with a short answer miss a TTFT nobody asked for): the capacity
-    model checks the modelled end-to-end latency against it on its own
-    (:func:`costmodels.serving.max_rate_under_slo`)."""
-    return slo.ttft_s, slo.tpot_s, slo.e2e_s
-
-
 @dataclass(frozen=True)
 class SLOCheck:
     """One latency check a bucket's replicas must pass: the targets met at one percentile
@@ -111,8 +101,10 @@ def slo_checks(slo: SLOSpec, requests: dict[float, tuple[np.ndarray, np.ndarray]
         checks = []
         for p, targets in groups:
             rep_in, rep_out = requests[p]
-            ttft, tpot, e2e = effective_slo(targets)
-            checks.append(SLOCheck(p, int(rep_in[b]), int(rep_out[b]), ttft, tpot, e2e))
+            # each target as set: an end-to-end one is checked on its own, not split into
+            # TTFT / TPOT shares (costmodels.serving.max_rate_under_slo)
+            checks.append(SLOCheck(p, int(rep_in[b]), int(rep_out[b]), targets.ttft_s,
+                                   targets.tpot_s, targets.e2e_s))
         out.append(checks)
     return out
 
