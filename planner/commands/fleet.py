@@ -29,6 +29,10 @@ def fleet(
     slo_factor: list[float] = typer.Option(None, "--slo-factor", help="Also plan with every SLO "
                                            "times this factor (repeat: --slo-factor 0.8 "
                                            "--slo-factor 1.25) and report the cost."),
+    simulate: bool = typer.Option(False, "--simulate", help="Replay the plan in the iteration-level "
+                                  "serving simulator (Poisson arrivals, continuous batching); "
+                                  "where a pool misses an SLO percentile, scale its capacity down "
+                                  "and re-plan (at most 8 plans).  Not with --previous / --melange."),
 ) -> None:
     """Plan the cheapest GPU mix, TP/PP shapes and routing that meet the SLOs."""
     from pydantic import ValidationError
@@ -47,6 +51,10 @@ def fleet(
     if keep_within is not None and previous is None:
         raise InputError("--keep-within needs --previous", field="--keep-within",
                          expected="planner fleet REQUEST.yaml --previous plan.yaml --keep-within 0.02")
+    if simulate and (previous is not None or melange is not None):
+        raise InputError("--simulate plans a fleet request from scratch",
+                         field="--previous" if previous is not None else "--melange",
+                         expected="planner fleet REQUEST.yaml --simulate -o plan.yaml")
     if output is not None:  # before solving: a long solve must not end in "cannot write there"
         check_output(output, inputs=[request, melange, previous])
     if melange is not None:
@@ -80,7 +88,7 @@ def fleet(
             plan = fl.plan_fleet(req, file=str(request), time_limit_s=time_limit, inputs=hashed,
                                  previous=before,
                                  previous_file=None if previous is None else str(previous),
-                                 keep_within=keep_within)
+                                 keep_within=keep_within, simulate=simulate)
     write_output(plan, output, inputs)
     if as_json:
         echo_json(plan)
@@ -134,8 +142,34 @@ def fleet(
             typer.echo("  then switch the routing table")
         for step in tr["shrink_after"]:
             typer.echo(f"  shrink {step['pool']}: {step['from']} -> {step['to']}")
+    sim = plan.get("simulation")
+    if sim is not None:
+        typer.echo(simulation_summary(sim))
     if "melange_result" in plan:
         typer.echo(f"melange: {plan['melange_result']}")
+
+
+def simulation_summary(sim: dict) -> str:
+    """The simulation section in a few lines: verdict, capacity factors, missing pools."""
+    lines = [f"simulated ({sim['periods']} period(s), {sim['window_s']:g} s each, seed {sim['seed']}, "
+             f"{sim['rounds']} plan(s)): " + {True: "every pool meets its SLOs",
+                                              False: "some pools miss their SLOs",
+                                              None: "no pool could be simulated"}[sim["meets_slo"]]]
+    if len(sim["cost_per_hour_by_round"]) > 1:
+        lines.append("  $/h by plan: " + " -> ".join(f"{c:.2f}" for c in sim["cost_per_hour_by_round"]))
+    for g, f in sim["capacity_factors"].items():
+        lines.append(f"  capacity of {g} scaled by {f:.3f}")
+    for g in sim["groups"]:
+        if not g["meets_slo"]:
+            worst = ", ".join(f"p{t['percentile']:g} {t['metric'][:-2]} "
+                              + ("unserved" if t["simulated_s"] is None else f"{t['simulated_s']:.3g} s")
+                              + f" (SLO {t['slo_s']:g} s)" for t in g.get("targets", []))
+            lines.append(f"  {g['group']} misses in periods {g['periods_missed']}: {worst}")
+    for s in sim["not_simulated"]:
+        lines.append(f"  not simulated: {s['group']} ({s['why']})")
+    if sim.get("stopped"):
+        lines.append(f"  {sim['stopped']}")
+    return "\n".join(lines)
 
 
 def register(app: typer.Typer) -> None:

@@ -105,6 +105,7 @@ def pool_command(pool: dict[str, Any], *, port: int = 8000,
         extra += ["--distributed-executor-backend", "ray"]
     return vllm_serve_command(pool.get("serve_model") or pool["model"], tp=pool["shape"]["tp"],
                               pp=pool["shape"].get("pp", 1), max_num_seqs=engine.get("max_num_seqs"),
+                              max_num_batched_tokens=engine.get("max_num_batched_tokens"),
                               max_model_len=max_model_len or engine.get("max_model_len"),
                               dtype=engine.get("dtype"), kv_cache_dtype=engine.get("kv_cache_dtype"),
                               port=port, extra_args=extra)

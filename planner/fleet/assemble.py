@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
+from hardware.errors import InputError
 from planner.fleet.load import ModelLoad, bucket_dict
 from planner.fleet.options import Option
 from planner.fleet.problem import FleetProblem, build_problem, solve_problem
@@ -247,8 +248,12 @@ def _peak_gpus(pools: list[dict[str, Any]]) -> int:
 def plan_fleet(req: FleetRequest | dict, *, file: str | None = None,
                time_limit_s: float | None = None, inputs: Any = None,
                previous: dict[str, Any] | None = None, previous_file: str | None = None,
-               keep_within: float | None = None) -> dict[str, Any]:
+               keep_within: float | None = None, simulate: bool = False) -> dict[str, Any]:
     """Plan a fleet; returns the ``FleetPlan`` as plain data (envelope included).
+
+    ``simulate``: replay the plan in the iteration-level serving simulator and re-plan with
+    the capacities of pools that miss their SLOs scaled down
+    (:func:`planner.fleet.simulate.plan_with_simulation`); not with ``previous``.
 
     ``previous``: the ``FleetPlan`` in place (as read by :func:`planner.plan.load_plan`): the
     plan is then the one nearest to it among those costing at most ``1 + keep_within``
@@ -264,7 +269,15 @@ def plan_fleet(req: FleetRequest | dict, *, file: str | None = None,
             req = FleetRequest.model_validate(req)
         except ValidationError as exc:
             raise validation_error(exc, file) from None
+    if simulate and previous is not None:
+        raise InputError("a re-plan against the plan in place is not simulated",
+                         field="--simulate", expected="--simulate without --previous")
     fp = build_problem(req, file=file)
+    if simulate:
+        from planner.fleet.simulate import plan_with_simulation
+
+        return plan_with_simulation(fp, time_limit_s=time_limit_s,
+                                    inputs=inputs if inputs is not None else req.model_dump(mode="json"))
     return plan_from_problem(fp, time_limit_s=time_limit_s,
                              inputs=inputs if inputs is not None else req.model_dump(mode="json"),
                              previous=previous, previous_file=previous_file,
