@@ -12,6 +12,8 @@
 3. validation: predicted vs measured for ../shared/data/validation (GEMM on A100, all-reduce on
    4xA100 NVLink predicted from the Vidur A100 calibration, Megatron iteration times).
 4. speed: `planner estimate` wall time for a 70B model, import time, library time per call.
+5. capacity: the serving capacity under p90 SLOs (``max_rate_under_slo``) against the
+   iteration-level simulator, per (model, GPU, request shape); needs no shared data.
 """
 from __future__ import annotations
 
@@ -325,9 +327,75 @@ def bench_speed() -> None:
                 "python -X importtime -c 'import planner.cli' (largest cumulative)")
 
 
+#: (model, GPU, TP) x request shapes (input, output tokens) of the capacity check
+CAPACITY_ENGINES = (("llama-3.1-8b", "H100-SXM", 1), ("llama-3.1-8b", "A10G", 2), ("llama-3.1-8b", "L4", 2),
+                    ("llama-3.1-70b", "H100-SXM", 4), ("llama-3.1-70b", "MI300X", 1))
+CAPACITY_SHAPES = ((128, 32), (512, 256), (868, 554), (2048, 128), (4096, 32), (1024, 1024), (2048, 13),
+                   (6000, 20))
+
+
+def _simulated_capacity(engine, input_len: int, output_len: int, guess: float, seed: int = 0) -> float:
+    """Largest Poisson rate (req/s) at which the iteration-level simulator's p90 TTFT <= 1 s and
+    p90 TPOT <= 50 ms for one request shape (bisection, 12 steps on [0, 3 x guess])."""
+    from costmodels.batching import Trace, percentile, simulate
+
+    rng = np.random.default_rng(seed)
+
+    def meets(rate: float) -> bool:
+        n = int(max(600, rate * 300))
+        arrival = np.cumsum(rng.exponential(1.0 / rate, n))
+        res = simulate(Trace(arrival, np.full(n, input_len), np.full(n, output_len)), engine.cost,
+                       engine.limits)
+        kept = arrival > 0.1 * arrival[-1]
+        tpot = percentile(res.tpot_s[kept], 90) if output_len > 1 else 0.0
+        return percentile(res.ttft_s[kept], 90) <= 1.0 and tpot <= 0.05
+
+    lo, hi = 0.0, 3.0 * max(guess, 0.01)
+    for _ in range(12):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if meets(mid) else (lo, mid)
+    return lo
+
+
+def bench_capacity() -> None:
+    """The capacity model (``max_rate_under_slo``, p90 TTFT 1 s / TPOT 50 ms) against the
+    iteration-level simulator it abstracts (``costmodels.batching.simulate``, the same op-level
+    iteration times, Poisson arrivals, vLLM-like chunked prefill), per request shape."""
+    from costmodels.model import load_model
+    from costmodels.serving import max_rate_under_slo
+    from hardware.topology import Cluster
+    from planner.parallel import Pool, SearchSpec, Shape, _default_node, build_shape_model
+
+    rows = []
+    for name, gpu, tp in CAPACITY_ENGINES:
+        model, accel = load_model(name), get_accelerator(gpu)
+        node = _default_node(accel)
+        engine = build_shape_model(model, Pool(accel, node, Cluster(node, 1, accel.scale_up), 1.0),
+                                   Shape(accel.name, tp, 1), dtype="bf16", kv_dtype=None,
+                                   search=SearchSpec(), phase="both")
+        for input_len, output_len in CAPACITY_SHAPES:
+            start = time.perf_counter()
+            cap = max_rate_under_slo(model, accel, tp=tp, input_len=input_len, output_len=output_len,
+                                     ttft_slo_s=1.0, tpot_slo_s=0.05, percentile=90)
+            model_ms = 1e3 * (time.perf_counter() - start)
+            simulated = _simulated_capacity(engine, input_len, output_len, cap.rate_rps)
+            rows.append({"model": name, "gpu": f"{gpu} tp{tp}", "in": input_len, "out": output_len,
+                         "simulated_rps": round(simulated, 3), "model_rps": round(cap.rate_rps, 3),
+                         "model/simulated": round(cap.rate_rps / simulated, 2) if simulated > 0 else None,
+                         "binding": cap.binding, "model_ms": round(model_ms, 1)})
+    ratios = [r["model/simulated"] for r in rows if r["model/simulated"]]
+    print_table(rows, "Capacity at p90 TTFT 1 s / TPOT 50 ms: the model against the simulator "
+                      f"(ratio min {min(ratios):.2f}, median {statistics.median(ratios):.2f}, "
+                      f"max {max(ratios):.2f})")
+
+
 def main(argv: list[str]) -> None:
+    sections = set(argv) or {"ops", "comm", "validation", "speed", "capacity"}
+    if "capacity" in sections:
+        bench_capacity()
+    if sections <= {"capacity"}:
+        return
     data = shared_data_dir()
-    sections = set(argv) or {"ops", "comm", "validation", "speed"}
     if "ops" in sections:
         bench_ops(data)
     if "comm" in sections:

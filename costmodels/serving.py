@@ -14,11 +14,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+
 from costmodels.comm import LinkModel
 from costmodels.memory import (DEFAULT_GPU_MEMORY_UTILIZATION, MemoryBreakdown, kv_bytes_per_token_per_gpu,
                                memory_breakdown, min_gpus_to_fit)
 from costmodels.model import ModelSpec, dtype_bytes
 from costmodels.ops import Iteration, Op, Parallel, forward_ops
+from costmodels.batching import IterationCostTable
+from costmodels.queueing import md1_wait_quantile, mmc_wait_quantile, poisson_pmf, poisson_quantile
 from costmodels.roofline import DeviceEfficiency, MeasuredTable, OpTime, default_efficiency, op_time
 from hardware.accelerator import Accelerator
 from hardware.catalog import default_node_for
@@ -139,6 +142,42 @@ def iteration_breakdown(ctx: CostContext, it: Iteration) -> list[OpTime]:
 def iteration_time(ctx: CostContext, it: Iteration) -> float:
     """Seconds one iteration takes along the latency path (all pipeline stages)."""
     return sum(t.time_s for t in iteration_breakdown(ctx, it))
+
+
+def op_roofline_params(ctx: CostContext, op: Op) -> tuple:
+    """``(overhead_s, peak_flops, compute_curve, hbm_bytes_per_s, memory_curve)`` of ``op``:
+    what :class:`costmodels.batching.IterationCostTable` needs to evaluate attention exactly."""
+    k = ctx.eff.for_op(op)
+    peak = ctx.accel.peak_flops(ctx.dtype if op.kind == "gemm" else "bf16")
+    return (k.overhead_s, peak, k.compute, ctx.accel.hbm_bandwidth_bytes_per_s, k.memory)
+
+
+def iteration_cost_table(ctx: CostContext, *, max_tokens: int, max_seqs: int) -> IterationCostTable:
+    """The fast iteration-time lookup of ``ctx`` (along the latency path, all stages): ~100
+    op-list evaluations to build, microseconds per lookup."""
+    return IterationCostTable(
+        lambda it: iteration_ops(ctx, it),
+        lambda o: op_time(o, ctx.accel, dtype=ctx.dtype, eff=ctx.eff, links=ctx.links, measured=ctx.measured,
+                          tp=ctx.par.tp).time_s,
+        lambda o: op_roofline_params(ctx, o), max_tokens=max_tokens, max_seqs=max_seqs)
+
+
+#: cost tables of recent (model, GPU, layout, dtypes, budget): a capacity table asks for one
+#: per bucket; entries hold their objects, so an ``id`` in a key is never reused while cached
+_COST_TABLES: dict[tuple, tuple] = {}
+_COST_TABLES_KEPT = 64
+
+
+def _cached_cost_table(ctx: CostContext, model: ModelSpec, accel: Accelerator, node, efficiency,
+                       key: tuple, max_tokens: int, max_seqs: int) -> IterationCostTable:
+    full = (id(model), id(accel), id(node), id(efficiency), *key, max_tokens, max_seqs)
+    hit = _COST_TABLES.get(full)
+    if hit is None:
+        if len(_COST_TABLES) >= _COST_TABLES_KEPT:
+            _COST_TABLES.pop(next(iter(_COST_TABLES)))
+        hit = (iteration_cost_table(ctx, max_tokens=max_tokens, max_seqs=max_seqs), model, accel, node, efficiency)
+        _COST_TABLES[full] = hit
+    return hit[0]
 
 
 def prefill_time_s(ctx: CostContext, batch: int, input_len: int) -> float:
@@ -262,9 +301,10 @@ class CapacityEstimate:
 
     ``rate_rps`` is the largest request rate the replica sustains with the SLOs met (0.0: it
     cannot meet them at any rate); ``binding`` names what limits it ("tpot", "ttft", "e2e",
-    "memory", "max_num_seqs" or "fit").  ``e2e_s``: the modelled end-to-end latency (s) at
-    that rate, ``ttft_s + (output_len - 1) tpot_s`` as in :func:`estimate` (None where it is
-    not modelled: one side of a disaggregated pair).
+    "memory", "max_num_seqs", "throughput" or "fit").  ``ttft_s`` / ``tpot_s`` / ``e2e_s``: the
+    modelled latencies (s) at that rate, at the percentile asked for (``e2e_s`` None where it
+    is not modelled: one side of a disaggregated pair); ``max_batch``: the sequences decoding
+    on average, rounded up.
     """
 
     rate_rps: float
@@ -293,148 +333,225 @@ def _decode_step_between(step: Callable[[int], float], batch: float) -> float:
     return t_lo + (batch - lo) * (step(lo + 1) - t_lo)
 
 
-def _latencies(t_pf: float, t_dec: float, f: float) -> tuple[float, float]:
-    """(tpot_s, ttft_s) with prefill taking the share ``f`` of the time: decode steps stretch
-    to ``t_dec / (1 - f)``; a new request waits on average half a decode step, then its own
-    prefill slowed by the prefill share in front of it (M/D/1-like ``1 / (1 - f)``)."""
-    return t_dec / (1.0 - f), 0.5 * t_dec + t_pf / (1.0 - f)
+#: relative width at which the rate bisection of :func:`max_rate_under_slo` stops (the model
+#: itself is good to ~5-20% against the iteration-level simulator)
+RATE_REL_TOL = 2e-3
+#: decode batches from which iteration times are read at the nearest whole batch (below, they
+#: interpolate between whole ones: one sequence more changes a small batch's step visibly)
+EXACT_BATCH = 16
+#: evaluation points of a mean iteration time over the Poisson number of prompts in it
+MIXTURE_POINTS = 10
 
 
-#: bisection steps that place the largest SLO-meeting average batch between two whole ones
-#: (2^-12 of a sequence: far below the model's accuracy)
-FRACTIONAL_BATCH_STEPS = 12
+@dataclass(frozen=True)
+class _LoadPoint:
+    """The steady state of one engine lane at one request rate (see :func:`max_rate_under_slo`)."""
+
+    batch: float      # mean decode batch
+    tpot_s: float     # the percentile TPOT
+    ttft_s: float     # the percentile TTFT
+    e2e_s: float      # the percentile end-to-end latency
 
 
-def _steady_state(t_pf: float, step: Callable[[int], float], batch: float,
-                  output_len: int) -> tuple[float, float, float]:
-    """(rate_rps, tpot_s, ttft_s) of continuous batching with ``batch`` sequences decoding on
-    average (>= 1; between whole batches the step time interpolates).
+class _ChunkedPrefillLane:
+    """One engine lane (a replica, or one of a pipeline's ``pp`` micro-batch lanes) serving one
+    request shape with vLLM's scheduler: running decodes first, then prefill tokens (chunks of
+    prompts) up to ``budget`` tokens per iteration.  Iteration times come from the op-level cost
+    model, memoised per (decode batch, prefill tokens, prompts)."""
 
-    Each request is prefilled once (t_pf) and then decodes ``output_len`` tokens in shared steps
-    of t_dec(batch).  With prefill taking a share f = rate * t_pf of the time, decode steps
-    stretch to t_dec / (1 - f); Little's law (batch = rate * output_len * tpot) gives
-    rate = batch / (output_len * t_dec + batch * t_pf).  TTFT waits on average half a decode
-    step, then its own prefill, slowed by the prefill share in front of it (M/D/1-like 1/(1-f)).
-    ``t_pf``: one prompt's prefill (s); ``step``: the decode step time at a whole batch
-    (:func:`_decode_steps`, at the mean context).
-    """
-    t_dec = _decode_step_between(step, batch)
-    rate = batch / (output_len * t_dec + batch * t_pf)
-    tpot, ttft = _latencies(t_pf, t_dec, min(rate * t_pf, 0.999))
-    return rate, tpot, ttft
+    def __init__(self, table: IterationCostTable, input_len: int, output_len: int, limit: int,
+                 budget: int) -> None:
+        self.table, self.L, self.limit, self.budget = table, input_len, limit, budget
+        self.steps = max(output_len - 1, 0)  # decode iterations after the first token
+        self.context = input_len + output_len / 2.0
+        self._solved: dict[float, float] = {}  # rate -> mean iteration time (s)
 
+    def _iteration(self, decodes: int, tokens: int, prompts: float) -> float:
+        per = tokens / prompts if prompts else 0.0
+        offset = max(0.0, (self.L - per) / 2.0) if prompts else 0.0  # a chunk's mean start
+        pairs = prompts * per * (per + 1.0) / 2.0 + tokens * offset
+        return self.table.time_s(decodes + tokens, pairs, decodes * self.context, decodes + round(prompts))
 
-def _e2e_s(ttft_s: float, tpot_s: float, output_len: int) -> float:
-    """End-to-end latency (s) of a request: its first token, then ``output_len - 1`` decode
-    steps (the definition :func:`estimate` uses)."""
-    return ttft_s + max(output_len - 1, 0) * tpot_s
+    def iteration(self, batch: float, tokens: int = 0, prompts: float = 0) -> float:
+        """Seconds of one iteration with ``batch`` decodes (>= 1; between whole batches the time
+        interpolates) and ``tokens`` prefill tokens of ``prompts`` prompts."""
+        if batch >= EXACT_BATCH:  # a sequence more or less is well inside the model's accuracy
+            return self._iteration(round(batch), tokens, prompts)
+        lo = max(1, math.floor(batch))
+        t_lo = self._iteration(lo, tokens, prompts)
+        frac = max(batch, 1.0) - lo
+        return t_lo if frac == 0.0 else t_lo + frac * (self._iteration(lo + 1, tokens, prompts) - t_lo)
 
+    def _mean_iteration(self, batch: float, idle: float, arrivals: float, room: int) -> float:
+        """E[T(batch, k prompts)] (s) over ``k`` Poisson with mean ``arrivals``, at most
+        ``room // L`` per iteration (more wait for the next one): over blocks of consecutive
+        k (at most ``MIXTURE_POINTS``), each at its mean k with its probability (T is nearly
+        affine in k within a block)."""
+        L = self.L
+        most = min(room // L, poisson_quantile(1.0 - 1e-9, arrivals) + 1)
+        pk = poisson_pmf(arrivals, most)
+        pk[-1] += max(0.0, 1.0 - sum(pk))
+        width = max(1, math.ceil((most + 1) / MIXTURE_POINTS))
+        total = 0.0
+        for lo in range(0, most + 1, width):
+            mass = sum(pk[lo:lo + width])
+            if mass <= 0.0:
+                continue
+            k = sum(j * pk[j] for j in range(lo, min(lo + width, most + 1))) / mass
+            total += mass * (idle if k == 0 else self.iteration(batch, round(k * L), k))
+        return total
 
-def _below_one_sequence(ctx: CostContext, input_len: int, output_len: int,
-                        ttft_slo_s: float | None, tpot_slo_s: float | None,
-                        percentile_factor: float, e2e_slo_s: float | None = None
-                        ) -> CapacityEstimate:
-    """Capacity when one sequence decoding back to back already misses an SLO: run below
-    saturation.  At rate ``r`` (req/s) prefill takes the share ``f = r t_pf`` of the time and
-    fewer than one sequence decodes on average, each step still ``t_dec(1)``; TPOT =
-    ``t_dec / (1 - f)`` and TTFT = ``t_dec / 2 + t_pf / (1 - f)`` (:func:`_latencies`), so the
-    SLOs cap ``f`` and the rate is ``f_max / t_pf``.  Short outputs need this: with
-    one or two output tokens a saturated replica spends most of its time prefilling, yet a
-    lighter load meets the TPOT SLO.  The end-to-end latency is TTFT + (output_len - 1) TPOT
-    = ``t_dec / 2 + (t_pf + (output_len - 1) t_dec) / (1 - f)``, which caps ``f`` the same
-    way.  Returns rate 0.0 with the binding SLO and an idle replica's latencies when even those
-    miss it (called only when an SLO is set)."""
-    t_pf = prefill_time_s(ctx, 1, input_len)
-    t_dec = decode_step_s(ctx, 1, input_len + output_len / 2)
-    k = percentile_factor
-    caps = []  # (largest prefill share, the SLO that sets it)
-    if tpot_slo_s is not None:
-        caps.append((1.0 - k * t_dec / tpot_slo_s, "tpot"))
-    if ttft_slo_s is not None:
-        room = ttft_slo_s / k - 0.5 * t_dec  # s left for the prefill and its queue
-        caps.append((1.0 - t_pf / room if room > 0 else -1.0, "ttft"))
-    if e2e_slo_s is not None:
-        room = e2e_slo_s / k - 0.5 * t_dec  # s left for the prefill, its queue and the decode
-        busy = t_pf + max(output_len - 1, 0) * t_dec  # what the 1 / (1 - f) stretch applies to
-        caps.append((1.0 - busy / room if room > 0 else -1.0, "e2e"))
-    f, binding = min(caps)
-    tpot, ttft = _latencies(t_pf, t_dec, max(f, 0.0))  # an idle replica's when f <= 0
-    return CapacityEstimate(f / t_pf if f > 0 else 0.0, 1 if f > 0 else 0, ttft, tpot, binding,
-                            ctx.fidelity, _e2e_s(ttft, tpot, output_len))
+    def at(self, rate: float, q: float) -> tuple[_LoadPoint | None, str]:
+        """The steady state at ``rate`` (req/s) with latencies at quantile ``q`` (0..1); None and
+        the limit that breaks ("memory": the batch reaches the slots, "throughput": prefill
+        cannot keep up) when there is none."""
+        L, n = self.L, self.steps
+        # start from the iteration time of the nearest lower rate asked for (a search climbs)
+        below = [r for r in self._solved if r <= rate]
+        t = self._solved[max(below)] if below else self.iteration(1.0)
+        batch = room = 0
+        history: list[float] = []
+        for it in range(60):  # the mean iteration time t and the batch it implies (Little's law)
+            batch = rate * n * t
+            room = self.budget - math.ceil(batch)
+            if batch >= self.limit or room <= 0:
+                return None, "memory"
+            arrivals = rate * t  # prompts arriving per iteration
+            if arrivals * L >= room:
+                return None, "throughput"
+            idle = self.iteration(batch)
+            if L < room:  # whole prompts; k of them arrive per iteration (Poisson)
+                t_new = self._mean_iteration(batch, idle, arrivals, room)
+            else:  # chunks of ``room`` tokens fill the iterations that carry prefill
+                share = arrivals * L / room
+                t_new = share * self.iteration(batch, room, 1) + (1.0 - share) * idle
+            done = abs(t_new - t) <= 1e-6 * t
+            if done:
+                t = t_new
+                break
+            # plain steps converge linearly (t_new grows slower than t): Aitken's extrapolation
+            # of three of them where the ratio is steady; damped after 20 in case of a cycle
+            history.append(t_new)
+            t = t_new if it < 20 else 0.5 * (t + t_new)
+            if len(history) >= 3:
+                a, b, c = history[-3:]
+                ratio = (c - b) / (b - a) if b != a else 0.0
+                if 0.0 < ratio < 0.95:
+                    t = c + (c - b) * ratio / (1.0 - ratio)
+                    history.clear()
+        self._solved[rate] = t
+        arrivals = rate * t
+        extra = (t - idle) / arrivals if arrivals > 0 else 0.0  # seconds a prompt adds to the iterations
+        full = self.iteration(batch, room, max(1, room // L))
+        queue_service = full * L / room  # the prefill queue's work per prompt (s)
+        own = math.ceil(L / room) * self.iteration(batch, min(L, room), 1)  # its own prefill (s)
+        rho = rate * queue_service
+        if rho >= 1.0:
+            return None, "throughput"
+        queued = rho * rho / (2.0 * (1.0 - rho))  # prompts waiting, mean (M/D/1)
+        # TPOT: its n decode iterations take tau = n x (a step beside the others and the k
+        # prompts that arrive meanwhile, half its window each) + the prefill work of those k
+        # and of the queue it found; k at quantile q of arrivals over tau and its own prefill
+        tau = n * t
+        for _ in range(60 if n else 0):  # one output token: no decode iterations
+            k = poisson_quantile(q, rate * (tau + own))
+            tau_new = n * self.iteration(batch + 1.0 + k / 2.0) + extra * (k + queued)
+            if abs(tau_new - tau) <= 1e-6 * tau:
+                break
+            tau = tau_new
+        # TTFT: the rest of the iteration under way, the prefill queue, a free slot, its prefill
+        slot = mmc_wait_quantile(self.limit, rate * (n * t + own), n * t + own, q)
+        ttft = t / 2.0 + md1_wait_quantile(rate, queue_service, q) + slot + own
+        return _LoadPoint(batch, tau / n if n else 0.0, ttft, ttft + tau), ""
 
 
 def max_rate_under_slo(model: ModelSpec, accel: Accelerator, *, tp: int, pp: int = 1, ep: int = 1,
                        input_len: int, output_len: int, ttft_slo_s: float | None = None,
                        tpot_slo_s: float | None = None, dtype: str = "bf16", kv_dtype: str | None = None,
                        node: NodeType | None = None, efficiency: DeviceEfficiency | None = None,
-                       max_num_seqs: int = DEFAULT_MAX_NUM_SEQS, percentile_factor: float = 1.0,
-                       e2e_slo_s: float | None = None) -> CapacityEstimate:
-    """Largest sustained request rate of one replica meeting the TTFT / TPOT / end-to-end SLOs
-    (limits in s; None: no such target).
+                       max_num_seqs: int = DEFAULT_MAX_NUM_SEQS, percentile: float = 50.0,
+                       e2e_slo_s: float | None = None,
+                       max_batched_tokens: int = DEFAULT_MAX_BATCHED_TOKENS) -> CapacityEstimate:
+    """Largest sustained Poisson request rate (req/s) of one replica at which the
+    ``percentile``-th TTFT, TPOT and end-to-end latency of requests of (``input_len``,
+    ``output_len``) tokens meet the SLOs (limits in s; None: no such target).
 
-    The end-to-end latency is checked on its own, not split into TTFT and TPOT shares: TTFT
-    (queueing included) + ``(output_len - 1)`` TPOT of the steady state, as :func:`estimate`
-    defines it, so a long prompt may use most of the target for its first token.
-    The rate grows with the decode batch while the SLOs hold (every latency grows with it), so
-    the batch is found by bisection.  ``percentile_factor`` (>= 1) scales the modelled
-    latencies before they are compared with the SLO, to leave room for a percentile above the
-    mean (e.g. 1.2 for p90).
-    Returns rate 0.0 with the binding constraint when even one request misses the SLO or the
-    weights do not fit.
+    The replica is ``pp`` independent lanes (micro-batches), each with vLLM's chunked-prefill
+    scheduler: decodes first, then prefill tokens up to ``max_batched_tokens`` per iteration.
+    At rate ``r`` per lane:
+
+    * the mean iteration time ``t`` solves ``t = E[T(B, k prompts)]`` with the decode batch
+      ``B = r (out - 1) t`` (Little's law) and ``k`` Poisson with mean ``r t`` (prompts that
+      arrived during the last iteration; a prompt longer than the budget fills whole chunks);
+    * TPOT: a request's ``out - 1`` decode iterations take ``tau = (out - 1) T(B + 1 + k/2)
+      + k D``, where ``k`` is the ``percentile`` quantile of the prompts arriving during ``tau``
+      and its own prefill (Poisson), ``D = (t - T(B)) / (r t)`` the time a prompt adds, and
+      ``B + 1 + k/2`` the batch it decodes in (itself, the others, the newcomers for half its
+      window), plus the prefill queue it found (M/D/1 mean);
+    * TTFT: half an iteration, the M/D/1 wait behind other prompts (service: a prompt's share
+      of full-budget iterations), the wait for a free batch slot (M/M/c with the KV / max-seqs
+      slots), then its own prefill iterations;
+    * end-to-end: TTFT + tau (both at the percentile: conservative).
+
+    Latencies grow with the rate, so the rate is found by bisection.  Returns rate 0.0 with the
+    binding constraint ("ttft", "tpot", "e2e", "memory", "max_num_seqs", "throughput", "fit")
+    when even a trickle misses an SLO or the weights do not fit.  Checked against the
+    iteration-level simulator (:func:`costmodels.batching.simulate`) in ``tests`` and
+    ``benchmarks.bench_costmodel``.
     """
     try:
         ctx = make_context(model, accel, Parallel(tp, pp, ep), dtype=dtype, kv_dtype=kv_dtype, node=node,
                            efficiency=efficiency)
     except InputError:
         return CapacityEstimate(0.0, 0, math.inf, math.inf, "fit", "analytical")
-    mem = memory_for(ctx)
-    kv_cap = max_kv_tokens(ctx, mem) // (input_len + output_len)
-    limit = min(kv_cap, max_num_seqs * pp)
+    mem = memory_for(ctx, max_batched_tokens)
+    kv_slots = max_kv_tokens(ctx, mem) // pp // (input_len + output_len)  # per lane
+    limit = min(kv_slots, max_num_seqs)
     if limit < 1:
         return CapacityEstimate(0.0, 0, math.inf, math.inf, "memory" if mem.fits else "fit", ctx.fidelity)
+    table = _cached_cost_table(ctx, model, accel, node, efficiency, (tp, pp, ep, dtype, kv_dtype),
+                               max_batched_tokens + max_num_seqs, max_num_seqs)
+    lane = _ChunkedPrefillLane(table, input_len, output_len, limit, max_batched_tokens)
+    q = percentile / 100.0
+    slots = "memory" if kv_slots <= max_num_seqs else "max_num_seqs"
 
-    t_pf = prefill_time_s(ctx, 1, input_len)
-    step = _decode_steps(ctx, input_len + output_len / 2)
+    def check(rate: float) -> tuple[_LoadPoint | None, str]:
+        point, why = lane.at(rate, q)
+        if point is None:
+            return None, slots if why == "memory" else why
+        # one output token has no time per output token: a TPOT target does not apply
+        tpot_limit = tpot_slo_s if output_len > 1 else None
+        for limit_s, value, name in ((ttft_slo_s, point.ttft_s, "ttft"), (tpot_limit, point.tpot_s, "tpot"),
+                                     (e2e_slo_s, point.e2e_s, "e2e")):
+            if limit_s is not None and value > limit_s:
+                return None, name
+        return point, ""
 
-    def ok(b: float) -> tuple[bool, str, tuple[float, float, float]]:
-        rate, tpot, ttft = _steady_state(t_pf, step, b, output_len)
-        if tpot_slo_s is not None and tpot * percentile_factor > tpot_slo_s:
-            return False, "tpot", (rate, tpot, ttft)
-        if ttft_slo_s is not None and ttft * percentile_factor > ttft_slo_s:
-            return False, "ttft", (rate, tpot, ttft)
-        if e2e_slo_s is not None and _e2e_s(ttft, tpot, output_len) * percentile_factor > e2e_slo_s:
-            return False, "e2e", (rate, tpot, ttft)
-        return True, "", (rate, tpot, ttft)
-
-    good, why, res = ok(1)
-    if not good:
-        return _below_one_sequence(ctx, input_len, output_len, ttft_slo_s, tpot_slo_s,
-                                   percentile_factor, e2e_slo_s)
-    lo, hi, best = 1, limit, res
-    good_hi, why_hi, res_hi = ok(hi)
-    if good_hi:
-        binding = "memory" if kv_cap <= max_num_seqs * pp else "max_num_seqs"
-        return CapacityEstimate(res_hi[0], hi, res_hi[2], res_hi[1], binding, ctx.fidelity,
-                                _e2e_s(res_hi[2], res_hi[1], output_len))
-    binding = why_hi
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        good, why, res = ok(mid)
-        if good:
-            lo, best = mid, res
+    # a trickle: one request in an idle lane
+    idle = lane.at(1e-9, q)[0]
+    trickle, why = check(1e-9)
+    if trickle is None:
+        ttft, tpot = (math.inf, math.inf) if idle is None else (idle.ttft_s, idle.tpot_s)
+        return CapacityEstimate(0.0, 0, ttft, tpot, why or "throughput", ctx.fidelity,
+                                None if idle is None else idle.e2e_s)
+    lo, best = 1e-9, trickle
+    # above any capacity: the slots full at the full batch's step, or the budget all prefill
+    full = lane.iteration(float(limit))
+    hi = 1.5 * min(limit / (max(lane.steps, 1) * full),
+                   max_batched_tokens / (input_len * lane.iteration(1.0, max_batched_tokens, 1)))
+    point, why_hi = check(hi)
+    while point is not None:
+        lo, best, hi = hi, point, 2.0 * hi
+        point, why_hi = check(hi)
+    while hi - lo > RATE_REL_TOL * hi:
+        mid = 0.5 * (lo + hi)
+        point, why = check(mid)
+        if point is None:
+            hi, why_hi = mid, why
         else:
-            hi, binding = mid, why
-    # the average batch need not be whole: the largest one meeting the SLOs between lo and hi
-    frac_lo, frac_hi = float(lo), float(hi)
-    for _ in range(FRACTIONAL_BATCH_STEPS):
-        mid = 0.5 * (frac_lo + frac_hi)
-        good, why, res = ok(mid)
-        if good:
-            frac_lo, best = mid, res
-        else:
-            frac_hi = mid
-    return CapacityEstimate(best[0], hi if frac_lo > lo else lo, best[2], best[1], binding,
-                            ctx.fidelity, _e2e_s(best[2], best[1], output_len))
+            lo, best = mid, point
+    return CapacityEstimate(lo * pp, int(math.ceil(best.batch * pp)), best.ttft_s, best.tpot_s, why_hi,
+                            ctx.fidelity, best.e2e_s)
 
 
 def kv_transfer_s(model: ModelSpec, input_len, kv_bytes: float, link: LinkModel, parallel_links: int):

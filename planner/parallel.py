@@ -50,7 +50,7 @@ from costmodels.memory import (MemoryBreakdown, attention_dp_memory_breakdown,
 from costmodels.model import ModelSpec, dtype_bytes, load_model
 from costmodels.ops import Iteration, Op, Parallel, attention_dp_forward_ops, forward_ops, layer_ops
 from costmodels.roofline import OpTime, op_time
-from costmodels.serving import CostContext, kv_transfer_s, links_for, make_context
+from costmodels.serving import CostContext, kv_transfer_s, links_for, make_context, op_roofline_params
 from hardware.accelerator import Accelerator
 from hardware.catalog import default_node_for, get_accelerator, get_node
 from hardware.errors import InfeasibleError, InputError, from_validation_error
@@ -735,9 +735,7 @@ def build_shape_model(model: ModelSpec, pool: Pool, shape: Shape, *, dtype: str,
 
 
 def _op_params(ctx: CostContext, op: Op) -> tuple:
-    k = ctx.eff.for_op(op)
-    peak = ctx.accel.peak_flops(ctx.dtype if op.kind == "gemm" else "bf16")
-    return (k.overhead_s, peak, k.compute, ctx.accel.hbm_bandwidth_bytes_per_s, k.memory)
+    return op_roofline_params(ctx, op)
 
 
 @dataclass

@@ -126,38 +126,6 @@ def test_capacity_monotone_in_slo_and_zero_when_unreachable():
     assert nofit.rate_rps == 0.0 and nofit.binding == "fit"
 
 
-def test_short_outputs_run_below_saturation_instead_of_failing_the_tpot_slo():
-    # one output token: a saturated replica would prefill ~all the time and stretch TPOT past
-    # the SLO even at batch 1; a lighter load meets it (rate set by the prefill share)
-    m, a10g = load_model("llama-3.1-8b"), get_accelerator("A10G")
-    slo = dict(ttft_slo_s=1.0, tpot_slo_s=0.05)
-    one = max_rate_under_slo(m, a10g, tp=1, input_len=871, output_len=1, **slo)
-    ctx = make_context(m, a10g, Parallel(tp=1))
-    t_pf, t_dec = prefill_time_s(ctx, 1, 871), decode_step_s(ctx, 1, 871.5)
-    assert t_pf / (t_pf + t_dec) > 1 - t_dec / 0.05  # saturated at batch 1: TPOT over the SLO
-    assert one.binding == "tpot" and one.tpot_s == pytest.approx(0.05)
-    assert one.rate_rps == pytest.approx((1 - t_dec / 0.05) / t_pf)
-    # more output per request never buys capacity
-    rates = [max_rate_under_slo(m, a10g, tp=1, input_len=871, output_len=n, **slo).rate_rps
-             for n in (1, 8, 32, 128, 512)]
-    assert all(x >= y for x, y in zip(rates, rates[1:])) and rates[-1] > 0
-    # an idle replica over the SLO still cannot serve: its own latencies are reported
-    l4 = max_rate_under_slo(m, get_accelerator("L4"), tp=1, input_len=871, output_len=1, **slo)
-    assert l4.rate_rps == 0.0 and l4.binding == "tpot" and l4.tpot_s > 0.05
-
-
-def test_average_batch_between_whole_batches_meets_the_slo_exactly():
-    # the SLO binds between two whole batches: the average batch is fractional, TPOT lands on
-    # the SLO and the rate lies between the two whole batches' rates
-    m = load_model("llama-3.1-8b")
-    cap = max_rate_under_slo(m, H100, tp=1, input_len=512, output_len=128, tpot_slo_s=0.03)
-    assert cap.binding == "tpot" and cap.tpot_s == pytest.approx(0.03, rel=1e-3)
-    ctx = make_context(m, H100, Parallel(tp=1))
-    whole = [(b / (128 * decode_step_s(ctx, b, 576) + b * prefill_time_s(ctx, 1, 512)))
-             for b in (cap.max_batch - 1, cap.max_batch)]
-    assert whole[0] < cap.rate_rps < whole[1]
-
-
 def test_estimate_is_deterministic():
     m = load_model("mixtral-8x7b")
     a = estimate(m, H100, tp=2, ep=2, input_len=1000, output_len=200, batch=8).to_dict()

@@ -18,11 +18,11 @@ FORMATS = ("vllm", "kubernetes")
 
 @pytest.fixture(scope="module")
 def example_plan() -> dict:
-    """The README's plan (examples/fleet_request.yaml): four pools over four periods."""
+    """The README's plan (examples/fleet_request.yaml): pools over four periods."""
     from planner import fleet as fl
 
     plan = fl.plan_fleet(fl.load_request(REPO / "examples" / "fleet_request.yaml"))
-    assert len(plan["pools"]) >= 3 and all(len(p["counts_by_period"]) == 4 for p in plan["pools"])
+    assert len(plan["pools"]) >= 2 and all(len(p["counts_by_period"]) == 4 for p in plan["pools"])
     return plan
 
 
@@ -136,12 +136,12 @@ def _cuts(text: str) -> dict[str, int]:
     pools_at = text.index("\npools:")
     starts = [i for i in range(pools_at, text.index("\nrouting:")) if text.startswith("\n- id: ", i)]
     # about 1500 characters, at a line's end (a cut inside a key is a YAML error, not a plan's)
-    return {"1500 characters": text.rindex("\n", 0, 1500) + 1, "after two pools": starts[2] + 1,
+    return {"1500 characters": text.rindex("\n", 0, 1500) + 1, "after one pool": starts[1] + 1,
             "inside routing": text.index("\nrouting:") + 400, "before solver": text.index("\nsolver:") + 1}
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("cut", ["1500 characters", "after two pools", "inside routing",
+@pytest.mark.parametrize("cut", ["1500 characters", "after one pool", "inside routing",
                                  "before solver"])
 def test_a_plan_cut_short_is_refused_as_truncated(example_plan, tmp_path, capsys, fmt, cut):
     text = yaml.safe_dump(example_plan, sort_keys=False)
@@ -155,11 +155,11 @@ def test_a_plan_cut_short_is_refused_as_truncated(example_plan, tmp_path, capsys
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_pools_lost_are_found_by_the_plans_own_totals(example_plan, tmp_path, capsys, fmt):
-    lost = {**example_plan, "pools": example_plan["pools"][:2]}
+    lost = {**example_plan, "pools": example_plan["pools"][:1]}
     _refused(tmp_path, capsys, _write(tmp_path, lost, "lost.yaml"), fmt, "routing[0].pools",
              "which no pool has", "truncated or edited")
     # without routing the GPUs the plan counts name a type no pool runs on
-    gone = {p["gpu"] for p in example_plan["pools"][2:]} - {p["gpu"] for p in lost["pools"]}
+    gone = {p["gpu"] for p in example_plan["pools"][1:]} - {p["gpu"] for p in lost["pools"]}
     assert gone
     lost = {**lost, "routing": []}
     _refused(tmp_path, capsys, _write(tmp_path, lost, "lost.yaml"), fmt, f"gpus.{sorted(gone)[0]}",

@@ -75,10 +75,10 @@ def test_e2e_alone_allows_at_least_the_old_split(input_len, output_len, e2e):
     # the modelled end-to-end time, TTFT + (out - 1) TPOT as `estimate` defines it
     assert new.e2e_s == pytest.approx(new.ttft_s + (output_len - 1) * new.tpot_s)
     assert new.e2e_s <= e2e * (1 + 1e-9)
-    if new.binding == "e2e":  # the rate stops where the target is reached
-        assert new.e2e_s >= 0.99 * e2e
+    if new.binding == "e2e":  # the rate stops near the target (a percentile latency steps
+        assert new.e2e_s >= 0.9 * e2e  # with the Poisson count of prompts met on the way)
     else:
-        assert new.binding in ("memory", "max_num_seqs")
+        assert new.binding in ("memory", "max_num_seqs", "throughput")
 
 
 def test_e2e_binds_where_the_split_was_infeasible():
@@ -90,24 +90,23 @@ def test_e2e_binds_where_the_split_was_infeasible():
     assert new.rate_rps > 1.0 and new.binding == "e2e"
 
 
-def test_percentile_factor_scales_the_e2e_check():
+def test_a_higher_percentile_tightens_the_e2e_check():
     kw = dict(tp=1, input_len=2048, output_len=512, e2e_slo_s=20.0)
-    plain = max_rate_under_slo(M8B, H100, **kw)
-    wide = max_rate_under_slo(M8B, H100, percentile_factor=1.5, **kw)
-    assert wide.rate_rps < plain.rate_rps
-    assert wide.e2e_s * 1.5 <= 20.0 * (1 + 1e-9) and wide.e2e_s * 1.5 >= 0.99 * 20.0
+    median = max_rate_under_slo(M8B, H100, percentile=50, **kw)
+    tail = max_rate_under_slo(M8B, H100, percentile=99, **kw)
+    assert 0 < tail.rate_rps < median.rate_rps
+    assert tail.e2e_s <= 20.0 * (1 + 1e-9)
 
 
-def test_below_one_sequence_caps_the_load_by_e2e():
-    # one output token: one sequence decoding back to back leaves prompts queueing far past
-    # the target, a lighter load (prefill busy a share f of the time) meets it
+def test_one_output_token_caps_the_load_by_e2e():
+    # one output token: its end-to-end time is its TTFT, the prompts' queue sets the load
     from costmodels.serving import estimate
     kw = dict(tp=1, input_len=8192, output_len=1)
     t_pf = estimate(M8B, H100, **kw).prefill_time_s
-    est = max_rate_under_slo(M8B, H100, e2e_slo_s=2 * t_pf, **kw)
-    assert est.binding == "e2e" and est.max_batch == 1
-    assert 0.3 / t_pf < est.rate_rps < 1.0 / t_pf  # f = rate t_pf a bit below 1/2
-    assert est.e2e_s == pytest.approx(2 * t_pf, rel=1e-6)
+    est = max_rate_under_slo(M8B, H100, e2e_slo_s=2 * t_pf, percentile=90, **kw)
+    assert est.binding == "e2e" and est.tpot_s == 0.0
+    assert 0.3 / t_pf < est.rate_rps < 1.0 / t_pf  # the prefill busy a good part of the time
+    assert est.e2e_s == pytest.approx(est.ttft_s) and est.e2e_s <= 2 * t_pf
     never = max_rate_under_slo(M8B, H100, e2e_slo_s=0.5 * t_pf, **kw)
     assert never.rate_rps == 0.0 and never.binding == "e2e" and never.e2e_s > 0.5 * t_pf
 

@@ -52,7 +52,8 @@ def cost_model_options(entry: ModelEntry, index: int, load: ModelLoad, gpus: lis
         for b in np.nonzero(active)[0]:
             est, check = min(((max_rate_under_slo(
                 spec, accel, tp=tp, pp=pp, input_len=c.input_len, output_len=c.output_len,
-                ttft_slo_s=c.ttft_s, tpot_slo_s=c.tpot_s, e2e_slo_s=c.e2e_s, dtype=entry.dtype,
+                ttft_slo_s=c.ttft_s, tpot_slo_s=c.tpot_s, e2e_slo_s=c.e2e_s, percentile=c.percentile,
+                dtype=entry.dtype,
                 kv_dtype=entry.kv_dtype, **kwargs), c) for c in checks[b]),
                 key=lambda pair: pair[0].rate_rps)
             if est.binding == "fit":

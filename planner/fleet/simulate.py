@@ -316,47 +316,58 @@ MAX_ROUNDS = 8
 #: over a few thousand simulated requests moves by a few percent with the sample, and the
 #: re-made plan (another mix, other replica counts) must not land on the boundary again
 LOAD_FACTOR_MARGIN = 0.95
-#: bisection steps on a group's load factor (resolution 2^-7 of the range)
+#: bisection steps on a group's load factor (on its logarithm: ~1.5% resolution over 1-4x)
 LOAD_FACTOR_STEPS = 7
 #: below this share of its planned load a group that still misses is taken as unable to serve
 MIN_LOAD_FACTOR = 0.02
+#: the most a group's capacity is raised by in one step where it meets its targets with room
+MAX_LOAD_FACTOR = 4.0
+#: a capacity factor within this much of 1 is left alone (simulation noise)
+FACTOR_DEADBAND = 0.05
 
 
-def _meets_at(stream: _Stream, factor: float, seed: int) -> bool:
-    """Does the group meet its targets with each of its requests kept with probability
-    ``factor`` (the same replicas)?"""
-    rng = np.random.default_rng(seed)
-    keep = stream.selected[rng.random(len(stream.selected)) < factor]
-    if not len(keep):
-        return True
-    lat = _replay_group(stream.engine, stream.requests, keep, stream.replicas, stream.warm_s)
+def _meets_at(stream: _Stream, factor: float) -> bool:
+    """Does the group meet its targets with its requests arriving ``factor`` times as fast
+    (arrival times divided by ``factor``; the same replicas)?"""
+    req = stream.requests
+    faster = _Requests(req.arrival_s / factor, req.input_len, req.output_len, req.bucket)
+    lat = _replay_group(stream.engine, faster, stream.selected, stream.replicas, stream.warm_s / factor)
     return all(m["ratio"] <= 1.0 for m in _measure(lat, stream.targets))
 
 
-def load_factor(stream: _Stream, *, seed: int = 0) -> float:
-    """Largest share (``MIN_LOAD_FACTOR``..1) of a group's simulated load at which it meets
-    its SLO targets, by bisection; 0 when even ``MIN_LOAD_FACTOR`` misses."""
-    if not _meets_at(stream, MIN_LOAD_FACTOR, seed):
-        return 0.0
-    lo, hi = MIN_LOAD_FACTOR, 1.0
+def load_factor(stream: _Stream) -> float:
+    """Largest factor (``MIN_LOAD_FACTOR``..``MAX_LOAD_FACTOR``) on a group's simulated arrival
+    rate at which it meets its SLO targets, by bisection; 0 when even ``MIN_LOAD_FACTOR``
+    misses."""
+    if _meets_at(stream, 1.0):
+        lo, hi = 1.0, MAX_LOAD_FACTOR
+        if _meets_at(stream, hi):
+            return hi
+    else:
+        lo, hi = MIN_LOAD_FACTOR, 1.0
+        if not _meets_at(stream, lo):
+            return 0.0
     for _ in range(LOAD_FACTOR_STEPS):
-        mid = 0.5 * (lo + hi)
-        if _meets_at(stream, mid, seed):
-            lo = mid
-        else:
-            hi = mid
+        mid = math.sqrt(lo * hi)  # factors are ratios: bisect on their logarithm
+        lo, hi = (mid, hi) if _meets_at(stream, mid) else (lo, mid)
     return lo
 
 
 def plan_with_simulation(fp: FleetProblem, *, time_limit_s: float | None = None, inputs: Any = None,
                          window_s: float = DEFAULT_WINDOW_S, seed: int = 0,
                          rounds: int = MAX_ROUNDS) -> dict[str, Any]:
-    """Plan, replay the plan in the simulator, and where a pool group misses its SLOs scale
-    its option's capacities (every bucket) by the share of its load it meets them at, times
-    its planned utilisation and ``LOAD_FACTOR_MARGIN``; re-plan; at most ``rounds`` plans.  The returned plan carries
-    ``simulation`` (:func:`simulate_plan`'s section of the last plan, with ``rounds``, the
-    ``capacity_factors`` applied per group and each plan's ``cost_per_hour_by_round``).  ``time_limit_s`` holds for each solve.
-    Baselines (single GPU type, peak provisioning) are priced with the same scaled capacities.
+    """Plan, replay the plan in the simulator, correct the capacities of the pool groups the
+    replay contradicts, re-plan; at most ``rounds`` plans.
+
+    A group's correction is ``LOAD_FACTOR_MARGIN`` x (the factor on its simulated arrival rate
+    at which it just meets its SLO targets, :func:`load_factor`) x its planned utilisation,
+    applied to its option's capacity on every bucket.  After the first plan every group is
+    corrected (up where the cost model left room, down where it promised too much); after
+    later plans only groups that miss, and only down, so the loop ends.  The returned plan
+    carries ``simulation`` (:func:`simulate_plan`'s section of the last plan, with ``rounds``,
+    the ``capacity_factors`` applied per group and each plan's ``cost_per_hour_by_round``).
+    ``time_limit_s`` holds for each solve.  Baselines (single GPU type, peak provisioning) are
+    priced with the same corrected capacities.
 
     Raises:
         InfeasibleError: the first plan cannot be made (as :func:`plan_from_problem`).
@@ -370,24 +381,36 @@ def plan_with_simulation(fp: FleetProblem, *, time_limit_s: float | None = None,
     costs = [plan["cost_per_hour"]]
     engines = _Engines(fp)
     stop = None
+    kept = None  # the cheapest plan whose replay met every target, with its section
     for r in range(1, rounds + 1):
         section, streams = _simulate(fp, plan, window_s, seed, engines)
         section["rounds"] = r
-        missing = [g["group"] for g in section["groups"] if not g["meets_slo"] and g["group"] in streams]
-        if not missing or r == rounds:
+        if section["meets_slo"] and (kept is None or plan["cost_per_hour"] < kept[0]["cost_per_hour"]):
+            kept = (plan, section)
+        if r == rounds:
             break
-        for g in missing:
-            s = streams[g]
-            factor = LOAD_FACTOR_MARGIN * load_factor(s, seed=seed) * min(1.0, s.utilisation)
-            factors[g] = factors.get(g, 1.0) * factor
-            o = options[g]
+        changed = False
+        for g in section["groups"]:
+            s = streams.get(g["group"])
+            if s is None or (r > 1 and g["meets_slo"]):
+                continue
+            factor = LOAD_FACTOR_MARGIN * load_factor(s) * min(1.0, s.utilisation)
+            if g["meets_slo"] and factor < 1.0 + FACTOR_DEADBAND:
+                continue  # it holds: no cut for a group the replay did not contradict
+            factors[g["group"]] = factors.get(g["group"], 1.0) * factor
+            o = options[g["group"]]
             o.capacity[:] = o.capacity * factor
+            changed = True
+        if not changed:
+            break
         try:
             plan = plan_from_problem(fp, time_limit_s=time_limit_s, inputs=inputs)
             costs.append(plan["cost_per_hour"])
         except InfeasibleError as exc:
-            stop = f"no plan with the scaled capacities: {exc}"
+            stop = f"no plan with the corrected capacities: {exc}"
             break
+    if not section["meets_slo"] and kept is not None:  # a raise went too far: the plan that held
+        plan, section = kept[0], {**kept[1], "rounds": section["rounds"]}
     simulated = {g["group"] for g in section["groups"]}
     for p in plan["pools"]:  # deploy the engines as they were simulated
         if p["group"] in simulated:
