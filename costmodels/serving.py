@@ -357,7 +357,8 @@ class _ChunkedPrefillLane:
     """One engine lane (a replica, or one of a pipeline's ``pp`` micro-batch lanes) serving one
     request shape with vLLM's scheduler: running decodes first, then prefill tokens (chunks of
     prompts) up to ``budget`` tokens per iteration.  Iteration times come from the op-level cost
-    model, memoised per (decode batch, prefill tokens, prompts)."""
+    model through ``table`` (:func:`iteration_cost_table`); ``limit``: the batch slots (KV
+    cache and max-num-seqs)."""
 
     def __init__(self, table: IterationCostTable, input_len: int, output_len: int, limit: int,
                  budget: int) -> None:
@@ -592,7 +593,8 @@ def max_rate_disaggregated(model: ModelSpec, accel: Accelerator, *, phase: str, 
                            kv_link: LinkModel | None = None, e2e_slo_s: float | None = None,
                            e2e_ttft_s: float | None = None) -> CapacityEstimate:
     """Largest sustained request rate of ONE prefill-only or decode-only instance (prefill /
-    decode disaggregation) under the SLOs, in :func:`max_rate_under_slo`'s steady-state model.
+    decode disaggregation) under the SLOs, in a steady-state model of mean latencies (the
+    percentile terms of :func:`max_rate_under_slo` are not applied to one side of a pair yet).
 
     * ``phase="decode"``: ``b`` sequences decode in steps of ``t_dec(b)`` with no prefill in
       between, so TPOT = ``t_dec(b)`` and, by Little's law, rate = ``b / (output_len t_dec(b))``;

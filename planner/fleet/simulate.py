@@ -310,7 +310,7 @@ def simulate_plan(fp: FleetProblem, plan: dict[str, Any], *, window_s: float = D
     return _simulate(fp, plan, window_s, seed)[0]
 
 
-#: rounds of plan -> simulate -> scale the missing groups' capacities -> re-plan
+#: plans made at most: plan -> replay -> correct the contradicted capacities -> re-plan
 MAX_ROUNDS = 8
 #: a scaled capacity sits this far inside the largest load that met the targets: a percentile
 #: over a few thousand simulated requests moves by a few percent with the sample, and the
