@@ -4,7 +4,9 @@ seconds, rates in requests per second.
 """
 from __future__ import annotations
 
+import functools
 import math
+from statistics import NormalDist
 
 from scipy.stats import poisson
 
@@ -12,6 +14,16 @@ from scipy.stats import poisson
 #: to ~exp(lambda t), i.e. e^15 x 1e-16 here); the waiting time there is taken from the
 #: exponential tail
 _MD1_EXACT_SERVICES = 15
+
+
+#: Poisson means above which quantiles come from the normal approximation (a capacity search
+#: asks for hundreds of thousands; walking the pmf costs O(mean) each)
+POISSON_EXACT_MEAN = 40.0
+
+
+@functools.lru_cache(maxsize=64)
+def _normal_quantile(q: float) -> float:
+    return NormalDist().inv_cdf(q)
 
 
 def poisson_pmf(mean: float, kmax: int) -> list[float]:
@@ -26,11 +38,14 @@ def poisson_pmf(mean: float, kmax: int) -> list[float]:
 
 
 def poisson_quantile(q: float, mean: float) -> int:
-    """Smallest ``k`` with P(N <= k) >= ``q`` for ``N`` Poisson with ``mean`` (>= 0)."""
+    """Smallest ``k`` with P(N <= k) >= ``q`` for ``N`` Poisson with ``mean`` (>= 0): exact up
+    to a mean of ``POISSON_EXACT_MEAN``, above it the Cornish-Fisher normal approximation with
+    the Poisson skew (within one of the exact quantile there)."""
     if mean <= 0.0:
         return 0
-    if mean > 600.0:
-        return int(poisson.ppf(q, mean))
+    if mean > POISSON_EXACT_MEAN:
+        z = _normal_quantile(q)
+        return max(0, math.ceil(mean + z * math.sqrt(mean) + (z * z - 1.0) / 6.0 - 0.5))
     p = math.exp(-mean)
     total, k = p, 0
     while total < q and k < 10_000:
