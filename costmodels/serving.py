@@ -517,8 +517,8 @@ def max_rate_under_slo(model: ModelSpec, accel: Accelerator, *, tp: int, pp: int
     q = percentile / 100.0
     slots = "memory" if kv_slots <= max_num_seqs else "max_num_seqs"
 
-    def check(rate: float) -> tuple[_LoadPoint | None, str]:
-        point, why = lane.at(rate, q)
+    def verdict(point: _LoadPoint | None, why: str) -> tuple[_LoadPoint | None, str]:
+        """The point where it meets every target, else None and the limit or target it breaks."""
         if point is None:
             return None, slots if why == "memory" else why
         # one output token has no time per output token: a TPOT target does not apply
@@ -529,9 +529,12 @@ def max_rate_under_slo(model: ModelSpec, accel: Accelerator, *, tp: int, pp: int
                 return None, name
         return point, ""
 
+    def check(rate: float) -> tuple[_LoadPoint | None, str]:
+        return verdict(*lane.at(rate, q))
+
     # a trickle: one request in an idle lane
-    idle = lane.at(1e-9, q)[0]
-    trickle, why = check(1e-9)
+    idle, why = lane.at(1e-9, q)
+    trickle, why = verdict(idle, why)
     if trickle is None:
         ttft, tpot = (math.inf, math.inf) if idle is None else (idle.ttft_s, idle.tpot_s)
         return CapacityEstimate(0.0, 0, ttft, tpot, why or "throughput", ctx.fidelity,
