@@ -30,6 +30,7 @@ Run: ``python -m benchmarks.bench_fleet [melange|scale|traces|replan|disagg|star
 """
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import time
@@ -357,7 +358,7 @@ def bench_simulate(period_s: float = 300.0, rate_scale: float = 10.0) -> None:
                            for g in section["groups"] for t in g["targets"] if t["metric"] == f"{metric}_s")
 
             start = time.perf_counter()
-            checked = plan_with_simulation(build_problem(req))
+            checked = plan_with_simulation(copy.deepcopy(fp))  # it corrects the capacities in place
             loop_s = time.perf_counter() - start
             cs = checked["simulation"]
             base = checked["baseline_single_gpu"]

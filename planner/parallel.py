@@ -729,13 +729,9 @@ def build_shape_model(model: ModelSpec, pool: Pool, shape: Shape, *, dtype: str,
         cost = IterationCostTable(
             lambda it: _ops_for(ctx, shape, it),
             lambda o: op_time(o, accel, dtype=ctx.dtype, eff=ctx.eff, links=links, tp=shape.attn_tp).time_s,
-            lambda o: _op_params(ctx, o),
+            lambda o: op_roofline_params(ctx, o),
             max_tokens=budget_r + seqs_r, max_seqs=seqs_r, time_scale=imbalance)
     return ShapeModel(shape, ctx, links, mem, kv_tokens, lanes, limits, cost, imbalance)
-
-
-def _op_params(ctx: CostContext, op: Op) -> tuple:
-    return op_roofline_params(ctx, op)
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """A fleet plan replayed through the iteration-level serving simulator: does each pool meet its
 SLOs at their percentiles under bursty arrivals and the real mix of request lengths?
 
-The capacities the plan was sized with are a steady-state model (:mod:`.capacity`): one bucket's
-representative request at a time, mean latencies.  Here every period of the plan is replayed:
+The capacities the plan was sized with (:mod:`.capacity`) take one bucket's requests at a time
+and add a pool's buckets linearly.  Here every period of the plan is replayed with its mix:
 
 * arrivals: a Poisson process at the period's rate (req/s) over ``window_s`` seconds;
 * each request's bucket drawn from the period's bucket shares; its lengths drawn from the
@@ -120,11 +120,19 @@ def _route(rng: np.random.Generator, req: _Requests, shares: list[dict[str, floa
 
 
 class _Engines:
-    """Iteration-cost tables and engine limits per (model, GPU, shape, max_num_seqs), built once."""
+    """What replays of one problem share, built once: iteration-cost tables and engine limits
+    per (model, GPU, shape, max_num_seqs), and each model's trace lengths per bucket."""
 
     def __init__(self, fp: FleetProblem) -> None:
         self.fp = fp
         self.cache: dict[tuple, Any] = {}
+        self._lengths: dict[int, list[tuple[np.ndarray, np.ndarray]] | None] = {}
+
+    def lengths(self, mi: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """:func:`_lengths_by_bucket` of model ``mi``, the trace read once."""
+        if mi not in self._lengths:
+            self._lengths[mi] = _lengths_by_bucket(self.fp, mi)
+        return self._lengths[mi]
 
     def get(self, mi: int, gpu: str, tp: int, pp: int, max_num_seqs: int):
         key = (mi, gpu, tp, pp, max_num_seqs)
@@ -228,7 +236,7 @@ def _simulate(fp: FleetProblem, plan: dict[str, Any], window_s: float, seed: int
         ld = fp.loads[mi]
         grid = ld.hist.grid
         labels = [grid.label(i, j) for i in range(grid.shape[0]) for j in range(grid.shape[1])]
-        by_bucket = _lengths_by_bucket(fp, mi)
+        by_bucket = engines.lengths(mi)
         targets = _targets(fp, mi)
         for t in range(T):
             rate = float(ld.rates_rps[min(t, len(ld.rates_rps) - 1)])
